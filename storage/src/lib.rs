@@ -2,9 +2,46 @@
 //!
 //! Each channel is an ordered log of events (messages, edits, deletes, reactions, membership
 //! changes) with a gapless, strictly increasing `seq` and an `epoch` that changes whenever the
-//! log's history is cut. An entry is acknowledged to a publisher only after it is durable; many
-//! appends share one sync (group commit). Channel metadata, members, read markers, the idempotency
-//! index and retention bookkeeping live beside the logs.
+//! log's history is cut. An entry is acknowledged only after it is durable; many appends share
+//! one sync (group commit). Channel metadata, members, read markers with unread counts, the
+//! idempotency index, users, bans and retention bookkeeping live beside the logs.
 //!
-//! This crate is filled in by the storage issue; today it holds only this description so the
-//! workspace layout is fixed.
+//! # Layout
+//! - [`engine`]: the narrow engine trait (ordered keys, atomic batches, range scans, one durable
+//!   sync) and its engines: fjall (default), sled (feature `sled`), memory (tests).
+//! - `keys`: the key space, big-endian so that order on disk is order in time.
+//! - `records`: the stored form of entries and metadata.
+//! - `commit`: the group-commit writer thread.
+//! - `log`: sequencing, appends, the tail cache and reads.
+//! - `meta`: channels, members, read markers, users and bans.
+//! - `retention`: removal by age or count, and history truncation.
+//! - `store`: opening a directory (lock file, format marker), and the shared plumbing.
+//!
+//! # Guarantees
+//! - `append` returns only after the entry is durable (with [`Durability::Sync`]); an entry the
+//!   engine holds but has not synced is invisible to readers.
+//! - After a failed write or sync, the store accepts no more writes (`StoreError::ReadOnly`) and
+//!   keeps serving reads; nothing is acknowledged that could not be persisted.
+//! - A retried append with the same author and `client_msg_id` returns the original entry.
+//! - A damaged data directory gives an [`OpenError`] at open, never a panic; only one process
+//!   opens a directory at a time.
+
+mod commit;
+mod config;
+pub mod engine;
+mod error;
+mod keys;
+mod log;
+mod meta;
+mod records;
+mod retention;
+mod store;
+
+pub use commit::CommitStats;
+pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
+pub use error::{EngineError, OpenError, StoreError};
+pub use log::{Anchor, Appended, LogPage, LogPosition, LogQuery, NewEntry};
+pub use meta::{BanScope, ChannelInfo, ChannelPatch, NewChannel, ReadState};
+pub use records::{BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, UserRecord};
+pub use retention::RetentionReport;
+pub use store::Store;

@@ -1,0 +1,245 @@
+//! Group commit: one writer thread takes requests from many callers, writes them in arrival order
+//! and makes a whole batch durable with one sync. A caller learns its result only after the sync
+//! that covers its entry, and after a failed write or sync the writer fails everything after it:
+//! nothing is acknowledged that could not be persisted, and no later entry overtakes a lost one.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::config::Durability;
+use crate::engine::{Engine, Op};
+use crate::error::StoreError;
+use crate::log::ChannelLog;
+use crate::records::LogEntry;
+
+/// What to do once a request's ops are durable.
+pub(crate) enum Completion {
+    /// A new log entry: publish it to the channel's readers, then answer the appender.
+    Append {
+        log: Arc<ChannelLog>,
+        entry: Arc<LogEntry>,
+        idem_key: Option<(String, String)>,
+        tx: oneshot::Sender<Result<Arc<LogEntry>, StoreError>>,
+    },
+    /// An entry rewritten in place (a tombstone): refresh the tail cache, then answer.
+    Replace {
+        log: Arc<ChannelLog>,
+        entry: Arc<LogEntry>,
+        tx: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Anything else: just answer.
+    Done(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// One unit of work for the writer.
+pub(crate) struct Request {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) completion: Completion,
+    /// Forces a sync even in relaxed mode (explicit `Store::sync`).
+    pub(crate) force_sync: bool,
+    /// Holds the caller's place in the bounded queue until the request is answered.
+    pub(crate) _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The state every caller checks before queueing: set once, when a write or sync fails.
+#[derive(Debug, Default)]
+pub(crate) struct FailState(Mutex<Option<String>>);
+
+impl FailState {
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(cause) => Err(StoreError::ReadOnly(cause.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn set(&self, cause: String) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(cause);
+    }
+}
+
+/// Counters the writer keeps, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Batches made durable.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Requests made durable.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Syncs issued.
+    pub syncs: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) struct Writer {
+    pub(crate) rx: Receiver<Request>,
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) failed: Arc<FailState>,
+    pub(crate) stats: Arc<CommitStats>,
+    pub(crate) durability: Durability,
+    pub(crate) max_batch: usize,
+    pub(crate) max_batch_delay: Duration,
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is drained; syncs before returning.
+    pub(crate) fn run(self) {
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        let sync_interval = match self.durability {
+            Durability::Sync => None,
+            Durability::RelaxedPeriodicSync { interval } => Some(interval),
+        };
+        loop {
+            let first = match sync_interval {
+                Some(interval) if unsynced => {
+                    let wait = interval.saturating_sub(last_sync.elapsed());
+                    match self.rx.recv_timeout(wait) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_now(&mut Vec::new());
+                            unsynced = false;
+                            last_sync = Instant::now();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = vec![first];
+            self.fill(&mut batch);
+
+            if self.failed.check().is_err() {
+                fail_all(batch, &self.failed);
+                continue;
+            }
+            // One engine batch for the whole group: atomic, and one journal write.
+            let ops: Vec<Op> = batch
+                .iter_mut()
+                .flat_map(|r| std::mem::take(&mut r.ops))
+                .collect();
+            if let Err(e) = self.write(&ops) {
+                self.failed.set(format!("write failed: {e}"));
+                fail_all(batch, &self.failed);
+                continue;
+            }
+            let force = batch.iter().any(|r| r.force_sync);
+            let due = sync_interval.is_none_or(|i| last_sync.elapsed() >= i);
+            if force || due {
+                if !self.sync_now(&mut batch) {
+                    continue;
+                }
+                unsynced = false;
+                last_sync = Instant::now();
+            } else {
+                unsynced = true;
+            }
+            self.stats
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .requests
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for request in batch {
+                complete(request.completion);
+            }
+        }
+        if unsynced {
+            self.sync_now(&mut Vec::new());
+        }
+    }
+
+    /// Takes more queued requests, up to the batch limit, waiting up to the batch delay.
+    fn fill(&self, batch: &mut Vec<Request>) {
+        let deadline = Instant::now() + self.max_batch_delay;
+        while batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    match self.rx.recv_timeout(left) {
+                        Ok(r) => batch.push(r),
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, ops: &[Op]) -> Result<(), crate::error::EngineError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.engine.write(ops)
+    }
+
+    /// Syncs; on failure poisons the store and fails `batch`. Returns whether it succeeded.
+    fn sync_now(&self, batch: &mut Vec<Request>) -> bool {
+        self.stats
+            .syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.engine.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed.set(format!("sync failed: {e}"));
+                fail_all(std::mem::take(batch), &self.failed);
+                false
+            }
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Request>, failed: &FailState) {
+    let error = match failed.check() {
+        Err(e) => e,
+        Ok(()) => StoreError::ReadOnly("write failed".into()),
+    };
+    for request in batch {
+        match request.completion {
+            Completion::Append {
+                log, idem_key, tx, ..
+            } => {
+                log.fail_pending(idem_key.as_ref(), &error);
+                let _ = tx.send(Err(error.clone()));
+            }
+            Completion::Replace { tx, .. } | Completion::Done(tx) => {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn complete(completion: Completion) {
+    match completion {
+        Completion::Append {
+            log,
+            entry,
+            idem_key,
+            tx,
+        } => {
+            log.on_durable(&entry, idem_key.as_ref());
+            // Released before answering, so that an idle channel is idle once appends return.
+            drop(log);
+            // The appender may have given up waiting (cancelled); the entry is durable anyway.
+            let _ = tx.send(Ok(entry));
+        }
+        Completion::Replace { log, entry, tx } => {
+            log.on_replaced(entry);
+            drop(log);
+            let _ = tx.send(Ok(()));
+        }
+        Completion::Done(tx) => {
+            let _ = tx.send(Ok(()));
+        }
+    }
+}

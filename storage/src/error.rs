@@ -1,0 +1,129 @@
+//! The errors of each layer: the engine's, opening a store, and the store's operations.
+
+use std::path::PathBuf;
+
+/// A failure inside a storage engine (I/O, corruption, the engine's own poisoning).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The engine reported an error; the text is the engine's.
+    #[error("{engine}: {message}")]
+    Backend {
+        /// Which engine.
+        engine: &'static str,
+        /// The engine's description of the failure.
+        message: String,
+    },
+    /// An I/O error outside the engine's own calls (e.g. syncing its files).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A value is larger than the engine can store safely.
+    #[error("value of {len} bytes is over the limit of {max}")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The engine refused work after an earlier failure (a test's injected fault, or a real one).
+    #[error("engine failed earlier and refuses writes: {0}")]
+    Failed(String),
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process (or another `Store` in this process) holds the data directory.
+    #[error("the data directory {dir} is in use by another process (lock file {lock})")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The directory holds data of another engine or format version.
+    #[error("the data directory {dir} holds {found}, but {expected} was asked for")]
+    WrongFormat {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the marker file says.
+        found: String,
+        /// What this build and configuration expect.
+        expected: String,
+    },
+    /// The engine could not read the data: a corrupt or truncated data directory.
+    #[error("the data directory {dir} is corrupt or unreadable: {message}")]
+    Corrupt {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the engine said.
+        message: String,
+    },
+    /// An I/O error while preparing the directory.
+    #[error("I/O on {dir}: {source}")]
+    Io {
+        /// The data directory.
+        dir: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The engine is not compiled into this build.
+    #[error("the {0} engine is not compiled into this build (cargo feature)")]
+    EngineNotBuilt(&'static str),
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A write failed to become durable earlier; the store accepts no more writes until it is
+    /// reopened, and keeps serving reads.
+    #[error("the store is read-only after a failed write: {0}")]
+    ReadOnly(String),
+    /// The channel does not exist.
+    #[error("channel {0} does not exist")]
+    ChannelNotFound(String),
+    /// The channel (or direct pair) already exists.
+    #[error("channel {0} already exists")]
+    ChannelExists(String),
+    /// The user is not a member of the channel.
+    #[error("{user} is not a member of {channel}")]
+    NotMember {
+        /// The channel.
+        channel: String,
+        /// The user.
+        user: String,
+    },
+    /// The entry does not exist (never written, or removed by retention).
+    #[error("entry {seq} of channel {channel} does not exist")]
+    EntryNotFound {
+        /// The channel.
+        channel: String,
+        /// The seq asked for.
+        seq: u64,
+    },
+    /// An argument is out of range (an entry too large, an empty id).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The engine failed while reading.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// Stored bytes do not decode: corruption, or data from a newer incompatible version.
+    #[error("corrupt record under key {key}: {message}")]
+    Corrupt {
+        /// The key, in hex.
+        key: String,
+        /// What failed to decode.
+        message: String,
+    },
+    /// The store is closing or closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<EngineError> for StoreError {
+    fn from(e: EngineError) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}

@@ -1,0 +1,181 @@
+//! The key space. Every key starts with a one-byte table tag; strings are length-prefixed (ids
+//! are at most 128 bytes) and numbers big-endian, so that byte order is (table, id, number)
+//! order: a channel's log entries lie together in seq order, which is order in time.
+
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
+
+/// `C channel` -> `ChannelRecord`.
+pub(crate) const CHANNEL: u8 = b'C';
+/// `L channel seq` -> entry (ordinal + encoded `ChannelEvent`).
+pub(crate) const LOG: u8 = b'L';
+/// `I channel author client_msg_id` -> seq (idempotency index).
+pub(crate) const IDEM: u8 = b'I';
+/// `T channel parent seq` -> empty (thread index).
+pub(crate) const THREAD: u8 = b'T';
+/// `N channel user seq` -> empty (mention index, for mention counts).
+pub(crate) const MENTION: u8 = b'N';
+/// `M channel user` -> `MemberRecord`.
+pub(crate) const MEMBER: u8 = b'M';
+/// `U user channel` -> empty (the user's channels).
+pub(crate) const USER_CHANNEL: u8 = b'U';
+/// `R user channel` -> `MarkerRecord`.
+pub(crate) const MARKER: u8 = b'R';
+/// `P user` -> `UserRecord`.
+pub(crate) const USER: u8 = b'P';
+/// `B scope user` -> `BanRecord`; the scope is a channel id, or empty for the whole server.
+pub(crate) const BAN: u8 = b'B';
+/// `D user user` -> channel id of the direct channel of that (sorted) pair.
+pub(crate) const DIRECT: u8 = b'D';
+
+/// Builds keys without intermediate allocations.
+#[derive(Debug)]
+pub(crate) struct Key(Vec<u8>);
+
+impl Key {
+    pub(crate) fn new(table: u8) -> Self {
+        let mut v = Vec::with_capacity(48);
+        v.push(table);
+        Self(v)
+    }
+
+    pub(crate) fn str(mut self, s: &str) -> Self {
+        // Ids are validated to at most 128 bytes; client_msg_ids to 64.
+        let len = u8::try_from(s.len()).unwrap_or(u8::MAX);
+        self.0.push(len);
+        self.0.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+        self
+    }
+
+    pub(crate) fn u64(mut self, n: u64) -> Self {
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+pub(crate) fn channel(c: &ChannelId) -> Vec<u8> {
+    Key::new(CHANNEL).str(c.as_str()).into_vec()
+}
+
+pub(crate) fn log_prefix(c: &ChannelId) -> Key {
+    Key::new(LOG).str(c.as_str())
+}
+
+pub(crate) fn log(c: &ChannelId, seq: Seq) -> Vec<u8> {
+    log_prefix(c).u64(seq.get()).into_vec()
+}
+
+pub(crate) fn idem(c: &ChannelId, author: &str, client_msg_id: &str) -> Vec<u8> {
+    Key::new(IDEM)
+        .str(c.as_str())
+        .str(author)
+        .str(client_msg_id)
+        .into_vec()
+}
+
+pub(crate) fn thread_prefix(c: &ChannelId, parent: Seq) -> Key {
+    Key::new(THREAD).str(c.as_str()).u64(parent.get())
+}
+
+pub(crate) fn mention_prefix(c: &ChannelId, user: &str) -> Key {
+    Key::new(MENTION).str(c.as_str()).str(user)
+}
+
+pub(crate) fn member_prefix(c: &ChannelId) -> Key {
+    Key::new(MEMBER).str(c.as_str())
+}
+
+pub(crate) fn member(c: &ChannelId, u: &UserId) -> Vec<u8> {
+    member_prefix(c).str(u.as_str()).into_vec()
+}
+
+pub(crate) fn user_channel_prefix(u: &UserId) -> Key {
+    Key::new(USER_CHANNEL).str(u.as_str())
+}
+
+pub(crate) fn user_channel(u: &UserId, c: &ChannelId) -> Vec<u8> {
+    user_channel_prefix(u).str(c.as_str()).into_vec()
+}
+
+pub(crate) fn marker(u: &UserId, c: &ChannelId) -> Vec<u8> {
+    Key::new(MARKER).str(u.as_str()).str(c.as_str()).into_vec()
+}
+
+pub(crate) fn user(u: &UserId) -> Vec<u8> {
+    Key::new(USER).str(u.as_str()).into_vec()
+}
+
+pub(crate) fn ban(scope: Option<&ChannelId>, u: &UserId) -> Vec<u8> {
+    Key::new(BAN)
+        .str(scope.map_or("", ChannelId::as_str))
+        .str(u.as_str())
+        .into_vec()
+}
+
+pub(crate) fn direct(a: &UserId, b: &UserId) -> Vec<u8> {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    Key::new(DIRECT)
+        .str(lo.as_str())
+        .str(hi.as_str())
+        .into_vec()
+}
+
+/// The trailing big-endian u64 of a key (a seq), if the key is long enough.
+pub(crate) fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    let bytes: [u8; 8] = key.get(start..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The length-prefixed string at the end of `key` after `prefix_len` bytes.
+pub(crate) fn trailing_str(key: &[u8], prefix_len: usize) -> Option<&str> {
+    let len = usize::from(*key.get(prefix_len)?);
+    let bytes = key.get(prefix_len + 1..prefix_len + 1 + len)?;
+    std::str::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_channel_then_seq() {
+        let a = ChannelId::new("a").unwrap();
+        let b = ChannelId::new("b").unwrap();
+        let mut keys = vec![
+            log(&b, Seq(1)),
+            log(&a, Seq(256)),
+            log(&a, Seq(2)),
+            log(&a, Seq(1)),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                log(&a, Seq(1)),
+                log(&a, Seq(2)),
+                log(&a, Seq(256)),
+                log(&b, Seq(1))
+            ]
+        );
+        assert_eq!(trailing_u64(&log(&a, Seq(256))), Some(256));
+    }
+
+    #[test]
+    fn direct_keys_ignore_pair_order() {
+        let a = UserId::new("alice").unwrap();
+        let b = UserId::new("bob").unwrap();
+        assert_eq!(direct(&a, &b), direct(&b, &a));
+    }
+
+    #[test]
+    fn a_channel_prefix_is_not_a_prefix_of_another_channel() {
+        // Length prefixes keep "ab" from matching inside "abc".
+        let ab = log_prefix(&ChannelId::new("ab").unwrap()).into_vec();
+        let abc = log(&ChannelId::new("abc").unwrap(), Seq(1));
+        assert!(!abc.starts_with(&ab));
+    }
+}

@@ -1,0 +1,220 @@
+//! The stored form of metadata and log entries. Records are protobuf messages, so that later
+//! versions can add fields and still read what older versions wrote.
+
+use bytes::Bytes;
+use chorus_protocol::ids::{Epoch, Seq};
+use chorus_protocol::v1::{ChannelEvent, ChannelKind, Role};
+use prost::Message;
+
+use crate::error::StoreError;
+
+/// A channel's metadata.
+#[derive(Clone, PartialEq, Message)]
+pub struct ChannelRecord {
+    /// Direct, group or public.
+    #[prost(enumeration = "ChannelKind", tag = "1")]
+    pub kind: i32,
+    /// Display name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Topic line.
+    #[prost(string, tag = "3")]
+    pub topic: String,
+    /// Creator's user id.
+    #[prost(string, tag = "4")]
+    pub created_by: String,
+    /// Creation time, unix ms.
+    #[prost(uint64, tag = "5")]
+    pub created_at_ms: u64,
+    /// Archived channels are read-only.
+    #[prost(bool, tag = "6")]
+    pub archived: bool,
+    /// The log's history generation; see `Epoch`.
+    #[prost(uint64, tag = "7")]
+    pub epoch: u64,
+    /// Entries below this seq were removed (retention, truncation). 1 when nothing was removed.
+    #[prost(uint64, tag = "8")]
+    pub first_available_seq: u64,
+    /// Number of members.
+    #[prost(uint32, tag = "9")]
+    pub member_count: u32,
+    /// Opaque application data.
+    #[prost(bytes = "bytes", tag = "10")]
+    pub custom: Bytes,
+    /// Retention: entries older than this are removed. 0 = the store's default.
+    #[prost(uint64, tag = "11")]
+    pub retention_max_age_ms: u64,
+    /// Retention: only this many newest entries are kept. 0 = the store's default.
+    #[prost(uint64, tag = "12")]
+    pub retention_max_entries: u64,
+    /// The message ordinal of entry `first_available_seq - 1` (the last removed one), so that
+    /// ordinals keep counting when retention empties the log.
+    #[prost(uint64, tag = "13")]
+    pub removed_ordinal: u64,
+}
+
+/// A member of a channel.
+#[derive(Clone, PartialEq, Message)]
+pub struct MemberRecord {
+    /// Owner, moderator or member.
+    #[prost(enumeration = "Role", tag = "1")]
+    pub role: i32,
+    /// When the user joined, unix ms.
+    #[prost(uint64, tag = "2")]
+    pub joined_at_ms: u64,
+    /// The member may not post until then (unix ms); 0 = not muted.
+    #[prost(uint64, tag = "3")]
+    pub muted_until_ms: u64,
+}
+
+/// A user's read position in one channel.
+#[derive(Clone, PartialEq, Message)]
+pub struct MarkerRecord {
+    /// The newest seq read.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// The number of messages up to and including `seq`, so that unread counts need no scan.
+    #[prost(uint64, tag = "2")]
+    pub ordinal: u64,
+    /// When the marker last moved, unix ms.
+    #[prost(uint64, tag = "3")]
+    pub updated_at_ms: u64,
+}
+
+/// A user the node has seen.
+#[derive(Clone, PartialEq, Message)]
+pub struct UserRecord {
+    /// Display name, if the app set one.
+    #[prost(string, tag = "1")]
+    pub display_name: String,
+    /// First seen, unix ms.
+    #[prost(uint64, tag = "2")]
+    pub created_at_ms: u64,
+    /// Last connected, unix ms.
+    #[prost(uint64, tag = "3")]
+    pub last_seen_ms: u64,
+    /// Tokens issued before this time (unix ms) are refused (an admin revoked them).
+    #[prost(uint64, tag = "4")]
+    pub tokens_valid_after_ms: u64,
+    /// The user's data was erased; the id remains only so history stays consistent.
+    #[prost(bool, tag = "5")]
+    pub erased: bool,
+}
+
+/// A ban of a user from one channel or from the server.
+#[derive(Clone, PartialEq, Message)]
+pub struct BanRecord {
+    /// Until when, unix ms; 0 = until lifted.
+    #[prost(uint64, tag = "1")]
+    pub until_ms: u64,
+    /// Why, for moderators and the audit.
+    #[prost(string, tag = "2")]
+    pub reason: String,
+    /// Who banned.
+    #[prost(string, tag = "3")]
+    pub banned_by: String,
+    /// When, unix ms.
+    #[prost(uint64, tag = "4")]
+    pub created_at_ms: u64,
+}
+
+/// The version byte in front of every stored log entry.
+const ENTRY_FORMAT: u8 = 1;
+
+/// A log entry as read back: the event (with channel, seq and epoch filled in) and its
+/// message ordinal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// The entry's position.
+    pub seq: Seq,
+    /// How many `Message` entries the log holds up to and including this one.
+    pub ordinal: u64,
+    /// The event, ready to send.
+    pub event: ChannelEvent,
+}
+
+impl LogEntry {
+    /// The epoch the entry was read in.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.event.epoch)
+    }
+
+    /// Approximate memory held, for cache budgets.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        64 + self.event.encoded_len()
+    }
+}
+
+/// An entry as stored: its ordinal, its idempotency key, and the event.
+#[derive(Debug)]
+pub(crate) struct StoredEntry {
+    pub(crate) ordinal: u64,
+    pub(crate) client_msg_id: String,
+    pub(crate) event: ChannelEvent,
+}
+
+/// Encodes an entry for the log: format byte, ordinal, idempotency key (so that retention can
+/// remove its index entry), then the event without the fields the key and the channel record
+/// already hold (channel id, seq, epoch).
+pub(crate) fn encode_entry(ordinal: u64, client_msg_id: &str, event: &ChannelEvent) -> Vec<u8> {
+    let mut stored = event.clone();
+    stored.channel_id.clear();
+    stored.seq = 0;
+    stored.epoch = 0;
+    let idem = &client_msg_id.as_bytes()[..client_msg_id.len().min(255)];
+    let mut out = Vec::with_capacity(10 + idem.len() + stored.encoded_len());
+    out.push(ENTRY_FORMAT);
+    out.extend_from_slice(&ordinal.to_be_bytes());
+    out.push(idem.len() as u8);
+    out.extend_from_slice(idem);
+    stored.encode(&mut out).ok();
+    out
+}
+
+/// Decodes a stored entry; `key` is only for the error message.
+pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<StoredEntry, StoreError> {
+    let corrupt = |message: &str| StoreError::Corrupt {
+        key: hex(key),
+        message: message.to_owned(),
+    };
+    let Some((&format, rest)) = value.split_first() else {
+        return Err(corrupt("empty entry"));
+    };
+    if format != ENTRY_FORMAT {
+        return Err(corrupt(&format!("unknown entry format {format}")));
+    }
+    let ordinal = rest
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("truncated ordinal"))?;
+    let idem_len = usize::from(*rest.get(8).ok_or_else(|| corrupt("truncated key length"))?);
+    let idem = rest
+        .get(9..9 + idem_len)
+        .ok_or_else(|| corrupt("truncated key"))?;
+    let client_msg_id = std::str::from_utf8(idem)
+        .map_err(|_| corrupt("key is not UTF-8"))?
+        .to_owned();
+    let body = rest.get(9 + idem_len..).unwrap_or_default();
+    let event = ChannelEvent::decode(body).map_err(|e| corrupt(&e.to_string()))?;
+    Ok(StoredEntry {
+        ordinal,
+        client_msg_id,
+        event,
+    })
+}
+
+/// Decodes a metadata record; `key` is only for the error message.
+pub(crate) fn decode_record<M: Message + Default>(
+    key: &[u8],
+    value: &[u8],
+) -> Result<M, StoreError> {
+    M::decode(value).map_err(|e| StoreError::Corrupt {
+        key: hex(key),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,356 @@
+//! The `Store` handle: opening a data directory, the shared state, and the plumbing every
+//! operation uses (queueing writes, striped locks, record reads).
+
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hash};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::SyncSender;
+
+use chorus_protocol::ids::ChannelId;
+use dashmap::DashMap;
+use prost::Message;
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::commit::{CommitStats, Completion, FailState, Request, Writer};
+use crate::config::{EngineKind, StoreConfig};
+use crate::engine::{Engine, Op, fjall::FjallEngine};
+use crate::error::{OpenError, StoreError};
+use crate::log::ChannelLog;
+use crate::records::decode_record;
+
+/// The format this build writes; a directory with another one is refused at open.
+const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+const LOCK_FILE: &str = "LOCK";
+/// Striped locks serialize read-modify-write of one record without a global lock.
+const STRIPES: usize = 256;
+
+/// The durable store of a node. Cheap to clone; every clone is the same store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.inner.engine.name())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) config: StoreConfig,
+    /// `None` once the store is closed.
+    tx: std::sync::Mutex<Option<SyncSender<Request>>>,
+    queue: Arc<Semaphore>,
+    pub(crate) failed: Arc<FailState>,
+    pub(crate) stats: Arc<CommitStats>,
+    pub(crate) logs: DashMap<ChannelId, Arc<ChannelLog>>,
+    pub(crate) cache_bytes: Arc<AtomicUsize>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the store's lifetime: the directory lock.
+    _lock: Option<File>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.dir` with the configured engine.
+    pub fn open(config: StoreConfig) -> Result<Self, OpenError> {
+        let dir = config.dir.clone();
+        let io = |source| OpenError::Io {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let lock = lock_dir(&dir)?;
+        check_format(&dir, config.engine)?;
+        let engine_dir = dir.join(config.engine.as_str());
+        let cache = config.engine_cache_bytes;
+        // A damaged directory must give an error, never take the node down with a panic.
+        let opened = std::panic::catch_unwind(|| open_engine(config.engine, &engine_dir, cache));
+        let engine = match opened {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(e @ OpenError::EngineNotBuilt(_))) => return Err(e),
+            Ok(Err(e)) => return Err(corrupt(&dir, e)),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "the engine panicked while opening".into());
+                return Err(OpenError::Corrupt { dir, message });
+            }
+        };
+        Ok(Self::start(engine, config, Some(lock)))
+    }
+
+    /// A store over a ready engine (the memory engine, or a test's fault-injecting wrapper).
+    /// `config.dir` is not used.
+    pub fn with_engine(engine: Arc<dyn Engine>, config: StoreConfig) -> Self {
+        Self::start(engine, config, None)
+    }
+
+    fn start(engine: Arc<dyn Engine>, config: StoreConfig, lock: Option<File>) -> Self {
+        let capacity = config.queue_capacity.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let failed = Arc::new(FailState::default());
+        let stats = Arc::new(CommitStats::default());
+        let writer = Writer {
+            rx,
+            engine: engine.clone(),
+            failed: failed.clone(),
+            stats: stats.clone(),
+            durability: config.durability,
+            max_batch: config.max_batch.max(1),
+            max_batch_delay: config.max_batch_delay,
+        };
+        let handle = std::thread::Builder::new()
+            .name("chorus-store-writer".into())
+            .spawn(move || writer.run())
+            .ok();
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                tx: std::sync::Mutex::new(Some(tx)),
+                queue: Arc::new(Semaphore::new(capacity)),
+                failed,
+                stats,
+                logs: DashMap::new(),
+                cache_bytes: Arc::new(AtomicUsize::new(0)),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                hasher: std::collections::hash_map::RandomState::new(),
+                writer: std::sync::Mutex::new(handle),
+                _lock: lock,
+                config,
+            }),
+        }
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.inner.engine.name()
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.engine.disk_bytes()?)
+    }
+
+    /// Batches, requests and syncs made so far by the group-commit writer.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.inner.stats
+    }
+
+    /// Whether a failed write made the store read-only (and why).
+    pub fn health(&self) -> Result<(), StoreError> {
+        self.inner.failed.check()
+    }
+
+    /// Makes everything written so far durable (also in relaxed mode).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .submit(Vec::new(), Completion::Done(tx), true)
+            .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer after it has made every queued request durable. Later writes fail with
+    /// `Closed`; reads keep working.
+    pub fn close(&self) {
+        let sender = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(sender);
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let sender = self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        drop(sender);
+        if let Some(handle) = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Waits for room in the writer's queue. Taken before any channel lock, so that a full
+    /// queue makes callers wait without blocking others' locks.
+    pub(crate) async fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.failed.check()?;
+        self.queue
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues a request with a permit already reserved. Never blocks: the permit guarantees room.
+    pub(crate) fn enqueue(
+        &self,
+        ops: Vec<Op>,
+        completion: Completion,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), StoreError> {
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        tx.send(Request {
+            ops,
+            completion,
+            force_sync: false,
+            _permit: Some(permit),
+        })
+        .map_err(|_| StoreError::Closed)
+    }
+
+    /// Reserves room, queues and returns once the request is queued.
+    pub(crate) async fn submit(
+        &self,
+        ops: Vec<Op>,
+        completion: Completion,
+        force_sync: bool,
+    ) -> Result<(), StoreError> {
+        let permit = self.reserve().await?;
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        tx.send(Request {
+            ops,
+            completion,
+            force_sync,
+            _permit: Some(permit),
+        })
+        .map_err(|_| StoreError::Closed)
+    }
+
+    /// Writes `ops` durably (one atomic batch) and returns when they are durable.
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(ops, Completion::Done(tx), false).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The striped lock for a record key.
+    pub(crate) fn stripe(&self, key: &impl Hash) -> &tokio::sync::Mutex<()> {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.stripes[h % STRIPES]
+    }
+
+    /// Reads and decodes a record.
+    pub(crate) fn record<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StoreError> {
+        match self.engine.get(key)? {
+            Some(v) => Ok(Some(decode_record(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn corrupt(dir: &Path, e: impl std::fmt::Display) -> OpenError {
+    OpenError::Corrupt {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked {
+            dir: dir.to_path_buf(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Checks (or writes, for a new directory) the marker naming the format and engine.
+fn check_format(dir: &Path, engine: EngineKind) -> Result<(), OpenError> {
+    let expected = format!("chorus-store {FORMAT_VERSION} {}\n", engine.as_str());
+    let path = dir.join(FORMAT_FILE);
+    let io = |source| OpenError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    match File::open(&path) {
+        Ok(mut f) => {
+            let mut found = String::new();
+            f.read_to_string(&mut found).map_err(io)?;
+            if found != expected {
+                return Err(OpenError::WrongFormat {
+                    dir: dir.to_path_buf(),
+                    found: found.trim().to_owned(),
+                    expected: expected.trim().to_owned(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if dir.join(engine.as_str()).exists() {
+                return Err(corrupt(
+                    dir,
+                    "engine data present but the FORMAT file is missing",
+                ));
+            }
+            let mut f = File::create(&path).map_err(io)?;
+            f.write_all(expected.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn open_engine(kind: EngineKind, dir: &Path, cache: u64) -> Result<Arc<dyn Engine>, OpenError> {
+    let fail = |e: crate::error::EngineError| corrupt(dir, e);
+    match kind {
+        EngineKind::Fjall => Ok(Arc::new(FjallEngine::open(dir, cache).map_err(fail)?)),
+        #[cfg(feature = "sled")]
+        EngineKind::Sled => Ok(Arc::new(
+            crate::engine::sled::SledEngine::open(dir, cache).map_err(fail)?,
+        )),
+        #[cfg(not(feature = "sled"))]
+        EngineKind::Sled => Err(OpenError::EngineNotBuilt("sled")),
+    }
+}
