@@ -1,8 +1,9 @@
-//! Group commit: one writer thread takes requests from many callers, writes them in arrival order
-//! and makes a whole batch durable with one sync. A caller learns its result only after the sync
+//! Group commit: a writer thread takes requests from many callers and writes them in arrival
+//! order; a syncer thread makes everything written so far durable with one sync. A caller learns its result only after the sync
 //! that covers its entry, and after a failed write or sync the writer fails everything after it:
 //! nothing is acknowledged that could not be persisted, and no later entry overtakes a lost one.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,6 +72,14 @@ pub struct CommitStats {
     pub requests: std::sync::atomic::AtomicU64,
     /// Syncs issued.
     pub syncs: std::sync::atomic::AtomicU64,
+    /// Time spent in engine writes, in nanoseconds.
+    pub write_nanos: std::sync::atomic::AtomicU64,
+    /// Time spent in syncs, in nanoseconds.
+    pub sync_nanos: std::sync::atomic::AtomicU64,
+    /// The longest write, in nanoseconds.
+    pub max_write_nanos: std::sync::atomic::AtomicU64,
+    /// The longest sync, in nanoseconds.
+    pub max_sync_nanos: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct Writer {
@@ -85,36 +94,40 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Runs until every sender is gone and the queue is drained; syncs before returning.
+    ///
+    /// Two threads form a pipeline: this one writes batches to the engine, a syncer makes them
+    /// durable and answers the callers. While one sync runs, the next batches are written, so a
+    /// cycle costs the longer of a write and a sync instead of their sum. The syncer answers
+    /// batches in arrival order, so a channel's entries become visible in seq order.
     pub(crate) fn run(self) {
-        let mut unsynced = false;
-        let mut last_sync = Instant::now();
-        let sync_interval = match self.durability {
-            Durability::Sync => None,
-            Durability::RelaxedPeriodicSync { interval } => Some(interval),
+        let (synced_tx, synced_rx) = std::sync::mpsc::channel::<Vec<Request>>();
+        let syncer = Syncer {
+            rx: synced_rx,
+            engine: self.engine.clone(),
+            failed: self.failed.clone(),
+            stats: self.stats.clone(),
+            interval: match self.durability {
+                Durability::Sync => None,
+                Durability::RelaxedPeriodicSync { interval } => Some(interval),
+            },
         };
-        loop {
-            let first = match sync_interval {
-                Some(interval) if unsynced => {
-                    let wait = interval.saturating_sub(last_sync.elapsed());
-                    match self.rx.recv_timeout(wait) {
-                        Ok(r) => r,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_now(&mut Vec::new());
-                            unsynced = false;
-                            last_sync = Instant::now();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+        let handle = std::thread::Builder::new()
+            .name("chorus-store-sync".into())
+            .spawn(move || syncer.run());
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                self.failed
+                    .set(format!("cannot start the sync thread: {e}"));
+                for request in self.rx.iter() {
+                    fail_all(vec![request], &self.failed);
                 }
-                _ => match self.rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
-            };
+                return;
+            }
+        };
+        while let Ok(first) = self.rx.recv() {
             let mut batch = vec![first];
             self.fill(&mut batch);
-
             if self.failed.check().is_err() {
                 fail_all(batch, &self.failed);
                 continue;
@@ -129,30 +142,12 @@ impl Writer {
                 fail_all(batch, &self.failed);
                 continue;
             }
-            let force = batch.iter().any(|r| r.force_sync);
-            let due = sync_interval.is_none_or(|i| last_sync.elapsed() >= i);
-            if force || due {
-                if !self.sync_now(&mut batch) {
-                    continue;
-                }
-                unsynced = false;
-                last_sync = Instant::now();
-            } else {
-                unsynced = true;
-            }
-            self.stats
-                .batches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.stats
-                .requests
-                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            for request in batch {
-                complete(request.completion);
+            if let Err(unsent) = synced_tx.send(batch) {
+                fail_all(unsent.0, &self.failed);
             }
         }
-        if unsynced {
-            self.sync_now(&mut Vec::new());
-        }
+        drop(synced_tx);
+        let _ = handle.join();
     }
 
     /// Takes more queued requests, up to the batch limit, waiting up to the batch delay.
@@ -180,20 +175,99 @@ impl Writer {
         if ops.is_empty() {
             return Ok(());
         }
-        self.engine.write(ops)
+        let start = Instant::now();
+        let result = self.engine.write(ops);
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.stats.write_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats
+            .max_write_nanos
+            .fetch_max(nanos, Ordering::Relaxed);
+        result
+    }
+}
+
+/// The second stage: makes written batches durable and answers their callers.
+struct Syncer {
+    rx: Receiver<Vec<Request>>,
+    engine: Arc<dyn Engine>,
+    failed: Arc<FailState>,
+    stats: Arc<CommitStats>,
+    /// `Some` in relaxed mode: sync at most this often.
+    interval: Option<Duration>,
+}
+
+impl Syncer {
+    fn run(self) {
+        let mut unsynced = false;
+        let mut last_sync = Instant::now();
+        loop {
+            let first = match self.interval {
+                Some(interval) if unsynced => {
+                    let wait = interval.saturating_sub(last_sync.elapsed());
+                    match self.rx.recv_timeout(wait) {
+                        Ok(b) => b,
+                        Err(RecvTimeoutError::Timeout) => {
+                            // A failed periodic sync poisons the store; nothing waits on it.
+                            self.sync(Vec::new());
+                            unsynced = false;
+                            last_sync = Instant::now();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match self.rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+            };
+            // Every batch written so far shares this sync.
+            let mut ready = first;
+            while let Ok(more) = self.rx.try_recv() {
+                ready.extend(more);
+            }
+            let force = ready.iter().any(|r| r.force_sync);
+            let due = self.interval.is_none_or(|i| last_sync.elapsed() >= i);
+            let ready = if force || due {
+                let Some(ready) = self.sync(ready) else {
+                    continue;
+                };
+                unsynced = false;
+                last_sync = Instant::now();
+                ready
+            } else {
+                unsynced = true;
+                ready
+            };
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .requests
+                .fetch_add(ready.len() as u64, Ordering::Relaxed);
+            for request in ready {
+                complete(request.completion);
+            }
+        }
+        if unsynced {
+            self.sync(Vec::new());
+        }
     }
 
-    /// Syncs; on failure poisons the store and fails `batch`. Returns whether it succeeded.
-    fn sync_now(&self, batch: &mut Vec<Request>) -> bool {
+    /// Syncs; on failure poisons the store, fails `ready` and returns `None`.
+    fn sync(&self, ready: Vec<Request>) -> Option<Vec<Request>> {
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let result = self.engine.sync();
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.stats.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.stats
-            .syncs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match self.engine.sync() {
-            Ok(()) => true,
+            .max_sync_nanos
+            .fetch_max(nanos, Ordering::Relaxed);
+        match result {
+            Ok(()) => Some(ready),
             Err(e) => {
                 self.failed.set(format!("sync failed: {e}"));
-                fail_all(std::mem::take(batch), &self.failed);
-                false
+                fail_all(ready, &self.failed);
+                None
             }
         }
     }

@@ -364,11 +364,7 @@ fn to_log_entry(
     event.channel_id = channel.to_string();
     event.seq = seq.get();
     event.epoch = epoch.get();
-    Ok(LogEntry {
-        seq,
-        ordinal: stored.ordinal,
-        event,
-    })
+    Ok(LogEntry::new(seq, stored.ordinal, event, value.len()))
 }
 
 impl Store {
@@ -444,12 +440,14 @@ impl Store {
         let seq = state.next_seq;
         let is_message = matches!(new.body, Body::Message(_));
         let ordinal = state.assigned_ordinal + u64::from(is_message);
-        let event = ChannelEvent {
-            channel_id: channel.to_string(),
-            seq: seq.get(),
-            epoch: state.epoch.get(),
+        // Stored without channel, seq and epoch (the key and the channel record hold them);
+        // they are filled in after encoding.
+        let mut event = ChannelEvent {
+            channel_id: String::new(),
+            seq: 0,
+            epoch: 0,
             server_time_ms: new.time_ms,
-            author_id: author.clone(),
+            author_id: author,
             body: Some(new.body),
         };
         let idem = new.client_msg_id.as_deref().unwrap_or("");
@@ -460,6 +458,10 @@ impl Store {
                 value.len()
             )));
         }
+        let stored_len = value.len();
+        event.channel_id = channel.to_string();
+        event.seq = seq.get();
+        event.epoch = state.epoch.get();
         let mut ops = vec![Op::Put(keys::log(channel, seq), value)];
         if let Some((a, k)) = &idem_key {
             ops.push(Op::Put(
@@ -477,11 +479,7 @@ impl Store {
                 ops.push(Op::Put(key.into_vec(), Vec::new()));
             }
         }
-        let entry = Arc::new(LogEntry {
-            seq,
-            ordinal,
-            event,
-        });
+        let entry = Arc::new(LogEntry::new(seq, ordinal, event, stored_len));
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Append {
             log: log.clone(),
@@ -528,12 +526,15 @@ impl Store {
         };
         let mut event = old.event.clone();
         event.body = Some(body);
-        let entry = Arc::new(LogEntry {
-            seq,
-            ordinal: old.ordinal,
-            event,
-        });
-        let ops = vec![Op::Put(key, encode_entry(old.ordinal, &idem, &entry.event))];
+        let (channel_id, epoch) = (std::mem::take(&mut event.channel_id), event.epoch);
+        event.seq = 0;
+        event.epoch = 0;
+        let value = encode_entry(old.ordinal, &idem, &event);
+        event.channel_id = channel_id;
+        event.seq = seq.get();
+        event.epoch = epoch;
+        let entry = Arc::new(LogEntry::new(seq, old.ordinal, event, value.len()));
+        let ops = vec![Op::Put(key, value)];
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Replace {
             log,

@@ -131,9 +131,20 @@ pub struct LogEntry {
     pub ordinal: u64,
     /// The event, ready to send.
     pub event: ChannelEvent,
+    /// Approximate memory held, for cache budgets; computed once.
+    pub(crate) size: usize,
 }
 
 impl LogEntry {
+    pub(crate) fn new(seq: Seq, ordinal: u64, event: ChannelEvent, stored_len: usize) -> Self {
+        Self {
+            seq,
+            ordinal,
+            event,
+            size: 96 + stored_len,
+        }
+    }
+
     /// The epoch the entry was read in.
     pub fn epoch(&self) -> Epoch {
         Epoch(self.event.epoch)
@@ -141,7 +152,7 @@ impl LogEntry {
 
     /// Approximate memory held, for cache budgets.
     pub(crate) fn approx_bytes(&self) -> usize {
-        64 + self.event.encoded_len()
+        self.size
     }
 }
 
@@ -154,13 +165,10 @@ pub(crate) struct StoredEntry {
 }
 
 /// Encodes an entry for the log: format byte, ordinal, idempotency key (so that retention can
-/// remove its index entry), then the event without the fields the key and the channel record
-/// already hold (channel id, seq, epoch).
-pub(crate) fn encode_entry(ordinal: u64, client_msg_id: &str, event: &ChannelEvent) -> Vec<u8> {
-    let mut stored = event.clone();
-    stored.channel_id.clear();
-    stored.seq = 0;
-    stored.epoch = 0;
+/// remove its index entry), then the event. The caller leaves out of `stored` what the key and
+/// the channel record already hold (channel id, seq, epoch).
+pub(crate) fn encode_entry(ordinal: u64, client_msg_id: &str, stored: &ChannelEvent) -> Vec<u8> {
+    debug_assert!(stored.channel_id.is_empty() && stored.seq == 0 && stored.epoch == 0);
     let idem = &client_msg_id.as_bytes()[..client_msg_id.len().min(255)];
     let mut out = Vec::with_capacity(10 + idem.len() + stored.encoded_len());
     out.push(ENTRY_FORMAT);

@@ -46,16 +46,21 @@ impl Engine for FaultyEngine {
     }
     fn write(&self, ops: &[Op]) -> Result<(), EngineError> {
         if self.fail_write.load(Ordering::SeqCst) {
-            return Err(EngineError::Io(std::io::Error::other("injected: disk full")));
+            return Err(EngineError::Io(std::io::Error::other(
+                "injected: disk full",
+            )));
         }
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.write(ops)
     }
     fn sync(&self) -> Result<(), EngineError> {
         if self.fail_sync.load(Ordering::SeqCst) {
-            return Err(EngineError::Io(std::io::Error::other("injected: EIO on fsync")));
+            return Err(EngineError::Io(std::io::Error::other(
+                "injected: EIO on fsync",
+            )));
         }
-        self.synced_writes.store(self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.synced_writes
+            .store(self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
         self.inner.sync()
     }
     fn disk_bytes(&self) -> Result<u64, EngineError> {
@@ -83,7 +88,10 @@ async fn failed_sync_acknowledges_nothing_and_keeps_reads() {
     create(&store, "c", "alice", &[]).await;
     let c = cid("c");
     for i in 0..3 {
-        store.append(&c, entry("alice", &format!("ok{i}"), None)).await.unwrap();
+        store
+            .append(&c, entry("alice", &format!("ok{i}"), None))
+            .await
+            .unwrap();
     }
     engine.fail_sync.store(true, Ordering::SeqCst);
     let mut tasks = Vec::new();
@@ -91,12 +99,17 @@ async fn failed_sync_acknowledges_nothing_and_keeps_reads() {
         let store = store.clone();
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            store.append(&c, entry("alice", &format!("lost{i}"), None)).await
+            store
+                .append(&c, entry("alice", &format!("lost{i}"), None))
+                .await
         }));
     }
     for task in tasks {
         let result = task.await.unwrap();
-        assert!(matches!(result, Err(StoreError::ReadOnly(_))), "got {result:?}");
+        assert!(
+            matches!(result, Err(StoreError::ReadOnly(_))),
+            "got {result:?}"
+        );
     }
     // Written to the engine but never synced: invisible, and the store refuses further writes.
     let page = store.read(&c, &latest()).unwrap();
@@ -105,7 +118,10 @@ async fn failed_sync_acknowledges_nothing_and_keeps_reads() {
     assert!(matches!(store.health(), Err(StoreError::ReadOnly(_))));
     engine.fail_sync.store(false, Ordering::SeqCst);
     let later = store.append(&c, entry("alice", "after", None)).await;
-    assert!(matches!(later, Err(StoreError::ReadOnly(_))), "stays read-only until reopened");
+    assert!(
+        matches!(later, Err(StoreError::ReadOnly(_))),
+        "stays read-only until reopened"
+    );
     assert!(matches!(
         store.mark_read(&common::uid("alice"), &c, Seq(1), 1).await,
         Err(StoreError::ReadOnly(_))
@@ -118,13 +134,22 @@ async fn failed_write_acknowledges_nothing() {
     create(&store, "c", "alice", &[]).await;
     let c = cid("c");
     engine.fail_write.store(true, Ordering::SeqCst);
-    let err = store.append(&c, entry("alice", "x", Some("k"))).await.unwrap_err();
-    assert!(matches!(err, StoreError::ReadOnly(ref m) if m.contains("disk full")), "{err}");
+    let err = store
+        .append(&c, entry("alice", "x", Some("k")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ReadOnly(ref m) if m.contains("disk full")),
+        "{err}"
+    );
     assert_eq!(store.position(&c).unwrap().head, Seq(0));
     // A retry of the same key does not hang on the failed pending entry.
     let retry = store.append(&c, entry("alice", "x", Some("k"))).await;
     assert!(matches!(retry, Err(StoreError::ReadOnly(_))));
-    assert_eq!(engine.synced_writes.load(Ordering::SeqCst), engine.writes.load(Ordering::SeqCst));
+    assert_eq!(
+        engine.synced_writes.load(Ordering::SeqCst),
+        engine.writes.load(Ordering::SeqCst)
+    );
 }
 
 #[test]
@@ -132,7 +157,10 @@ fn a_second_open_of_a_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first = Store::open(StoreConfig::new(dir.path())).unwrap();
     let second = Store::open(StoreConfig::new(dir.path()));
-    assert!(matches!(second, Err(OpenError::Locked { .. })), "{second:?}");
+    assert!(
+        matches!(second, Err(OpenError::Locked { .. })),
+        "{second:?}"
+    );
     drop(first);
     Store::open(StoreConfig::new(dir.path())).expect("the lock is released with the store");
 }
@@ -153,9 +181,16 @@ fn damage(dir: &std::path::Path, truncate: bool) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             damage(&path, truncate);
-        } else if path.file_name().is_some_and(|n| n != "LOCK" && n != "FORMAT") {
+        } else if path
+            .file_name()
+            .is_some_and(|n| n != "LOCK" && n != "FORMAT")
+        {
             let len = std::fs::metadata(&path).unwrap().len() as usize;
-            let garbage = if truncate { vec![0x5a; len / 3] } else { vec![0xa5; len] };
+            let garbage = if truncate {
+                vec![0x5a; len / 3]
+            } else {
+                vec![0xa5; len]
+            };
             std::fs::write(&path, garbage).unwrap();
         }
     }
@@ -167,7 +202,10 @@ async fn fill(dir: &std::path::Path, engine: EngineKind) {
     let store = Store::open(config).unwrap();
     create(&store, "c", "alice", &[]).await;
     for i in 0..200 {
-        store.append(&cid("c"), entry("alice", &format!("m{i}"), None)).await.unwrap();
+        store
+            .append(&cid("c"), entry("alice", &format!("m{i}"), None))
+            .await
+            .unwrap();
     }
     store.close();
 }

@@ -19,8 +19,14 @@ async fn channels_and_members(kind: Kind) {
     assert_eq!(info.record.kind(), ChannelKind::Group);
     assert_eq!(info.position.head, Seq(0));
     assert_eq!(info.position.first_available, Seq(1));
-    assert_eq!(t.store.member(&c, &uid("alice")).unwrap().unwrap().role(), Role::Owner);
-    assert_eq!(t.store.member(&c, &uid("bob")).unwrap().unwrap().role(), Role::Member);
+    assert_eq!(
+        t.store.member(&c, &uid("alice")).unwrap().unwrap().role(),
+        Role::Owner
+    );
+    assert_eq!(
+        t.store.member(&c, &uid("bob")).unwrap().unwrap().role(),
+        Role::Member
+    );
 
     let again = t.store.create_channel(chorus_storage::NewChannel {
         id: c.clone(),
@@ -35,8 +41,18 @@ async fn channels_and_members(kind: Kind) {
     });
     assert!(matches!(again.await, Err(StoreError::ChannelExists(_))));
 
-    assert!(t.store.put_member(&c, &uid("dave"), Role::Moderator, 2_000).await.unwrap());
-    assert!(!t.store.put_member(&c, &uid("dave"), Role::Member, 3_000).await.unwrap());
+    assert!(
+        t.store
+            .put_member(&c, &uid("dave"), Role::Moderator, 2_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .put_member(&c, &uid("dave"), Role::Member, 3_000)
+            .await
+            .unwrap()
+    );
     let dave = t.store.member(&c, &uid("dave")).unwrap().unwrap();
     assert_eq!((dave.role(), dave.joined_at_ms), (Role::Member, 2_000));
     assert!(t.store.remove_member(&c, &uid("carol")).await.unwrap());
@@ -54,11 +70,26 @@ async fn channels_and_members(kind: Kind) {
     let page2 = t.store.members(&c, Some(&page1[1].0), 2).unwrap();
     assert_eq!(page1.len() + page2.len(), 3);
     assert_eq!(t.store.channel(&c).unwrap().unwrap().record.member_count, 3);
-    assert_eq!(t.store.user_channels(&uid("dave"), None, 10).unwrap(), vec![c.clone()]);
-    assert!(t.store.user_channels(&uid("carol"), None, 10).unwrap().is_empty());
+    assert_eq!(
+        t.store.user_channels(&uid("dave"), None, 10).unwrap(),
+        vec![c.clone()]
+    );
+    assert!(
+        t.store
+            .user_channels(&uid("carol"), None, 10)
+            .unwrap()
+            .is_empty()
+    );
 
     t.store.set_mute(&c, &uid("bob"), 9_000).await.unwrap();
-    assert_eq!(t.store.member(&c, &uid("bob")).unwrap().unwrap().muted_until_ms, 9_000);
+    assert_eq!(
+        t.store
+            .member(&c, &uid("bob"))
+            .unwrap()
+            .unwrap()
+            .muted_until_ms,
+        9_000
+    );
     assert!(matches!(
         t.store.set_mute(&c, &uid("zed"), 1).await,
         Err(StoreError::NotMember { .. })
@@ -66,14 +97,20 @@ async fn channels_and_members(kind: Kind) {
 
     let patched = t
         .store
-        .update_channel(&c, ChannelPatch {
-            topic: Some("launch".into()),
-            archived: Some(true),
-            ..ChannelPatch::default()
-        })
+        .update_channel(
+            &c,
+            ChannelPatch {
+                topic: Some("launch".into()),
+                archived: Some(true),
+                ..ChannelPatch::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((patched.record.name.as_str(), patched.record.topic.as_str()), ("team", "launch"));
+    assert_eq!(
+        (patched.record.name.as_str(), patched.record.topic.as_str()),
+        ("team", "launch")
+    );
     assert!(patched.record.archived);
     create(&t.store, "other", "bob", &[]).await;
     let all = t.store.channels(None, 10).unwrap();
@@ -84,9 +121,17 @@ async fn channels_and_members(kind: Kind) {
 async fn direct_pairs_are_unique(kind: Kind) {
     let t = open(kind);
     let (a, b) = (uid("alice"), uid("bob"));
-    let (first, created) = t.store.direct_channel(&a, &b, cid("dm-1"), 10).await.unwrap();
+    let (first, created) = t
+        .store
+        .direct_channel(&a, &b, cid("dm-1"), 10)
+        .await
+        .unwrap();
     assert!(created);
-    let (second, created) = t.store.direct_channel(&b, &a, cid("dm-2"), 20).await.unwrap();
+    let (second, created) = t
+        .store
+        .direct_channel(&b, &a, cid("dm-2"), 20)
+        .await
+        .unwrap();
     assert!(!created);
     assert_eq!(first.id, second.id);
     assert_eq!(second.record.kind(), ChannelKind::Direct);
@@ -100,17 +145,23 @@ async fn unread_counts_need_no_scan(kind: Kind) {
     let c = cid("c");
     let bob = uid("bob");
     for i in 0..5 {
-        t.store.append(&c, entry("alice", &format!("m{i}"), None)).await.unwrap();
+        t.store
+            .append(&c, entry("alice", &format!("m{i}"), None))
+            .await
+            .unwrap();
     }
     // Reactions are log entries but not messages: they do not count as unread.
     t.store
-        .append(&c, NewEntry {
-            body: Body::ReactionAdded(chorus_protocol::v1::ReactionAdded {
-                target_seq: 1,
-                emoji: "👍".into(),
-            }),
-            ..entry("alice", "", None)
-        })
+        .append(
+            &c,
+            NewEntry {
+                body: Body::ReactionAdded(chorus_protocol::v1::ReactionAdded {
+                    target_seq: 1,
+                    emoji: "👍".into(),
+                }),
+                ..entry("alice", "", None)
+            },
+        )
         .await
         .unwrap();
     let mention = NewEntry {
@@ -124,23 +175,39 @@ async fn unread_counts_need_no_scan(kind: Kind) {
     t.store.append(&c, mention).await.unwrap();
 
     let state = t.store.read_state(&bob, &c).unwrap();
-    assert_eq!((state.last_read, state.unread, state.mentions, state.head), (Seq(0), 6, 1, Seq(7)));
+    assert_eq!(
+        (state.last_read, state.unread, state.mentions, state.head),
+        (Seq(0), 6, 1, Seq(7))
+    );
     let state = t.store.mark_read(&bob, &c, Seq(3), 50).await.unwrap();
-    assert_eq!((state.last_read, state.unread, state.mentions), (Seq(3), 3, 1));
+    assert_eq!(
+        (state.last_read, state.unread, state.mentions),
+        (Seq(3), 3, 1)
+    );
     // Markers never move back.
     let state = t.store.mark_read(&bob, &c, Seq(2), 60).await.unwrap();
     assert_eq!((state.last_read, state.updated_at_ms), (Seq(3), 50));
     // Beyond the head is clamped to the head.
     let state = t.store.mark_read(&bob, &c, Seq(99), 70).await.unwrap();
-    assert_eq!((state.last_read, state.unread, state.mentions), (Seq(7), 0, 0));
+    assert_eq!(
+        (state.last_read, state.unread, state.mentions),
+        (Seq(7), 0, 0)
+    );
 }
 
 async fn users_and_bans(kind: Kind) {
     let t = open(kind);
     let u = uid("alice");
     assert!(t.store.user(&u).unwrap().is_none());
-    t.store.update_user(&u, |r| r.last_seen_ms = 5).await.unwrap();
-    let r = t.store.update_user(&u, |r| r.display_name = "Alice".into()).await.unwrap();
+    t.store
+        .update_user(&u, |r| r.last_seen_ms = 5)
+        .await
+        .unwrap();
+    let r = t
+        .store
+        .update_user(&u, |r| r.display_name = "Alice".into())
+        .await
+        .unwrap();
     assert_eq!((r.display_name.as_str(), r.last_seen_ms), ("Alice", 5));
     assert_eq!(t.store.user(&u).unwrap().unwrap(), r);
 
@@ -151,12 +218,31 @@ async fn users_and_bans(kind: Kind) {
         banned_by: "mod".into(),
         created_at_ms: 1,
     };
-    t.store.ban(BanScope::Channel(&c), &u, ban.clone()).await.unwrap();
-    assert_eq!(t.store.ban_of(BanScope::Channel(&c), &u, 500).unwrap(), Some(ban));
-    assert_eq!(t.store.ban_of(BanScope::Channel(&c), &u, 1_000).unwrap(), None, "expired");
+    t.store
+        .ban(BanScope::Channel(&c), &u, ban.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.ban_of(BanScope::Channel(&c), &u, 500).unwrap(),
+        Some(ban)
+    );
+    assert_eq!(
+        t.store.ban_of(BanScope::Channel(&c), &u, 1_000).unwrap(),
+        None,
+        "expired"
+    );
     assert_eq!(t.store.ban_of(BanScope::Server, &u, 500).unwrap(), None);
-    t.store.ban(BanScope::Server, &u, BanRecord::default()).await.unwrap();
-    assert!(t.store.ban_of(BanScope::Server, &u, u64::MAX).unwrap().is_some(), "0 = forever");
+    t.store
+        .ban(BanScope::Server, &u, BanRecord::default())
+        .await
+        .unwrap();
+    assert!(
+        t.store
+            .ban_of(BanScope::Server, &u, u64::MAX)
+            .unwrap()
+            .is_some(),
+        "0 = forever"
+    );
     assert!(t.store.unban(BanScope::Server, &u).await.unwrap());
     assert!(!t.store.unban(BanScope::Server, &u).await.unwrap());
 }

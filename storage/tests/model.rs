@@ -19,13 +19,38 @@ const USERS: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { ch: usize, author: usize, key: Option<u8>, mention: Option<usize> },
-    Read { ch: usize, anchor: u8, at: u64, limit: usize },
-    MarkRead { user: usize, ch: usize, seq: u64 },
-    ReadState { user: usize, ch: usize },
-    Retain { ch: usize, keep: u64 },
-    Tombstone { ch: usize, seq: u64 },
-    Truncate { ch: usize },
+    Append {
+        ch: usize,
+        author: usize,
+        key: Option<u8>,
+        mention: Option<usize>,
+    },
+    Read {
+        ch: usize,
+        anchor: u8,
+        at: u64,
+        limit: usize,
+    },
+    MarkRead {
+        user: usize,
+        ch: usize,
+        seq: u64,
+    },
+    ReadState {
+        user: usize,
+        ch: usize,
+    },
+    Retain {
+        ch: usize,
+        keep: u64,
+    },
+    Tombstone {
+        ch: usize,
+        seq: u64,
+    },
+    Truncate {
+        ch: usize,
+    },
     Evict,
     Reopen,
 }
@@ -69,7 +94,10 @@ struct ModelChannel {
 
 impl ModelChannel {
     fn new() -> Self {
-        Self { first: 1, ..Self::default() }
+        Self {
+            first: 1,
+            ..Self::default()
+        }
     }
 
     fn cut(&mut self, cut: u64, ordinal: u64) {
@@ -100,7 +128,12 @@ async fn run(kind: Kind, ops: Vec<Op>) {
     let mut counter = 0u64;
     for op in ops {
         match op {
-            Op::Append { ch, author, key, mention } => {
+            Op::Append {
+                ch,
+                author,
+                key,
+                mention,
+            } => {
                 counter += 1;
                 let m = &mut model[ch];
                 let key_str = key.map(|k| format!("key{k}"));
@@ -117,7 +150,10 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                 };
                 let got = t.store.append(&cid(&format!("ch{ch}")), new).await.unwrap();
                 let existing = key.and_then(|k| {
-                    m.entries.iter().find(|(_, e)| e.key == Some(k) && e.author == author).map(|(s, _)| *s)
+                    m.entries
+                        .iter()
+                        .find(|(_, e)| e.key == Some(k) && e.author == author)
+                        .map(|(s, _)| *s)
                 });
                 match existing {
                     Some(seq) => {
@@ -128,14 +164,30 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                         assert!(!got.duplicate);
                         m.head += 1;
                         m.messages += 1;
-                        assert_eq!((got.entry.seq.get(), got.entry.ordinal), (m.head, m.messages));
-                        m.entries.insert(m.head, ModelEntry {
-                            author, text, tombstone: false, ordinal: m.messages, mention, key,
-                        });
+                        assert_eq!(
+                            (got.entry.seq.get(), got.entry.ordinal),
+                            (m.head, m.messages)
+                        );
+                        m.entries.insert(
+                            m.head,
+                            ModelEntry {
+                                author,
+                                text,
+                                tombstone: false,
+                                ordinal: m.messages,
+                                mention,
+                                key,
+                            },
+                        );
                     }
                 }
             }
-            Op::Read { ch, anchor, at, limit } => {
+            Op::Read {
+                ch,
+                anchor,
+                at,
+                limit,
+            } => {
                 let m = &model[ch];
                 let anchor = match anchor {
                     0 => Anchor::Latest,
@@ -145,7 +197,14 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                 };
                 let page = t
                     .store
-                    .read(&cid(&format!("ch{ch}")), &LogQuery { anchor, limit, thread: None })
+                    .read(
+                        &cid(&format!("ch{ch}")),
+                        &LogQuery {
+                            anchor,
+                            limit,
+                            thread: None,
+                        },
+                    )
                     .unwrap();
                 let avail: Vec<u64> = m.entries.keys().copied().collect();
                 let (lo_bound, hi_bound, window): (u64, u64, Vec<u64>) = match anchor {
@@ -154,18 +213,35 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                         (0, u64::MAX, w)
                     }
                     Anchor::Before(s) => {
-                        let below: Vec<u64> = avail.iter().copied().filter(|&x| x < s.get()).collect();
-                        (s.get(), s.get().saturating_sub(1), below[below.len().saturating_sub(limit)..].to_vec())
+                        let below: Vec<u64> =
+                            avail.iter().copied().filter(|&x| x < s.get()).collect();
+                        (
+                            s.get(),
+                            s.get().saturating_sub(1),
+                            below[below.len().saturating_sub(limit)..].to_vec(),
+                        )
                     }
                     Anchor::After(s) => {
-                        let w: Vec<u64> = avail.iter().copied().filter(|&x| x > s.get()).take(limit).collect();
+                        let w: Vec<u64> = avail
+                            .iter()
+                            .copied()
+                            .filter(|&x| x > s.get())
+                            .take(limit)
+                            .collect();
                         (s.get() + 1, s.get(), w)
                     }
                     Anchor::Around(s) => {
                         let half = ((limit - 1) / 2) as u64;
-                        let idx = avail.iter().position(|&x| x >= s.get().saturating_sub(half)).unwrap_or(avail.len());
+                        let idx = avail
+                            .iter()
+                            .position(|&x| x >= s.get().saturating_sub(half))
+                            .unwrap_or(avail.len());
                         let start = idx.min(avail.len().saturating_sub(limit));
-                        (0, u64::MAX, avail[start..(start + limit).min(avail.len())].to_vec())
+                        (
+                            0,
+                            u64::MAX,
+                            avail[start..(start + limit).min(avail.len())].to_vec(),
+                        )
                     }
                 };
                 let got: Vec<u64> = page.entries.iter().map(|e| e.seq.get()).collect();
@@ -174,8 +250,16 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                     (Some(&a), Some(&b)) => (a, b),
                     _ => (lo_bound, hi_bound),
                 };
-                assert_eq!(page.has_more_before, avail.iter().any(|&x| x < lo), "has_more_before");
-                assert_eq!(page.has_more_after, avail.iter().any(|&x| x > hi), "has_more_after");
+                assert_eq!(
+                    page.has_more_before,
+                    avail.iter().any(|&x| x < lo),
+                    "has_more_before"
+                );
+                assert_eq!(
+                    page.has_more_after,
+                    avail.iter().any(|&x| x > hi),
+                    "has_more_after"
+                );
                 for e in &page.entries {
                     let want = &m.entries[&e.seq.get()];
                     let (txt, tomb) = text(e);
@@ -186,30 +270,52 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                     assert_eq!(e.event.author_id, user(want.author));
                     assert_eq!(e.ordinal, want.ordinal);
                 }
-                assert_eq!((page.position.head.get(), page.position.first_available.get()), (m.head, m.first));
+                assert_eq!(
+                    (
+                        page.position.head.get(),
+                        page.position.first_available.get()
+                    ),
+                    (m.head, m.first)
+                );
             }
             Op::MarkRead { user: u, ch, seq } => {
                 let m = &mut model[ch];
                 let target = seq.min(m.head);
                 let current = m.markers.get(&u).copied().unwrap_or((0, 0));
                 if target > current.0 {
-                    let ordinal = m.entries.get(&target).map_or(m.removed_ordinal, |e| e.ordinal);
+                    let ordinal = m
+                        .entries
+                        .get(&target)
+                        .map_or(m.removed_ordinal, |e| e.ordinal);
                     m.markers.insert(u, (target, ordinal));
                 }
-                let state = t.store.mark_read(&uid(&user(u)), &cid(&format!("ch{ch}")), Seq(seq), 1).await.unwrap();
+                let state = t
+                    .store
+                    .mark_read(&uid(&user(u)), &cid(&format!("ch{ch}")), Seq(seq), 1)
+                    .await
+                    .unwrap();
                 check_state(m, u, &state);
             }
             Op::ReadState { user: u, ch } => {
-                let state = t.store.read_state(&uid(&user(u)), &cid(&format!("ch{ch}"))).unwrap();
+                let state = t
+                    .store
+                    .read_state(&uid(&user(u)), &cid(&format!("ch{ch}")))
+                    .unwrap();
                 check_state(&model[ch], u, &state);
             }
             Op::Retain { ch, keep } => {
                 let c = cid(&format!("ch{ch}"));
                 t.store
-                    .update_channel(&c, ChannelPatch {
-                        retention: Some(RetentionPolicy { max_age_ms: 0, max_entries: keep }),
-                        ..ChannelPatch::default()
-                    })
+                    .update_channel(
+                        &c,
+                        ChannelPatch {
+                            retention: Some(RetentionPolicy {
+                                max_age_ms: 0,
+                                max_entries: keep,
+                            }),
+                            ..ChannelPatch::default()
+                        },
+                    )
                     .await
                     .unwrap();
                 let removed = t.store.retain_channel(&c, 0).await.unwrap();
@@ -218,7 +324,10 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                 if m.head >= m.first + keep {
                     let cut = m.head + 1 - keep;
                     expected = m.entries.range(..cut).count() as u64;
-                    let ordinal = m.entries.get(&(cut - 1)).map_or(m.removed_ordinal, |e| e.ordinal);
+                    let ordinal = m
+                        .entries
+                        .get(&(cut - 1))
+                        .map_or(m.removed_ordinal, |e| e.ordinal);
                     m.cut(cut, ordinal);
                 }
                 assert_eq!(removed, expected);
@@ -227,7 +336,14 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                 let c = cid(&format!("ch{ch}"));
                 let result = t
                     .store
-                    .rewrite(&c, Seq(seq), Body::Tombstone(Tombstone { reason: 1, thread_parent_seq: 0 }))
+                    .rewrite(
+                        &c,
+                        Seq(seq),
+                        Body::Tombstone(Tombstone {
+                            reason: 1,
+                            thread_parent_seq: 0,
+                        }),
+                    )
                     .await;
                 match model[ch].entries.get_mut(&seq) {
                     Some(e) => {
@@ -262,7 +378,11 @@ fn check_state(m: &ModelChannel, u: usize, state: &chorus_storage::ReadState) {
     let (seq, ordinal) = m.markers.get(&u).copied().unwrap_or((0, 0));
     assert_eq!(state.last_read, Seq(seq));
     assert_eq!(state.unread, m.messages.saturating_sub(ordinal), "unread");
-    let mentions = m.entries.range(seq + 1..).filter(|(_, e)| e.mention == Some(u)).count() as u64;
+    let mentions = m
+        .entries
+        .range(seq + 1..)
+        .filter(|(_, e)| e.mention == Some(u))
+        .count() as u64;
     assert_eq!(state.mentions, mentions, "mentions");
     assert_eq!(state.head, Seq(m.head));
 }

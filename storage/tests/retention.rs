@@ -36,10 +36,16 @@ async fn keeps_the_newest_entries(kind: Kind) {
         t.store.append(&c, new).await.unwrap();
     }
     t.store
-        .update_channel(&c, ChannelPatch {
-            retention: Some(RetentionPolicy { max_age_ms: 0, max_entries: 4 }),
-            ..ChannelPatch::default()
-        })
+        .update_channel(
+            &c,
+            ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: 4,
+                }),
+                ..ChannelPatch::default()
+            },
+        )
         .await
         .unwrap();
     let report = t.store.run_retention(2_000).await.unwrap();
@@ -50,27 +56,51 @@ async fn keeps_the_newest_entries(kind: Kind) {
     assert_eq!(page.entries.first().map(|e| e.seq), Some(Seq(7)));
     assert!(!page.has_more_before);
     assert!(t.store.entry(&c, Seq(6)).unwrap().is_none());
-    assert_eq!(t.store.channel(&c).unwrap().unwrap().record.first_available_seq, 7);
+    assert_eq!(
+        t.store
+            .channel(&c)
+            .unwrap()
+            .unwrap()
+            .record
+            .first_available_seq,
+        7
+    );
     // The idempotency of a removed entry is gone with it (documented: as long as retained).
-    let reused = t.store.append(&c, entry("alice", "again", Some("k2"))).await.unwrap();
+    let reused = t
+        .store
+        .append(&c, entry("alice", "again", Some("k2")))
+        .await
+        .unwrap();
     assert!(!reused.duplicate);
     // Unread counts still count from the removed prefix.
     let state = t.store.read_state(&uid("bob"), &c).unwrap();
     assert_eq!((state.unread, state.mentions), (11, 4));
     let state = t.store.mark_read(&uid("bob"), &c, Seq(3), 1).await.unwrap();
-    assert_eq!(state.unread, 5, "a marker inside the removed range counts it as read");
+    assert_eq!(
+        state.unread, 5,
+        "a marker inside the removed range counts it as read"
+    );
     // A second pass has nothing to do.
-    assert_eq!(t.store.run_retention(2_000).await.unwrap().entries_removed, 1);
+    assert_eq!(
+        t.store.run_retention(2_000).await.unwrap().entries_removed,
+        1
+    );
 }
 
 async fn removes_entries_by_age(kind: Kind) {
     let t = common::open_with(kind, |c| {
-        c.default_retention = RetentionPolicy { max_age_ms: 1_000, max_entries: 0 };
+        c.default_retention = RetentionPolicy {
+            max_age_ms: 1_000,
+            max_entries: 0,
+        };
     });
     create(&t.store, "c", "alice", &[]).await;
     let c = cid("c");
     for i in 0..6u64 {
-        let new = NewEntry { time_ms: i * 1_000, ..entry("alice", "x", None) };
+        let new = NewEntry {
+            time_ms: i * 1_000,
+            ..entry("alice", "x", None)
+        };
         t.store.append(&c, new).await.unwrap();
     }
     // At t = 4500, entries older than 3500 (times 0..=3000: seqs 1..=4) go.
@@ -79,7 +109,10 @@ async fn removes_entries_by_age(kind: Kind) {
     // Everything expired: the log is empty, but seqs and ordinals keep counting.
     assert_eq!(t.store.retain_channel(&c, 100_000).await.unwrap(), 2);
     let pos = t.store.position(&c).unwrap();
-    assert_eq!((pos.first_available, pos.head, pos.message_count), (Seq(7), Seq(6), 6));
+    assert_eq!(
+        (pos.first_available, pos.head, pos.message_count),
+        (Seq(7), Seq(6), 6)
+    );
     assert!(t.store.read(&c, &latest(10)).unwrap().entries.is_empty());
     let next = t.store.append(&c, entry("alice", "y", None)).await.unwrap();
     assert_eq!((next.entry.seq, next.entry.ordinal), (Seq(7), 7));
@@ -96,13 +129,23 @@ async fn truncation_changes_the_epoch(kind: Kind) {
     let epoch = t.store.truncate(&c, 5_000).await.unwrap();
     assert_ne!(epoch, before.epoch);
     let after = t.store.position(&c).unwrap();
-    assert_eq!((after.epoch, after.first_available, after.head), (epoch, Seq(4), Seq(3)));
+    assert_eq!(
+        (after.epoch, after.first_available, after.head),
+        (epoch, Seq(4), Seq(3))
+    );
     let next = t.store.append(&c, entry("alice", "y", None)).await.unwrap();
-    assert_eq!((next.entry.seq, next.entry.event.epoch), (Seq(4), epoch.get()));
+    assert_eq!(
+        (next.entry.seq, next.entry.event.epoch),
+        (Seq(4), epoch.get())
+    );
     assert_eq!(t.store.read(&c, &latest(10)).unwrap().entries.len(), 1);
 }
 
-on_every_engine!(keeps_the_newest_entries, removes_entries_by_age, truncation_changes_the_epoch);
+on_every_engine!(
+    keeps_the_newest_entries,
+    removes_entries_by_age,
+    truncation_changes_the_epoch
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_survives_reopen() {
@@ -114,14 +157,23 @@ async fn retention_survives_reopen() {
     }
     t.store.retain_channel(&c, 0).await.unwrap();
     t.store
-        .update_channel(&c, ChannelPatch {
-            retention: Some(RetentionPolicy { max_age_ms: 0, max_entries: 2 }),
-            ..ChannelPatch::default()
-        })
+        .update_channel(
+            &c,
+            ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: 2,
+                }),
+                ..ChannelPatch::default()
+            },
+        )
         .await
         .unwrap();
     t.store.retain_channel(&c, 0).await.unwrap();
     t.reopen();
     let pos = t.store.position(&c).unwrap();
-    assert_eq!((pos.first_available, pos.head, pos.message_count), (Seq(4), Seq(5), 5));
+    assert_eq!(
+        (pos.first_available, pos.head, pos.message_count),
+        (Seq(4), Seq(5), 5)
+    );
 }
