@@ -2,7 +2,9 @@
 //! Prints one table per engine; the figures go to docs/benchmarks.md.
 //!
 //! `cargo bench -p chorus-storage --bench footprint` (`CHORUS_BENCH_ENTRIES` and
-//! `CHORUS_BENCH_RATE` change the defaults of 1,000,000 entries and 50,000 appends/s)
+//! `CHORUS_BENCH_RATE` change the defaults of 1,000,000 entries and 50,000 appends/s,
+//! `CHORUS_BENCH_SECONDS` the 5 s of the fixed-rate run, `CHORUS_BENCH_APPENDERS` the 256
+//! appenders of the throughput run, `CHORUS_BENCH_ENGINE` picks one engine)
 
 #![allow(
     missing_docs,
@@ -98,7 +100,8 @@ fn main() {
         let store = common::open(engine, dir.path());
         rt.block_on(common::create_channels(&store));
 
-        let hist = rt.block_on(fixed_rate_latency(&store, rate, 5));
+        let seconds = env_u64("CHORUS_BENCH_SECONDS", 5);
+        let hist = rt.block_on(fixed_rate_latency(&store, rate, seconds));
         {
             use std::sync::atomic::Ordering::Relaxed;
             let s = store.commit_stats();

@@ -353,3 +353,61 @@ async fn fjall_reopen_keeps_everything() {
 async fn sled_reopen_keeps_everything() {
     reopen_keeps_everything(Kind::Sled).await;
 }
+
+/// Relaxed durability acknowledges before the periodic sync: appends keep working, syncs are
+/// far fewer than batches, and an explicit `sync` still makes everything durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_mode_syncs_periodically() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut t = common::open_with(Kind::Fjall, |c| {
+        c.durability = chorus_storage::Durability::RelaxedPeriodicSync {
+            interval: std::time::Duration::from_secs(3600),
+        };
+    });
+    create(&t.store, "c", "alice", &[]).await;
+    let c = cid("c");
+    let syncs_before = t.store.commit_stats().syncs.load(Relaxed);
+    for i in 0..50 {
+        t.store
+            .append(&c, entry("alice", &format!("m{i}"), None))
+            .await
+            .unwrap();
+    }
+    let stats = t.store.commit_stats();
+    assert!(stats.batches.load(Relaxed) >= 50);
+    assert_eq!(
+        stats.syncs.load(Relaxed),
+        syncs_before,
+        "no sync within the interval"
+    );
+    t.store.sync().await.unwrap();
+    assert_eq!(t.store.commit_stats().syncs.load(Relaxed), syncs_before + 1);
+    t.reopen();
+    assert_eq!(t.store.position(&c).unwrap().head, Seq(50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_refuses_writes_and_serves_reads() {
+    let t = open(Kind::Fjall);
+    create(&t.store, "c", "alice", &[]).await;
+    let c = cid("c");
+    t.store
+        .append(&c, entry("alice", "before", None))
+        .await
+        .unwrap();
+    t.store.close();
+    let err = t
+        .store
+        .append(&c, entry("alice", "after", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Closed), "{err}");
+    assert_eq!(
+        t.store
+            .read(&c, &q(Anchor::Latest, 10))
+            .unwrap()
+            .entries
+            .len(),
+        1
+    );
+}
