@@ -45,21 +45,28 @@ pub(crate) struct Request {
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// The state every caller checks before queueing: set once, when a write or sync fails.
+/// The state every caller checks before queueing: set once, when a write or sync fails. The
+/// flag keeps the check on the append path to one atomic load; the lock is only taken to read
+/// or set the cause.
 #[derive(Debug, Default)]
-pub(crate) struct FailState(Mutex<Option<String>>);
+pub(crate) struct FailState {
+    failed: std::sync::atomic::AtomicBool,
+    cause: Mutex<Option<String>>,
+}
 
 impl FailState {
     pub(crate) fn check(&self) -> Result<(), StoreError> {
-        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(cause) => Err(StoreError::ReadOnly(cause.clone())),
-            None => Ok(()),
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let cause = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        Err(StoreError::ReadOnly(cause.clone().unwrap_or_default()))
     }
 
     fn set(&self, cause: String) {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.cause.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(cause);
+        self.failed.store(true, Ordering::Release);
     }
 }
 
@@ -83,7 +90,8 @@ pub struct CommitStats {
 }
 
 pub(crate) struct Writer {
-    pub(crate) rx: Receiver<Request>,
+    /// `None` is the request to stop (from `Store::close`).
+    pub(crate) rx: Receiver<Option<Request>>,
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) failed: Arc<FailState>,
     pub(crate) stats: Arc<CommitStats>,
@@ -119,15 +127,19 @@ impl Writer {
             Err(e) => {
                 self.failed
                     .set(format!("cannot start the sync thread: {e}"));
-                for request in self.rx.iter() {
+                for request in self.rx.iter().map_while(|r| r) {
                     fail_all(vec![request], &self.failed);
                 }
                 return;
             }
         };
-        while let Ok(first) = self.rx.recv() {
+        let mut closing = false;
+        while !closing {
+            let Ok(Some(first)) = self.rx.recv() else {
+                break;
+            };
             let mut batch = vec![first];
-            self.fill(&mut batch);
+            closing = self.fill(&mut batch);
             if self.failed.check().is_err() {
                 fail_all(batch, &self.failed);
                 continue;
@@ -151,24 +163,31 @@ impl Writer {
     }
 
     /// Takes more queued requests, up to the batch limit, waiting up to the batch delay.
-    fn fill(&self, batch: &mut Vec<Request>) {
+    /// Returns true when the store is closing (nothing after this batch is taken).
+    fn fill(&self, batch: &mut Vec<Request>) -> bool {
         let deadline = Instant::now() + self.max_batch_delay;
         while batch.len() < self.max_batch {
-            match self.rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(TryRecvError::Disconnected) => return,
+            let next = match self.rx.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Disconnected) => return true,
                 Err(TryRecvError::Empty) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return;
+                        return false;
                     }
                     match self.rx.recv_timeout(left) {
-                        Ok(r) => batch.push(r),
-                        Err(_) => return,
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => return false,
+                        Err(RecvTimeoutError::Disconnected) => return true,
                     }
                 }
+            };
+            match next {
+                Some(r) => batch.push(r),
+                None => return true,
             }
         }
+        false
     }
 
     fn write(&self, ops: &[Op]) -> Result<(), crate::error::EngineError> {
@@ -225,6 +244,12 @@ impl Syncer {
             let mut ready = first;
             while let Ok(more) = self.rx.try_recv() {
                 ready.extend(more);
+            }
+            // After a failed sync nothing later may be acknowledged, even if a new sync would
+            // succeed: an earlier entry may be lost, and a later one must not outlive it.
+            if self.failed.check().is_err() {
+                fail_all(ready, &self.failed);
+                continue;
             }
             let force = ready.iter().any(|r| r.force_sync);
             let due = self.interval.is_none_or(|i| last_sync.elapsed() >= i);

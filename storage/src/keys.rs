@@ -123,6 +123,40 @@ pub(crate) fn direct(a: &UserId, b: &UserId) -> Vec<u8> {
         .into_vec()
 }
 
+/// The index keys an entry's body needs: its thread (replies and tombstones of replies) and its
+/// mentions (live messages only: a deleted message mentions nobody).
+pub(crate) fn index_keys(
+    c: &ChannelId,
+    seq: Seq,
+    body: Option<&chorus_protocol::v1::channel_event::Body>,
+) -> Vec<Vec<u8>> {
+    use chorus_protocol::v1::channel_event::Body;
+    let mut out = Vec::new();
+    match body {
+        Some(Body::Message(m)) => {
+            if m.thread_parent_seq != 0 {
+                out.push(
+                    thread_prefix(c, Seq(m.thread_parent_seq))
+                        .u64(seq.get())
+                        .into_vec(),
+                );
+            }
+            for user in &m.mentions {
+                out.push(mention_prefix(c, user).u64(seq.get()).into_vec());
+            }
+        }
+        Some(Body::Tombstone(t)) if t.thread_parent_seq != 0 => {
+            out.push(
+                thread_prefix(c, Seq(t.thread_parent_seq))
+                    .u64(seq.get())
+                    .into_vec(),
+            );
+        }
+        _ => {}
+    }
+    out
+}
+
 /// The trailing big-endian u64 of a key (a seq), if the key is long enough.
 pub(crate) fn trailing_u64(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;

@@ -469,15 +469,8 @@ impl Store {
                 seq.get().to_be_bytes().to_vec(),
             ));
         }
-        if let Some(Body::Message(m)) = &event.body {
-            if m.thread_parent_seq != 0 {
-                let key = keys::thread_prefix(channel, Seq(m.thread_parent_seq)).u64(seq.get());
-                ops.push(Op::Put(key.into_vec(), Vec::new()));
-            }
-            for user in &m.mentions {
-                let key = keys::mention_prefix(channel, user).u64(seq.get());
-                ops.push(Op::Put(key.into_vec(), Vec::new()));
-            }
+        for key in keys::index_keys(channel, seq, event.body.as_ref()) {
+            ops.push(Op::Put(key, Vec::new()));
         }
         let entry = Arc::new(LogEntry::new(seq, ordinal, event, stored_len));
         let (tx, rx) = oneshot::channel();
@@ -534,7 +527,16 @@ impl Store {
         event.seq = seq.get();
         event.epoch = epoch;
         let entry = Arc::new(LogEntry::new(seq, old.ordinal, event, value.len()));
-        let ops = vec![Op::Put(key, value)];
+        // Index entries follow the new body: a tombstone keeps its thread, drops its mentions.
+        let before = keys::index_keys(channel, seq, old.event.body.as_ref());
+        let after = keys::index_keys(channel, seq, entry.event.body.as_ref());
+        let mut ops: Vec<Op> = before
+            .into_iter()
+            .filter(|k| !after.contains(k))
+            .map(Op::Delete)
+            .collect();
+        ops.extend(after.into_iter().map(|k| Op::Put(k, Vec::new())));
+        ops.push(Op::Put(key, value));
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Replace {
             log,
@@ -755,6 +757,13 @@ pub(crate) fn cut_tail(log: &ChannelLog, cut: Seq, new_epoch: Option<Epoch>) {
 /// The in-memory position, for retention and truncation.
 pub(crate) fn position_of(log: &ChannelLog) -> LogPosition {
     ChannelLog::position(&log.lock())
+}
+
+/// The newest assigned seq and its ordinal, durable or not: a truncation cuts above appends
+/// still in flight, so none of them survives into the new epoch.
+pub(crate) fn assigned_head(log: &ChannelLog) -> (Seq, u64) {
+    let state = log.lock();
+    (Seq(state.next_seq.get() - 1), state.assigned_ordinal)
 }
 
 /// The channel id of a log.

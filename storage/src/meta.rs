@@ -8,7 +8,7 @@ use chorus_protocol::v1::{ChannelKind, Role};
 use prost::Message;
 
 use crate::config::RetentionPolicy;
-use crate::engine::{Direction, Op, as_ref_bound, prefix_bounds};
+use crate::engine::{Direction, Op};
 use crate::error::StoreError;
 use crate::keys;
 use crate::log::{LogPosition, MAX_MENTION_COUNT};
@@ -216,18 +216,9 @@ impl Store {
         after: Option<&ChannelId>,
         limit: usize,
     ) -> Result<Vec<ChannelId>, StoreError> {
-        let prefix = [keys::CHANNEL];
-        let (start, end) = prefix_bounds(&prefix);
-        let start = match after {
-            Some(a) => std::ops::Bound::Excluded(keys::channel(a)),
-            None => start,
-        };
-        let rows = self.inner.engine.scan(
-            as_ref_bound(&start),
-            as_ref_bound(&end),
-            Direction::Forward,
-            limit,
-        )?;
+        let rows = self
+            .inner
+            .page(&[keys::CHANNEL], after.map(keys::channel), limit)?;
         rows.iter()
             .map(|(k, _)| {
                 keys::trailing_str(k, 1)
@@ -379,17 +370,9 @@ impl Store {
     ) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
         let prefix = keys::member_prefix(channel).into_vec();
         let plen = prefix.len();
-        let (start, end) = prefix_bounds(&prefix);
-        let start = match after {
-            Some(a) => std::ops::Bound::Excluded(keys::member(channel, a)),
-            None => start,
-        };
-        let rows = self.inner.engine.scan(
-            as_ref_bound(&start),
-            as_ref_bound(&end),
-            Direction::Forward,
-            limit,
-        )?;
+        let rows = self
+            .inner
+            .page(&prefix, after.map(|a| keys::member(channel, a)), limit)?;
         rows.iter()
             .map(|(k, v)| {
                 let user = user_id(keys::trailing_str(k, plen).unwrap_or(""))?;
@@ -407,17 +390,9 @@ impl Store {
     ) -> Result<Vec<ChannelId>, StoreError> {
         let prefix = keys::user_channel_prefix(user).into_vec();
         let plen = prefix.len();
-        let (start, end) = prefix_bounds(&prefix);
-        let start = match after {
-            Some(a) => std::ops::Bound::Excluded(keys::user_channel(user, a)),
-            None => start,
-        };
-        let rows = self.inner.engine.scan(
-            as_ref_bound(&start),
-            as_ref_bound(&end),
-            Direction::Forward,
-            limit,
-        )?;
+        let rows = self
+            .inner
+            .page(&prefix, after.map(|a| keys::user_channel(user, a)), limit)?;
         rows.iter()
             .map(|(k, _)| {
                 keys::trailing_str(k, plen)
@@ -578,8 +553,8 @@ impl Store {
         let log = inner.channel_log(channel)?;
         let position = crate::log::position_of(&log);
         let epoch = Epoch(now_ms.max(position.epoch.get() + 1));
-        let cut = position.head.next();
-        self.cut(channel, &log, cut, position.message_count, Some(epoch))
+        let (head, ordinal) = crate::log::assigned_head(&log);
+        self.cut(channel, &log, head.next(), ordinal, Some(epoch))
             .await?;
         Ok(epoch)
     }

@@ -142,18 +142,8 @@ pub(crate) async fn delete_below(
                         &entry.client_msg_id,
                     )));
                 }
-                if let Some(chorus_protocol::v1::channel_event::Body::Message(m)) =
-                    &entry.event.body
-                {
-                    if m.thread_parent_seq != 0 {
-                        let key = keys::thread_prefix(channel, Seq(m.thread_parent_seq)).u64(seq);
-                        ops.push(Op::Delete(key.into_vec()));
-                    }
-                    for user in &m.mentions {
-                        ops.push(Op::Delete(
-                            keys::mention_prefix(channel, user).u64(seq).into_vec(),
-                        ));
-                    }
+                for key in keys::index_keys(channel, Seq(seq), entry.event.body.as_ref()) {
+                    ops.push(Op::Delete(key));
                 }
             }
             ops.push(Op::Delete(k));

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hash};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 
 use chorus_protocol::ids::ChannelId;
@@ -45,8 +45,9 @@ impl std::fmt::Debug for Store {
 pub(crate) struct Inner {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) config: StoreConfig,
-    /// `None` once the store is closed.
-    tx: std::sync::Mutex<Option<SyncSender<Request>>>,
+    /// Requests for the writer; `None` asks it to stop after what came before.
+    tx: SyncSender<Option<Request>>,
+    closed: AtomicBool,
     queue: Arc<Semaphore>,
     pub(crate) failed: Arc<FailState>,
     pub(crate) stats: Arc<CommitStats>,
@@ -117,7 +118,8 @@ impl Store {
         Self {
             inner: Arc::new(Inner {
                 engine,
-                tx: std::sync::Mutex::new(Some(tx)),
+                tx,
+                closed: AtomicBool::new(false),
                 queue: Arc::new(Semaphore::new(capacity)),
                 failed,
                 stats,
@@ -164,37 +166,13 @@ impl Store {
     /// Stops the writer after it has made every queued request durable. Later writes fail with
     /// `Closed`; reads keep working.
     pub fn close(&self) {
-        let sender = self
-            .inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        drop(sender);
-        let handle = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+        self.inner.close();
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let sender = self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        drop(sender);
-        if let Some(handle) = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let _ = handle.join();
-        }
+        self.close();
     }
 }
 
@@ -217,17 +195,12 @@ impl Inner {
         completion: Completion,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(), StoreError> {
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = guard.as_ref() else {
-            return Err(StoreError::Closed);
-        };
-        tx.send(Request {
+        self.send(Request {
             ops,
             completion,
             force_sync: false,
             _permit: Some(permit),
         })
-        .map_err(|_| StoreError::Closed)
     }
 
     /// Reserves room, queues and returns once the request is queued.
@@ -238,17 +211,30 @@ impl Inner {
         force_sync: bool,
     ) -> Result<(), StoreError> {
         let permit = self.reserve().await?;
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = guard.as_ref() else {
-            return Err(StoreError::Closed);
-        };
-        tx.send(Request {
+        self.send(Request {
             ops,
             completion,
             force_sync,
             _permit: Some(permit),
         })
-        .map_err(|_| StoreError::Closed)
+    }
+
+    /// A request sent after `close` is never answered: its caller sees `Closed`.
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.tx.send(Some(request)).map_err(|_| StoreError::Closed)
+    }
+
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(None);
+        }
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 
     /// Writes `ops` durably (one atomic batch) and returns when they are durable.
@@ -262,6 +248,23 @@ impl Inner {
     pub(crate) fn stripe(&self, key: &impl Hash) -> &tokio::sync::Mutex<()> {
         let h = self.hasher.hash_one(key) as usize;
         &self.stripes[h % STRIPES]
+    }
+
+    /// Up to `limit` pairs under `prefix`, in key order, after the key `after` if given.
+    pub(crate) fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<crate::engine::KeyValue>, StoreError> {
+        let (start, end) = crate::engine::prefix_bounds(prefix);
+        let start = after.map_or(start, std::ops::Bound::Excluded);
+        Ok(self.engine.scan(
+            crate::engine::as_ref_bound(&start),
+            crate::engine::as_ref_bound(&end),
+            crate::engine::Direction::Forward,
+            limit,
+        )?)
     }
 
     /// Reads and decodes a record.

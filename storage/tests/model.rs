@@ -378,10 +378,11 @@ fn check_state(m: &ModelChannel, u: usize, state: &chorus_storage::ReadState) {
     let (seq, ordinal) = m.markers.get(&u).copied().unwrap_or((0, 0));
     assert_eq!(state.last_read, Seq(seq));
     assert_eq!(state.unread, m.messages.saturating_sub(ordinal), "unread");
+    // A deleted (tombstoned) message mentions nobody.
     let mentions = m
         .entries
         .range(seq + 1..)
-        .filter(|(_, e)| e.mention == Some(u))
+        .filter(|(_, e)| e.mention == Some(u) && !e.tombstone)
         .count() as u64;
     assert_eq!(state.mentions, mentions, "mentions");
     assert_eq!(state.head, Seq(m.head));
@@ -396,7 +397,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn memory_store_matches_the_model(ops in prop::collection::vec(arb_op(), 1..60)) {
         runtime().block_on(run(Kind::Memory, ops));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{Direction, Engine, KeyValue, Op};
+use super::{Direction, Engine, KeyValue, Op, collect_directed};
 use crate::error::EngineError;
 
 /// A `BTreeMap` behind a lock.
@@ -43,11 +43,7 @@ impl Engine for MemoryEngine {
     ) -> Result<Vec<KeyValue>, EngineError> {
         let map = self.map.read().map_err(|_| poisoned())?;
         let range = map.range::<[u8], _>((start, end));
-        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(match direction {
-            Direction::Forward => range.take(limit).map(clone).collect(),
-            Direction::Reverse => range.rev().take(limit).map(clone).collect(),
-        })
+        collect_directed(range, direction, limit, |(k, v)| Ok((k.clone(), v.clone())))
     }
 
     fn write(&self, ops: &[Op]) -> Result<(), EngineError> {

@@ -79,6 +79,23 @@ pub fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (start, Bound::Unbounded)
 }
 
+/// Takes up to `limit` items of a double-ended range iterator in `direction` order, converting
+/// each, and stops at the first error: the body of every engine's `scan`.
+pub(crate) fn collect_directed<I, T>(
+    iter: I,
+    direction: Direction,
+    limit: usize,
+    convert: impl FnMut(T) -> Result<KeyValue, EngineError>,
+) -> Result<Vec<KeyValue>, EngineError>
+where
+    I: DoubleEndedIterator<Item = T>,
+{
+    match direction {
+        Direction::Forward => iter.take(limit).map(convert).collect(),
+        Direction::Reverse => iter.rev().take(limit).map(convert).collect(),
+    }
+}
+
 /// Borrows owned bounds for [`Engine::scan`].
 pub fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     match b {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
 
-use super::{Direction, Engine, KeyValue, MAX_VALUE_BYTES, Op};
+use super::{Direction, Engine, KeyValue, MAX_VALUE_BYTES, Op, collect_directed};
 use crate::error::EngineError;
 
 /// Segment size: sled writes values over a quarter of it to blob files, which it never syncs.
@@ -75,14 +75,15 @@ impl Engine for SledEngine {
         limit: usize,
     ) -> Result<Vec<KeyValue>, EngineError> {
         let iter = self.db.range::<&[u8], _>((start, end));
-        let pair = |r: sled::Result<(sled::IVec, sled::IVec)>| {
-            let (k, v) = r.map_err(backend)?;
-            Ok((k.to_vec(), v.to_vec()))
-        };
-        match direction {
-            Direction::Forward => iter.take(limit).map(pair).collect(),
-            Direction::Reverse => iter.rev().take(limit).map(pair).collect(),
-        }
+        collect_directed(
+            iter,
+            direction,
+            limit,
+            |r: sled::Result<(sled::IVec, sled::IVec)>| {
+                let (k, v) = r.map_err(backend)?;
+                Ok((k.to_vec(), v.to_vec()))
+            },
+        )
     }
 
     fn write(&self, ops: &[Op]) -> Result<(), EngineError> {
