@@ -1,9 +1,32 @@
-//! `chorus-server`: the `chorusd` node and the `chorusctl` admin CLI.
+//! `chorus-server`: the `chorusd` node.
 //!
-//! A node accepts native apps over WebSocket and QUIC (TLS via rustls), authenticates them,
-//! keeps connection state in sharded in-memory maps, sequences and persists channel events through
-//! `chorus-storage`, and fans each event out to every subscriber with bounded per-connection
-//! queues. Admins drive a live node through a Unix control socket.
+//! A node accepts native apps over WebSocket (TLS via rustls, ring provider), authenticates them
+//! with JWTs, keeps connection state in sharded maps, persists channel events through
+//! `chorus-storage` and fans each durable event out to every subscriber's bounded queue.
 //!
-//! This crate is filled in by the server issue; today it holds only this description so the
-//! workspace layout is fixed.
+//! # Layout
+//! - [`server`]: `run(config, shutdown)` and [`server::Server`]: store, hub, listener, shutdown.
+//! - [`connection`]: one WebSocket connection: handshake, read loop, batched writer.
+//! - [`session`]: request dispatch, permission checks, subscriptions with gapless recovery.
+//! - [`hub`]: sessions and subscribers (dashmap); the store's commit listener, fanning out.
+//! - [`outbound`]: a connection's bounded outbound queue (slow consumers are closed).
+//! - [`auth`]: JWT verification and minting. [`config`]: configuration. [`tls`], [`dev`].
+//!
+//! # Not yet here
+//! QUIC, the metrics/health HTTP listener, presence, search, moderation requests, edits,
+//! deletes and reactions are answered `UNIMPLEMENTED` or not served; see the README status.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod dev;
+pub mod hub;
+pub mod outbound;
+pub mod ratelimit;
+pub mod server;
+pub mod session;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{Server, run};

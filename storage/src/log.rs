@@ -125,10 +125,21 @@ struct LogState {
     pending: HashMap<(String, String), Pending>,
 }
 
+/// Told of every new durable entry, once, in seq order per channel: the hook for fan-out. Runs
+/// on the store's syncer thread, so it must not block (push to queues, never await clients).
+pub trait CommitListener: Send + Sync + 'static {
+    /// `entry` is durable and now visible to readers.
+    fn on_commit(&self, entry: &Arc<LogEntry>);
+}
+
+/// The listener slot shared by the store and its channel logs.
+pub(crate) type ListenerSlot = Arc<std::sync::OnceLock<Arc<dyn CommitListener>>>;
+
 /// The in-memory side of one channel's log.
 pub(crate) struct ChannelLog {
     id: ChannelId,
     state: Mutex<LogState>,
+    listener: ListenerSlot,
     cache_bytes: Arc<AtomicUsize>,
     tail_entries: usize,
     tail_bytes: usize,
@@ -149,8 +160,16 @@ impl ChannelLog {
         }
     }
 
-    /// Called by the writer, in seq order, once `entry` is durable.
+    /// Called by the syncer, in seq order, once `entry` is durable: makes it visible, then tells
+    /// the listener (outside the channel lock, still in order).
     pub(crate) fn on_durable(&self, entry: &Arc<LogEntry>, idem: Option<&(String, String)>) {
+        self.publish(entry, idem);
+        if let Some(listener) = self.listener.get() {
+            listener.on_commit(entry);
+        }
+    }
+
+    fn publish(&self, entry: &Arc<LogEntry>, idem: Option<&(String, String)>) {
         let mut state = self.lock();
         state.durable_head = entry.seq;
         state.durable_ordinal = entry.ordinal;
@@ -289,6 +308,7 @@ impl Inner {
                 tail_bytes: 0,
                 pending: HashMap::new(),
             }),
+            listener: self.listener.clone(),
             cache_bytes: self.cache_bytes.clone(),
             tail_entries: self.config.tail_cache_entries.max(1),
             tail_bytes: self.config.tail_cache_bytes_per_channel,

@@ -53,6 +53,7 @@ pub(crate) struct Inner {
     pub(crate) stats: Arc<CommitStats>,
     pub(crate) logs: DashMap<ChannelId, Arc<ChannelLog>>,
     pub(crate) cache_bytes: Arc<AtomicUsize>,
+    pub(crate) listener: crate::log::ListenerSlot,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -125,6 +126,7 @@ impl Store {
                 stats,
                 logs: DashMap::new(),
                 cache_bytes: Arc::new(AtomicUsize::new(0)),
+                listener: Arc::new(std::sync::OnceLock::new()),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 hasher: std::collections::hash_map::RandomState::new(),
                 writer: std::sync::Mutex::new(handle),
@@ -132,6 +134,12 @@ impl Store {
                 config,
             }),
         }
+    }
+
+    /// Sets the listener told of every new durable entry (once per store; a second call returns
+    /// false and changes nothing).
+    pub fn set_commit_listener(&self, listener: Arc<dyn crate::log::CommitListener>) -> bool {
+        self.inner.listener.set(listener).is_ok()
     }
 
     /// The engine's name.

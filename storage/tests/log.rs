@@ -411,3 +411,56 @@ async fn a_closed_store_refuses_writes_and_serves_reads() {
         1
     );
 }
+
+/// The commit listener sees every durable entry once, in seq order per channel, even with
+/// concurrent appenders, and only after it is readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_listener_sees_every_entry_in_order() {
+    struct Recorder(std::sync::Mutex<Vec<(String, u64)>>, chorus_storage::Store);
+    impl chorus_storage::CommitListener for Recorder {
+        fn on_commit(&self, entry: &std::sync::Arc<chorus_storage::LogEntry>) {
+            let c = cid(&entry.event.channel_id);
+            assert!(
+                self.1.entry(&c, entry.seq).unwrap().is_some(),
+                "readable before told"
+            );
+            self.0
+                .lock()
+                .unwrap()
+                .push((entry.event.channel_id.clone(), entry.seq.get()));
+        }
+    }
+    let t = open(Kind::Fjall);
+    let recorder =
+        std::sync::Arc::new(Recorder(std::sync::Mutex::new(Vec::new()), t.store.clone()));
+    assert!(t.store.set_commit_listener(recorder.clone()));
+    assert!(!t.store.set_commit_listener(recorder.clone()));
+    for ch in ["a", "b"] {
+        create(&t.store, ch, "alice", &[]).await;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let store = t.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let ch = if (w + i) % 2 == 0 { "a" } else { "b" };
+                store
+                    .append(&cid(ch), entry("alice", "x", None))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seen = recorder.0.lock().unwrap().clone();
+    for ch in ["a", "b"] {
+        let seqs: Vec<u64> = seen
+            .iter()
+            .filter(|(c, _)| c == ch)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(seqs, (1..=120).collect::<Vec<_>>(), "channel {ch}");
+    }
+}

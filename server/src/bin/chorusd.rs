@@ -1,0 +1,269 @@
+//! `chorusd`: the Chorus node. Parses flags, the config file and `CHORUS_*` variables, sets up
+//! logging and hands a shutdown future to `chorus_server::run`.
+
+#![allow(clippy::print_stdout)] // A CLI: the token and the dev hint go to stdout.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chorus_server::config::{Config, FileConfig, TokenKey};
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "chorusd", version, about = "The Chorus chat node")]
+struct Cli {
+    /// Development mode: data in ./chorus-data, a self-signed certificate and a token secret
+    /// made on first start, listening on 127.0.0.1 only.
+    #[arg(long, env = "CHORUS_DEV")]
+    dev: bool,
+    /// TOML config file; flags and CHORUS_* variables override it.
+    #[arg(long, env = "CHORUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, env = "CHORUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// WebSocket listen address.
+    #[arg(long, env = "CHORUS_WS_LISTEN")]
+    ws_listen: Option<SocketAddr>,
+    /// Serve plain ws:// instead of TLS (only on loopback in --dev).
+    #[arg(long, env = "CHORUS_WS_PLAIN")]
+    ws_plain: bool,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "CHORUS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "CHORUS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// File holding the HS256 token secret.
+    #[arg(long, env = "CHORUS_TOKEN_SECRET_FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// Ed25519 public key (PEM) for EdDSA tokens.
+    #[arg(long, env = "CHORUS_TOKEN_ED25519_PUBLIC_KEY")]
+    token_ed25519_public_key: Option<PathBuf>,
+    /// RSA public key (PEM) for RS256 tokens.
+    #[arg(long, env = "CHORUS_TOKEN_RS256_PUBLIC_KEY")]
+    token_rs256_public_key: Option<PathBuf>,
+    /// Required token audience.
+    #[arg(long, env = "CHORUS_TOKEN_AUDIENCE")]
+    token_audience: Option<String>,
+    /// Required token issuer.
+    #[arg(long, env = "CHORUS_TOKEN_ISSUER")]
+    token_issuer: Option<String>,
+    /// Store engine: fjall or sled.
+    #[arg(long, env = "CHORUS_STORE_ENGINE")]
+    store_engine: Option<String>,
+    /// Log filter (tracing env-filter syntax), e.g. "info" or "chorus_server=debug".
+    #[arg(
+        long,
+        env = "CHORUS_LOG",
+        default_value = "info,fjall=warn,lsm_tree=warn"
+    )]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "CHORUS_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mints a token with the node's HS256 secret.
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// Lifetime: 90s, 30m, 12h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad ttl {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("bad ttl unit in {s:?}: use s, m, h or d"),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+fn resolve(cli: &Cli) -> anyhow::Result<Config> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| {
+            PathBuf::from(if cli.dev {
+                "./chorus-data"
+            } else {
+                "/var/lib/chorus"
+            })
+        });
+    let default_listen: SocketAddr = if cli.dev {
+        ([127, 0, 0, 1], 8443).into()
+    } else {
+        ([0, 0, 0, 0], 8443).into()
+    };
+    let ws_listen = cli.ws_listen.or(file.ws_listen).unwrap_or(default_listen);
+    let plain = cli.ws_plain || file.ws_plain.unwrap_or(false);
+    let dev = if cli.dev {
+        Some(chorus_server::dev::ensure(&data_dir)?)
+    } else {
+        None
+    };
+    if cli.dev && !ws_listen.ip().is_loopback() {
+        bail!("--dev listens on loopback only; {ws_listen} is not");
+    }
+    let tls = if plain {
+        None
+    } else {
+        let cert = cli
+            .tls_cert
+            .clone()
+            .or(file.tls_cert.clone())
+            .or(dev.as_ref().map(|d| d.cert.clone()));
+        let key = cli
+            .tls_key
+            .clone()
+            .or(file.tls_key.clone())
+            .or(dev.as_ref().map(|d| d.key.clone()));
+        match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => bail!(
+                "TLS needs --tls-cert and --tls-key (or --ws-plain to serve ws:// explicitly)"
+            ),
+        }
+    };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let token_key = if let Some(p) = cli
+        .token_ed25519_public_key
+        .as_ref()
+        .or(file.token_ed25519_public_key.as_ref())
+    {
+        TokenKey::Ed25519Pem(read(p)?)
+    } else if let Some(p) = cli
+        .token_rs256_public_key
+        .as_ref()
+        .or(file.token_rs256_public_key.as_ref())
+    {
+        TokenKey::Rs256Pem(read(p)?)
+    } else {
+        let secret_file = cli
+            .token_secret_file
+            .clone()
+            .or(file.token_secret_file.clone())
+            .or(dev.as_ref().map(|d| d.secret.clone()))
+            .context("no token key: give --token-secret-file, a public key, or run with --dev")?;
+        TokenKey::Hs256(
+            chorus_server::dev::read_secret(&secret_file)
+                .with_context(|| format!("reading {}", secret_file.display()))?,
+        )
+    };
+    let mut store = chorus_storage::StoreConfig::new(data_dir.join("store"));
+    if let Some(engine) = cli.store_engine.as_ref().or(file.store_engine.as_ref()) {
+        store.engine = chorus_storage::EngineKind::parse(engine)
+            .with_context(|| format!("unknown store engine {engine:?}"))?;
+    }
+    match file.store_durability.as_deref() {
+        None | Some("sync") => {}
+        Some("relaxed") => {
+            store.durability = chorus_storage::Durability::RelaxedPeriodicSync {
+                interval: Duration::from_millis(file.store_sync_interval_ms.unwrap_or(100)),
+            };
+        }
+        Some(other) => bail!("store_durability must be sync or relaxed, not {other:?}"),
+    }
+    let node_id = file
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+    let config = Config {
+        node_id,
+        data_dir,
+        ws_listen,
+        tls,
+        token_key,
+        token_audience: cli.token_audience.clone().or(file.token_audience.clone()),
+        token_issuer: cli.token_issuer.clone().or(file.token_issuer.clone()),
+        store,
+        limits: file.limits.clone(),
+        shutdown_drain: Duration::from_millis(file.shutdown_drain_ms.unwrap_or(5_000)),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down (a second signal forces exit)");
+    tokio::spawn(async move {
+        let second = tokio::signal::ctrl_c();
+        tokio::select! {
+            _ = second => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("bad --log filter")?;
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = resolve(&cli)?;
+    if let Some(Command::Token { user, ttl }) = &cli.command {
+        let TokenKey::Hs256(secret) = &config.token_key else {
+            bail!("tokens can only be minted with an HS256 secret");
+        };
+        let now = chorus_server::clock::unix_ms() / 1000;
+        let token = chorus_server::auth::mint_hs256(secret, user, now, parse_ttl(ttl)?)?;
+        println!("{token}");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+        let addr = config.ws_listen;
+        if cli.dev {
+            println!("chorusd (dev) on {scheme}://{addr}/ — mint a token with: cargo run --release --bin chorusd -- --dev token --user alice");
+        }
+        chorus_server::run(config, shutdown_signal()).await
+    })?;
+    Ok(())
+}

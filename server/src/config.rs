@@ -1,0 +1,288 @@
+//! Node configuration: a TOML file, overridden by `CHORUS_*` environment variables and flags
+//! (clap reads both), resolved into one `Config` that `run` takes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chorus_protocol::limits;
+use serde::Deserialize;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// The setting's name.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How tokens are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKey {
+    /// HS256 with a shared secret.
+    Hs256(Vec<u8>),
+    /// EdDSA (Ed25519) with a PEM public key.
+    Ed25519Pem(Vec<u8>),
+    /// RS256 with a PEM public key.
+    Rs256Pem(Vec<u8>),
+}
+
+/// The limits a node enforces; announced to clients in `Welcome.limits` where the protocol has
+/// a field for them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client frame, bytes.
+    pub max_frame_bytes: u32,
+    /// Largest message content, bytes.
+    pub max_message_bytes: u32,
+    /// Subscriptions per connection.
+    pub max_subscriptions: u32,
+    /// Sustained publishes per second per user.
+    pub publish_rate_per_sec: u32,
+    /// Publish burst per user.
+    pub publish_burst: u32,
+    /// Largest history page.
+    pub max_history_limit: u32,
+    /// Most entries a subscribe replays.
+    pub max_recovery_entries: u32,
+    /// Outbound bytes queued per connection before it is closed as a slow consumer.
+    pub max_outbound_queue_bytes: u32,
+    /// Requests awaiting replies per connection.
+    pub max_in_flight_requests: u32,
+    /// Mentions per message.
+    pub max_mentions: u32,
+    /// Attachments per message.
+    pub max_attachments: u32,
+    /// Typing / presence updates per second per session.
+    pub ephemeral_rate_per_sec: u32,
+    /// Connections one user may hold.
+    pub max_connections_per_user: u32,
+    /// Connections one source address may hold.
+    pub max_connections_per_ip: u32,
+    /// New connections accepted per second per source address.
+    pub handshake_rate_per_ip: u32,
+    /// Time to send `Hello`, ms.
+    pub handshake_timeout_ms: u32,
+    /// Client heartbeat interval announced, ms.
+    pub heartbeat_interval_ms: u32,
+    /// Silence after which a connection is closed, ms.
+    pub idle_timeout_ms: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: limits::DEFAULT_MAX_FRAME_BYTES,
+            max_message_bytes: limits::DEFAULT_MAX_MESSAGE_BYTES,
+            max_subscriptions: limits::DEFAULT_MAX_SUBSCRIPTIONS,
+            publish_rate_per_sec: limits::DEFAULT_PUBLISH_RATE_PER_SEC,
+            publish_burst: limits::DEFAULT_PUBLISH_BURST,
+            max_history_limit: limits::DEFAULT_MAX_HISTORY_LIMIT,
+            max_recovery_entries: limits::DEFAULT_MAX_RECOVERY_ENTRIES,
+            max_outbound_queue_bytes: limits::DEFAULT_MAX_OUTBOUND_QUEUE_BYTES,
+            max_in_flight_requests: limits::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            max_mentions: limits::DEFAULT_MAX_MENTIONS,
+            max_attachments: limits::DEFAULT_MAX_ATTACHMENTS,
+            ephemeral_rate_per_sec: limits::DEFAULT_EPHEMERAL_RATE_PER_SEC,
+            max_connections_per_user: 16,
+            max_connections_per_ip: 10_000,
+            handshake_rate_per_ip: 200,
+            handshake_timeout_ms: limits::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            heartbeat_interval_ms: limits::DEFAULT_HEARTBEAT_INTERVAL_MS,
+            idle_timeout_ms: limits::DEFAULT_IDLE_TIMEOUT_MS,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The part of the limits the protocol announces in `Welcome`.
+    pub fn announced(&self) -> chorus_protocol::v1::Limits {
+        chorus_protocol::v1::Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_subscriptions: self.max_subscriptions,
+            publish_rate_per_sec: self.publish_rate_per_sec,
+            publish_burst: self.publish_burst,
+            max_history_limit: self.max_history_limit,
+            max_recovery_entries: self.max_recovery_entries,
+            max_outbound_queue_bytes: self.max_outbound_queue_bytes,
+            max_in_flight_requests: self.max_in_flight_requests,
+            max_mentions: self.max_mentions,
+            max_attachments: self.max_attachments,
+            default_history_limit: limits::DEFAULT_HISTORY_LIMIT.min(self.max_history_limit),
+            max_list_limit: limits::DEFAULT_MAX_LIST_LIMIT,
+            max_presence_watch: limits::DEFAULT_MAX_PRESENCE_WATCH,
+            ephemeral_rate_per_sec: self.ephemeral_rate_per_sec,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.max_frame_bytes", self.max_frame_bytes),
+            ("limits.max_message_bytes", self.max_message_bytes),
+            ("limits.max_subscriptions", self.max_subscriptions),
+            ("limits.publish_burst", self.publish_burst),
+            ("limits.max_history_limit", self.max_history_limit),
+            (
+                "limits.max_outbound_queue_bytes",
+                self.max_outbound_queue_bytes,
+            ),
+            ("limits.max_in_flight_requests", self.max_in_flight_requests),
+            ("limits.handshake_timeout_ms", self.handshake_timeout_ms),
+            ("limits.idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "limits.max_connections_per_user",
+                self.max_connections_per_user,
+            ),
+            ("limits.max_connections_per_ip", self.max_connections_per_ip),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.max_message_bytes >= self.max_frame_bytes {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_message_bytes",
+                message: "must be smaller than limits.max_frame_bytes".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The config file's shape. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Node id (default: random, stored in the data directory).
+    pub node_id: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// WebSocket listener address.
+    pub ws_listen: Option<SocketAddr>,
+    /// Serve plain `ws://` instead of TLS.
+    pub ws_plain: Option<bool>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// File holding the HS256 secret.
+    pub token_secret_file: Option<PathBuf>,
+    /// Ed25519 public key (PEM) for EdDSA tokens.
+    pub token_ed25519_public_key: Option<PathBuf>,
+    /// RSA public key (PEM) for RS256 tokens.
+    pub token_rs256_public_key: Option<PathBuf>,
+    /// Required `aud` claim.
+    pub token_audience: Option<String>,
+    /// Required `iss` claim.
+    pub token_issuer: Option<String>,
+    /// Store engine: "fjall" or "sled".
+    pub store_engine: Option<String>,
+    /// "sync" (default) or "relaxed".
+    pub store_durability: Option<String>,
+    /// For relaxed durability: fsync interval, ms.
+    pub store_sync_interval_ms: Option<u64>,
+    /// How long shutdown waits for queues to drain, ms.
+    pub shutdown_drain_ms: Option<u64>,
+    /// Limits.
+    pub limits: LimitsConfig,
+}
+
+impl FileConfig {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Everything a node needs to run, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id, announced in `Welcome`.
+    pub node_id: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where the WebSocket listener binds (port 0 = any free port).
+    pub ws_listen: SocketAddr,
+    /// TLS certificate chain and key (PEM); `None` serves plain `ws://`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Token verification key.
+    pub token_key: TokenKey,
+    /// Required `aud`.
+    pub token_audience: Option<String>,
+    /// Required `iss`.
+    pub token_issuer: Option<String>,
+    /// Store settings.
+    pub store: chorus_storage::StoreConfig,
+    /// Limits.
+    pub limits: LimitsConfig,
+    /// How long shutdown waits for outbound queues to drain.
+    pub shutdown_drain: Duration,
+}
+
+impl Config {
+    /// Checks the values that cannot be checked by types alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
+        if let TokenKey::Hs256(secret) = &self.token_key
+            && secret.len() < 32
+        {
+            return Err(ConfigError::Invalid {
+                key: "token_secret_file",
+                message: "an HS256 secret must be at least 32 bytes".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A config for tests and embedding: plain WebSocket on `127.0.0.1:0`, an HS256 secret,
+    /// the given data directory, default limits.
+    pub fn for_tests(data_dir: &Path, secret: &[u8]) -> Self {
+        Self {
+            node_id: "test-node".into(),
+            data_dir: data_dir.to_path_buf(),
+            ws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            token_key: TokenKey::Hs256(secret.to_vec()),
+            token_audience: None,
+            token_issuer: None,
+            store: chorus_storage::StoreConfig::new(data_dir.join("store")),
+            limits: LimitsConfig::default(),
+            shutdown_drain: Duration::from_secs(2),
+        }
+    }
+}

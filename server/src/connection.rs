@@ -1,0 +1,379 @@
+//! One WebSocket connection from accept to close: the handshake with its deadline and token
+//! check, the read loop with idle and expiry timers, and the writer that drains the outbound
+//! queue in batches. Bad input closes this connection only, with a typed close code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_protocol::DecodeError;
+use chorus_protocol::codec::{decode_frames, encode_frame_to_bytes};
+use chorus_protocol::limits::PROTOCOL_VERSION;
+use chorus_protocol::v1::{
+    self, ClientEnvelope, CloseCode, ErrorCode, ServerEnvelope, client_envelope::Request, reply,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenError;
+use crate::clock::unix_ms;
+use crate::outbound::{Batch, Close, Outbound};
+use crate::session::{Session, Shared};
+
+/// Bytes per WebSocket message the writer sends at most (many frames each).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// WebSocket buffers sized for many idle connections: tungstenite's defaults (128 KiB read,
+/// 128 KiB write) would cost a quarter of a megabyte per connection.
+fn ws_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_BATCH_BYTES * 4)
+        .max_message_size(Some(max_frame * 16))
+        .max_frame_size(Some(max_frame * 16))
+}
+
+fn close(code: CloseCode, reason: impl Into<String>) -> Close {
+    Close {
+        code,
+        reason: reason.into(),
+        reconnect_after_ms: 0,
+    }
+}
+
+/// Serves one accepted byte stream (TCP, or TLS over TCP) as a WebSocket connection.
+pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.config.limits.clone();
+    let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
+    let max_frame = limits.max_frame_bytes as usize;
+    let accepted = tokio::time::timeout(
+        handshake_deadline,
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(max_frame))),
+    )
+    .await;
+    let ws = match accepted {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "websocket upgrade failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "websocket upgrade timed out");
+            return;
+        }
+    };
+    let (sink, mut source) = ws.split();
+    let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
+    let writer = tokio::spawn(write_loop(sink, outbound.clone()));
+
+    let mut session = match handshake(&shared, &mut source, &outbound, handshake_deadline).await {
+        Ok(session) => session,
+        Err(c) => {
+            outbound.close(c);
+            let _ = writer.await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, session = %session.session_id, user = %session.identity.user, "session started");
+
+    let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
+    let reason = read_loop(&mut session, &mut source, idle, max_frame, &shutdown).await;
+    if let Some(c) = reason {
+        session.outbound.close(c);
+    }
+    shared.hub.remove_session(session.key, session.subscribed());
+    let _ = writer.await;
+    tracing::debug!(%peer, session = %session.session_id, "session ended");
+}
+
+type Source<S> = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>;
+type Sink<S> = futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<S>, WsMessage>;
+
+/// Reads the first message: it must hold exactly a `Hello`.
+async fn handshake<S>(
+    shared: &Arc<Shared>,
+    source: &mut Source<S>,
+    outbound: &Arc<Outbound>,
+    deadline: Duration,
+) -> Result<Session, Close>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let first = match tokio::time::timeout(deadline, next_binary(source)).await {
+        Err(_) => {
+            return Err(close(
+                CloseCode::HandshakeTimeout,
+                "no Hello within the deadline",
+            ));
+        }
+        Ok(Err(c)) => return Err(c),
+        Ok(Ok(None)) => return Err(close(CloseCode::Normal, "closed before Hello")),
+        Ok(Ok(Some(bytes))) => bytes,
+    };
+    let max_frame = shared.config.limits.max_frame_bytes as usize;
+    let mut frames = decode_frames::<ClientEnvelope>(first, max_frame);
+    let envelope = match frames.next() {
+        Some(Ok(env)) => env,
+        Some(Err(e)) => return Err(protocol_error(&e)),
+        None => return Err(close(CloseCode::ProtocolError, "empty message")),
+    };
+    if frames.next().is_some() {
+        return Err(close(
+            CloseCode::ProtocolError,
+            "Hello must be alone in its message",
+        ));
+    }
+    let (request_id, hello) = match (envelope.request_id, envelope.request) {
+        (0, _) => return Err(close(CloseCode::ProtocolError, "request_id 0")),
+        (id, Some(Request::Hello(hello))) => (id, hello),
+        _ => {
+            return Err(close(
+                CloseCode::ProtocolError,
+                "the first request must be Hello",
+            ));
+        }
+    };
+    let refuse = |code: ErrorCode, message: &str, close_code: CloseCode| {
+        outbound.push(encode_frame_to_bytes(&ServerEnvelope::error(
+            request_id,
+            v1::Error::new(code, message),
+        )));
+        close(close_code, message)
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(refuse(
+            ErrorCode::Invalid,
+            "unsupported protocol version",
+            CloseCode::UnsupportedVersion,
+        ));
+    }
+    let identity = match shared.verifier.verify(&hello.token) {
+        Ok(identity) => identity,
+        Err(TokenError::Expired) => {
+            return Err(refuse(
+                ErrorCode::Unauthenticated,
+                "token expired",
+                CloseCode::AuthExpired,
+            ));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "token refused");
+            return Err(refuse(
+                ErrorCode::Unauthenticated,
+                "invalid token",
+                CloseCode::AuthInvalid,
+            ));
+        }
+    };
+    let store = &shared.store;
+    let now = unix_ms();
+    match store.ban_of(chorus_storage::BanScope::Server, &identity.user, now) {
+        Ok(Some(_)) => return Err(refuse(ErrorCode::Forbidden, "banned", CloseCode::Banned)),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "ban lookup failed");
+            return Err(refuse(
+                ErrorCode::Unavailable,
+                "storage unavailable",
+                CloseCode::InternalError,
+            ));
+        }
+    }
+    if let Ok(Some(user)) = store.user(&identity.user)
+        && identity.issued_at_ms < user.tokens_valid_after_ms
+    {
+        return Err(refuse(
+            ErrorCode::Unauthenticated,
+            "token revoked",
+            CloseCode::AuthInvalid,
+        ));
+    }
+    let key = shared.next_key();
+    let max_per_user = shared.config.limits.max_connections_per_user as usize;
+    if !shared
+        .hub
+        .add_session(key, &identity.user, outbound.clone(), max_per_user)
+    {
+        return Err(refuse(
+            ErrorCode::LimitExceeded,
+            "too many connections for this user",
+            CloseCode::TooManyConnections,
+        ));
+    }
+    // Best effort: a failure to record last-seen must not refuse the session.
+    let _ = store
+        .update_user(&identity.user, |u| {
+            if u.created_at_ms == 0 {
+                u.created_at_ms = now;
+            }
+            u.last_seen_ms = now;
+        })
+        .await;
+    let mut session = Session::new(shared.clone(), key, identity, outbound.clone());
+    let resume = hello.resume.map(|r| r.subscriptions).unwrap_or_default();
+    let welcome = v1::Welcome {
+        session_id: session.session_id.clone(),
+        node_id: shared.config.node_id.clone(),
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol_version: PROTOCOL_VERSION,
+        user_id: session.identity.user.to_string(),
+        heartbeat_interval_ms: shared.config.limits.heartbeat_interval_ms,
+        idle_timeout_ms: shared.config.limits.idle_timeout_ms,
+        limits: Some(shared.config.limits.announced()),
+        token_expires_at_ms: session.identity.expires_at_ms,
+        resumed: Vec::new(),
+        server_time_ms: now,
+    };
+    session.resume(request_id, welcome, resume).await;
+    Ok(session)
+}
+
+impl Session {
+    /// Sends `Welcome` with the outcome of each resumed subscription, then their replays.
+    async fn resume(
+        &mut self,
+        request_id: u64,
+        mut welcome: v1::Welcome,
+        subs: Vec<v1::Subscribe>,
+    ) {
+        let mut plans = Vec::new();
+        for s in subs {
+            match self.subscribe_for_resume(s).await {
+                Ok((subscribed, plan)) => {
+                    welcome.resumed.push(subscribed);
+                    plans.push(plan);
+                }
+                Err((channel_id, e)) => welcome.resumed.push(v1::Subscribed {
+                    channel_id,
+                    error: Some(e),
+                    ..v1::Subscribed::default()
+                }),
+            }
+        }
+        self.reply(request_id, reply::Result::Welcome(welcome));
+        for plan in plans {
+            self.replay(plan).await;
+        }
+    }
+}
+
+/// The next binary message, skipping pings and pongs. `Ok(None)` when the peer closed.
+async fn next_binary<S>(source: &mut Source<S>) -> Result<Option<Bytes>, Close>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match source.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(close(CloseCode::ProtocolError, format!("websocket: {e}")));
+            }
+            Some(Ok(WsMessage::Binary(b))) => return Ok(Some(b)),
+            Some(Ok(WsMessage::Close(_))) => return Ok(None),
+            Some(Ok(WsMessage::Text(_))) => {
+                return Err(close(
+                    CloseCode::ProtocolError,
+                    "text messages are not part of the protocol",
+                ));
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+fn protocol_error(e: &DecodeError) -> Close {
+    close(CloseCode::ProtocolError, e.to_string())
+}
+
+/// Runs until the peer leaves, breaks the protocol, idles, lets its token expire, or the node
+/// shuts down. Returns the close to send, if any.
+async fn read_loop<S>(
+    session: &mut Session,
+    source: &mut Source<S>,
+    idle: Duration,
+    max_frame: usize,
+    shutdown: &CancellationToken,
+) -> Option<Close>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if session.outbound.is_closing() {
+            return None;
+        }
+        let expires_in =
+            Duration::from_millis(session.identity.expires_at_ms.saturating_sub(unix_ms()));
+        let message = tokio::select! {
+            m = next_binary(source) => m,
+            _ = tokio::time::sleep(idle) => return Some(close(CloseCode::IdleTimeout, "no traffic within the idle timeout")),
+            _ = tokio::time::sleep(expires_in) => return Some(close(CloseCode::AuthExpired, "token expired")),
+            _ = shutdown.cancelled() => return None,
+            _ = session.outbound.wait_closed() => return None,
+        };
+        let bytes = match message {
+            Ok(Some(b)) => b,
+            Ok(None) => return Some(close(CloseCode::Normal, "peer closed")),
+            Err(c) => return Some(c),
+        };
+        for frame in decode_frames::<ClientEnvelope>(bytes, max_frame) {
+            let envelope = match frame {
+                Ok(env) => env,
+                Err(e) => return Some(protocol_error(&e)),
+            };
+            match (envelope.request_id, envelope.request) {
+                (0, _) => return Some(close(CloseCode::ProtocolError, "request_id 0")),
+                (_, Some(Request::Hello(_))) => {
+                    return Some(close(CloseCode::ProtocolError, "a second Hello"));
+                }
+                (id, Some(request)) => session.handle(id, request).await,
+                (id, None) => session.reply(
+                    id,
+                    reply::Result::Error(v1::Error::new(
+                        ErrorCode::Invalid,
+                        "unknown or missing request",
+                    )),
+                ),
+            }
+        }
+    }
+}
+
+/// Drains the outbound queue into the socket, many frames per message, then closes with the
+/// queued close: a `Disconnect` push, then the WebSocket close frame (4000 + code).
+async fn write_loop<S>(mut sink: Sink<S>, outbound: Arc<Outbound>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match outbound.next(MAX_BATCH_BYTES).await {
+            Batch::Frames(bytes) => {
+                if sink.send(WsMessage::Binary(bytes)).await.is_err() {
+                    outbound.close(close(CloseCode::Normal, "write failed"));
+                    return;
+                }
+            }
+            Batch::Close(c) => {
+                let mut disconnect = c.code.disconnect(c.reason.clone());
+                disconnect.reconnect_after_ms = c.reconnect_after_ms;
+                let frame = encode_frame_to_bytes(&ServerEnvelope::disconnect(disconnect));
+                let _ = sink.send(WsMessage::Binary(frame)).await;
+                let close_frame = CloseFrame {
+                    code: WsCloseCode::from(c.code.websocket_code()),
+                    reason: c.reason.chars().take(100).collect::<String>().into(),
+                };
+                let _ = sink.send(WsMessage::Close(Some(close_frame))).await;
+                let _ = sink.close().await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The hub: who is connected and who listens to which channel, in sharded maps (no global lock
+//! on the publish path). It is the store's commit listener: every durable entry is encoded once
+//! and pushed to each subscriber's outbound queue, in seq order, without waiting for anyone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chorus_protocol::codec::encode_frame_to_bytes;
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
+use chorus_protocol::v1::{ServerEnvelope, push};
+use chorus_storage::{CommitListener, LogEntry};
+use dashmap::DashMap;
+
+use crate::outbound::Outbound;
+
+/// A connection's key in the hub.
+pub type SessionKey = u64;
+
+/// Where a subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubState {
+    /// The session is replaying from the store; live entries are left to the replay.
+    Replaying,
+    /// Live: entries after `last` are pushed as they commit.
+    Live {
+        /// The last seq delivered.
+        last: Seq,
+    },
+}
+
+/// One connection's subscription to one channel.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The connection's queue.
+    pub outbound: Arc<Outbound>,
+    /// Replay or live, and what was delivered.
+    pub state: Mutex<SubState>,
+}
+
+impl Subscription {
+    fn deliver(&self, seq: Seq, frame: &Bytes) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let SubState::Live { last } = *state
+            && seq > last
+        {
+            *state = SubState::Live { last: seq };
+            drop(state);
+            self.outbound.push(frame.clone());
+        }
+    }
+}
+
+/// A connected session, as others see it.
+#[derive(Debug)]
+pub struct SessionEntry {
+    /// The user.
+    pub user: UserId,
+    /// Its queue, to push to it and to close it.
+    pub outbound: Arc<Outbound>,
+}
+
+/// The registries.
+#[derive(Debug, Default)]
+pub struct Hub {
+    sessions: DashMap<SessionKey, SessionEntry>,
+    by_user: DashMap<UserId, Vec<SessionKey>>,
+    subscribers: DashMap<ChannelId, HashMap<SessionKey, Arc<Subscription>>>,
+    deliveries: std::sync::atomic::AtomicU64,
+}
+
+impl Hub {
+    /// Registers a session unless its user already holds `max_per_user` sessions.
+    pub fn add_session(
+        &self,
+        key: SessionKey,
+        user: &UserId,
+        outbound: Arc<Outbound>,
+        max_per_user: usize,
+    ) -> bool {
+        let mut keys = self.by_user.entry(user.clone()).or_default();
+        if keys.len() >= max_per_user {
+            return false;
+        }
+        keys.push(key);
+        drop(keys);
+        self.sessions.insert(
+            key,
+            SessionEntry {
+                user: user.clone(),
+                outbound,
+            },
+        );
+        true
+    }
+
+    /// Forgets a session and its subscriptions.
+    pub fn remove_session(&self, key: SessionKey, channels: impl IntoIterator<Item = ChannelId>) {
+        for channel in channels {
+            self.unsubscribe(&channel, key);
+        }
+        if let Some((_, entry)) = self.sessions.remove(&key) {
+            let now_empty = match self.by_user.get_mut(&entry.user) {
+                Some(mut keys) => {
+                    keys.retain(|k| *k != key);
+                    keys.is_empty()
+                }
+                None => false,
+            };
+            if now_empty {
+                self.by_user
+                    .remove_if(&entry.user, |_, keys| keys.is_empty());
+            }
+        }
+    }
+
+    /// Adds a subscription in the replaying state.
+    pub fn subscribe(&self, channel: &ChannelId, key: SessionKey, sub: Arc<Subscription>) {
+        self.subscribers
+            .entry(channel.clone())
+            .or_default()
+            .insert(key, sub);
+    }
+
+    /// Removes a subscription.
+    pub fn unsubscribe(&self, channel: &ChannelId, key: SessionKey) {
+        if let Some(mut subs) = self.subscribers.get_mut(channel) {
+            subs.remove(&key);
+        }
+        self.subscribers
+            .remove_if(channel, |_, subs| subs.is_empty());
+    }
+
+    /// Pushes an ephemeral frame (typing) to a channel's subscribers other than `except`.
+    pub fn broadcast(&self, channel: &ChannelId, frame: &Bytes, except: SessionKey) {
+        if let Some(subs) = self.subscribers.get(channel) {
+            for (key, sub) in subs.iter() {
+                if *key != except {
+                    sub.outbound.push(frame.clone());
+                }
+            }
+        }
+    }
+
+    /// Closes every session (shutdown, drain).
+    pub fn close_all(&self, close: &crate::outbound::Close) {
+        for entry in self.sessions.iter() {
+            entry.outbound.close(close.clone());
+        }
+    }
+
+    /// Connected sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Sessions of one user.
+    pub fn user_session_count(&self, user: &UserId) -> usize {
+        self.by_user.get(user).map_or(0, |k| k.len())
+    }
+
+    /// Events pushed to subscribers so far.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl CommitListener for Hub {
+    fn on_commit(&self, entry: &Arc<LogEntry>) {
+        let Ok(channel) = ChannelId::new(entry.event.channel_id.as_str()) else {
+            return;
+        };
+        let Some(subs) = self.subscribers.get(&channel) else {
+            return;
+        };
+        // Encoded once; every queue shares the same bytes.
+        let frame = encode_frame_to_bytes(&ServerEnvelope::push(push::Push::Event(
+            entry.event.clone(),
+        )));
+        for sub in subs.values() {
+            sub.deliver(entry.seq, &frame);
+        }
+        self.deliveries
+            .fetch_add(subs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}

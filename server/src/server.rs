@@ -1,0 +1,202 @@
+//! Starting and stopping a node: the store, the hub, the listener, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_protocol::v1::CloseCode;
+use chorus_storage::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::outbound::Close;
+use crate::session::Shared;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] chorus_storage::OpenError),
+    /// The token key could not be loaded.
+    #[error("token key: {0}")]
+    Token(#[from] crate::auth::TokenError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A listener could not bind.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Server {
+    shared: Arc<Shared>,
+    ws_addr: SocketAddr,
+    stop_accepting: CancellationToken,
+    connections_stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Opens the store, binds the listener and starts accepting.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let verifier = Verifier::new(
+            &config.token_key,
+            config.token_audience.as_deref(),
+            config.token_issuer.as_deref(),
+        )?;
+        let tls =
+            match &config.tls {
+                Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(
+                    crate::tls::server_config(cert, key, &[b"http/1.1"])?,
+                )),
+                None => None,
+            };
+        let store = Store::open(config.store.clone())?;
+        let hub = Arc::new(Hub::default());
+        store.set_commit_listener(hub.clone());
+        let listener = TcpListener::bind(config.ws_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.ws_listen,
+                source,
+            })?;
+        let ws_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.ws_listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(store, hub, config, verifier));
+        let server = Self {
+            shared,
+            ws_addr,
+            stop_accepting: CancellationToken::new(),
+            connections_stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        server.tracker.spawn(accept_loop(
+            listener,
+            tls,
+            server.shared.clone(),
+            server.stop_accepting.clone(),
+            server.connections_stop.clone(),
+            server.tracker.clone(),
+        ));
+        tracing::info!(addr = %ws_addr, tls = server.shared.config.tls.is_some(), "websocket listener ready");
+        Ok(server)
+    }
+
+    /// The WebSocket listener's address.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    /// The store (for tests and admin tools in the same process).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
+    }
+
+    /// Graceful shutdown: stop accepting, tell every client to reconnect later (`GOING_AWAY`),
+    /// wait for queues to drain up to the configured deadline, make the store durable.
+    pub async fn shutdown(self) {
+        self.stop_accepting.cancel();
+        self.shared.hub.close_all(&Close {
+            code: CloseCode::GoingAway,
+            reason: "node shutting down".into(),
+            reconnect_after_ms: 1_000,
+        });
+        self.tracker.close();
+        let drain = self.shared.config.shutdown_drain;
+        if tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not drain in {drain:?}; closing them");
+            self.connections_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
+        }
+        if let Err(e) = self.shared.store.sync().await {
+            tracing::error!(error = %e, "final store sync failed");
+        }
+        self.shared.store.close();
+        tracing::info!("node stopped");
+    }
+}
+
+/// Runs a node until `shutdown` completes, then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let server = Server::start(config).await?;
+    shutdown.await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    connections_stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let stop = connections_stop.clone();
+        tracker.spawn(async move {
+            match tls {
+                None => crate::connection::serve(shared, tcp, peer, stop).await,
+                Some(acceptor) => {
+                    let deadline =
+                        Duration::from_millis(u64::from(shared.config.limits.handshake_timeout_ms));
+                    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            crate::connection::serve(shared, stream, peer, stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,1101 @@
+//! One authenticated connection: request dispatch, permission checks, subscriptions with gapless
+//! recovery. Transport-independent: the transport feeds decoded envelopes and drains the
+//! session's outbound queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chorus_protocol::codec::encode_frame_to_bytes;
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
+use chorus_protocol::limits::{MAX_CLIENT_MSG_ID_BYTES, MAX_SERVER_FRAME_BYTES};
+use chorus_protocol::v1::{
+    self, ChannelKind, ChannelSummary, Error, ErrorCode, MemberAction, RecoveryFailure, Role,
+    ServerEnvelope, channel_event::Body, client_envelope::Request, reply,
+};
+use chorus_storage::{Anchor, ChannelInfo, LogQuery, NewChannel, NewEntry, Store, StoreError};
+use dashmap::DashMap;
+use prost::Message;
+
+use crate::auth::{Identity, Verifier};
+use crate::clock::unix_ms;
+use crate::config::Config;
+use crate::hub::{Hub, SessionKey, SubState, Subscription};
+use crate::outbound::Outbound;
+use crate::ratelimit::TokenBucket;
+
+/// Entries read per step of a replay.
+const REPLAY_PAGE: usize = 256;
+/// Reply results are at most this many bytes: larger pages are cut.
+const MAX_REPLY_BYTES: usize = MAX_SERVER_FRAME_BYTES as usize / 2;
+
+/// What every session shares.
+pub struct Shared {
+    /// The store.
+    pub store: Store,
+    /// The registries.
+    pub hub: Arc<Hub>,
+    /// The node's configuration.
+    pub config: Config,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Publish budgets, per user (all of a user's sessions share one).
+    pub publish_buckets: DashMap<UserId, Mutex<TokenBucket>>,
+    next_key: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for a node.
+    pub fn new(store: Store, hub: Arc<Hub>, config: Config, verifier: Verifier) -> Self {
+        Self {
+            store,
+            hub,
+            config,
+            verifier,
+            publish_buckets: DashMap::new(),
+            next_key: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh session key.
+    pub fn next_key(&self) -> SessionKey {
+        self.next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> Error {
+    Error::new(code, message)
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::new(ErrorCode::Invalid, message).with_field(field)
+}
+
+/// Maps store failures to protocol errors.
+pub fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::ChannelNotFound(c) => {
+            err(ErrorCode::NotFound, format!("channel {c} not found"))
+        }
+        StoreError::ChannelExists(c) => err(ErrorCode::Conflict, format!("channel {c} exists")),
+        StoreError::NotMember { .. } => err(ErrorCode::NotFound, "not a member"),
+        StoreError::EntryNotFound { seq, .. } => {
+            err(ErrorCode::NotFound, format!("entry {seq} not found"))
+        }
+        StoreError::Invalid(m) => err(ErrorCode::Invalid, m),
+        StoreError::ReadOnly(_) | StoreError::Closed => {
+            err(ErrorCode::Unavailable, "storage unavailable").with_retry_after_ms(1000)
+        }
+        other => err(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+fn channel_id(field: &str, s: &str) -> Result<ChannelId, Error> {
+    ChannelId::new(s).map_err(|e| invalid(field, e.to_string()))
+}
+
+fn user_id(field: &str, s: &str) -> Result<UserId, Error> {
+    UserId::new(s).map_err(|e| invalid(field, e.to_string()))
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{:016x}", rand::random::<u64>())
+}
+
+/// What a subscribe decided; the replay runs after its reply is queued.
+pub struct ReplayPlan {
+    channel: ChannelId,
+    sub: Arc<Subscription>,
+    from: Seq,
+}
+
+/// One authenticated connection.
+pub struct Session {
+    shared: Arc<Shared>,
+    /// The hub key.
+    pub key: SessionKey,
+    /// The id announced in `Welcome`.
+    pub session_id: String,
+    /// Who.
+    pub identity: Identity,
+    /// The connection's queue.
+    pub outbound: Arc<Outbound>,
+    subscriptions: HashMap<ChannelId, Arc<Subscription>>,
+    ephemeral: TokenBucket,
+}
+
+impl Session {
+    /// A session for a verified identity; the caller registers it in the hub.
+    pub fn new(
+        shared: Arc<Shared>,
+        key: SessionKey,
+        identity: Identity,
+        outbound: Arc<Outbound>,
+    ) -> Self {
+        let rate = shared.config.limits.ephemeral_rate_per_sec;
+        Self {
+            session_id: random_id("s-"),
+            ephemeral: TokenBucket::new(rate, rate.max(1) * 2, Instant::now()),
+            shared,
+            key,
+            identity,
+            outbound,
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    /// Channels this session is subscribed to.
+    pub fn subscribed(&self) -> Vec<ChannelId> {
+        self.subscriptions.keys().cloned().collect()
+    }
+
+    /// Queues a reply.
+    pub fn reply(&self, request_id: u64, result: reply::Result) {
+        self.outbound
+            .push(encode_frame_to_bytes(&ServerEnvelope::reply(
+                request_id, result,
+            )));
+    }
+
+    /// Handles one request (not `Hello`: the handshake took it) and queues its reply.
+    pub async fn handle(&mut self, request_id: u64, request: Request) {
+        let name = request.name();
+        let result = match request {
+            Request::Subscribe(s) => match self.subscribe(s).await {
+                Ok((subscribed, plan)) => {
+                    self.reply(request_id, reply::Result::Subscribed(subscribed));
+                    self.replay(plan).await;
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            other => self.dispatch(other).await,
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(session = %self.session_id, request = name, error = %e, "request failed");
+                reply::Result::Error(e)
+            }
+        };
+        self.reply(request_id, result);
+    }
+
+    async fn dispatch(&mut self, request: Request) -> Result<reply::Result, Error> {
+        match request {
+            Request::Hello(_) => Err(err(
+                ErrorCode::Invalid,
+                "the session is already established",
+            )),
+            Request::Ping(p) => Ok(reply::Result::Pong(v1::Pong {
+                client_time_ms: p.client_time_ms,
+                server_time_ms: unix_ms(),
+            })),
+            Request::RefreshToken(r) => self.refresh(&r.token),
+            Request::CreateChannel(c) => self.create_channel(c).await,
+            Request::GetChannel(g) => {
+                let id = channel_id("channel_id", &g.channel_id)?;
+                let info = self.readable(&id)?;
+                Ok(reply::Result::Channel(self.summary(&info)?))
+            }
+            Request::ListChannels(l) => self.list_channels(l),
+            Request::JoinChannel(j) => self.join(j).await,
+            Request::LeaveChannel(l) => self.leave(l).await,
+            Request::AddMembers(a) => self.add_members(a).await,
+            Request::RemoveMember(r) => self.remove_member(r).await,
+            Request::SetMemberRole(s) => self.set_role(s).await,
+            Request::ListMembers(l) => self.list_members(l),
+            Request::Publish(p) => self.publish(p).await,
+            Request::Unsubscribe(u) => {
+                let id = channel_id("channel_id", &u.channel_id)?;
+                if self.subscriptions.remove(&id).is_none() {
+                    return Err(err(ErrorCode::NotFound, "not subscribed"));
+                }
+                self.shared.hub.unsubscribe(&id, self.key);
+                Ok(reply::Result::Done(v1::Done {}))
+            }
+            Request::History(h) => self.history(h),
+            Request::MarkRead(m) => {
+                let id = channel_id("channel_id", &m.channel_id)?;
+                self.readable(&id)?;
+                let state = self
+                    .shared
+                    .store
+                    .mark_read(&self.identity.user, &id, Seq(m.seq), unix_ms())
+                    .await
+                    .map_err(store_error)?;
+                Ok(reply::Result::ReadMarker(v1::ReadMarker {
+                    channel_id: id.to_string(),
+                    user_id: self.identity.user.to_string(),
+                    seq: state.last_read.get(),
+                    unread_count: state.unread,
+                    updated_at_ms: state.updated_at_ms,
+                }))
+            }
+            Request::GetUnread(g) => self.unread(g),
+            Request::Typing(t) => self.typing(t),
+            other => Err(err(
+                ErrorCode::Unimplemented,
+                format!("{} is not implemented by this node yet", other.name()),
+            )),
+        }
+    }
+
+    fn refresh(&mut self, token: &str) -> Result<reply::Result, Error> {
+        let identity = self
+            .shared
+            .verifier
+            .verify(token)
+            .map_err(|e| err(ErrorCode::Unauthenticated, e.to_string()))?;
+        if identity.user != self.identity.user {
+            return Err(err(ErrorCode::Forbidden, "the token names another user"));
+        }
+        let expires = identity.expires_at_ms;
+        self.identity = identity;
+        Ok(reply::Result::TokenRefreshed(v1::TokenRefreshed {
+            token_expires_at_ms: expires,
+        }))
+    }
+
+    /// The channel, if this user may read it.
+    fn readable(&self, id: &ChannelId) -> Result<ChannelInfo, Error> {
+        let info = self
+            .shared
+            .store
+            .channel(id)
+            .map_err(store_error)?
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("channel {id} not found")))?;
+        if info.record.kind() == ChannelKind::Public || self.role(id)?.is_some() {
+            return Ok(info);
+        }
+        // Private channels are not revealed to non-members.
+        Err(err(ErrorCode::NotFound, format!("channel {id} not found")))
+    }
+
+    fn role(&self, id: &ChannelId) -> Result<Option<Role>, Error> {
+        Ok(self
+            .shared
+            .store
+            .member(id, &self.identity.user)
+            .map_err(store_error)?
+            .map(|m| m.role()))
+    }
+
+    /// The caller's role, which must be at least `min`, on a readable channel.
+    fn require_role(&self, id: &ChannelId, min: Role) -> Result<(ChannelInfo, Role), Error> {
+        let info = self.readable(id)?;
+        let role = self.role(id)?.unwrap_or(Role::Unspecified);
+        if role_rank(role) < role_rank(min) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("needs role {}", min.as_str_name()),
+            ));
+        }
+        Ok((info, role))
+    }
+
+    fn summary(&self, info: &ChannelInfo) -> Result<ChannelSummary, Error> {
+        let store = &self.shared.store;
+        let state = store
+            .read_state(&self.identity.user, &info.id)
+            .map_err(store_error)?;
+        let last = store
+            .read(
+                &info.id,
+                &LogQuery {
+                    anchor: Anchor::Latest,
+                    limit: 1,
+                    thread: None,
+                },
+            )
+            .map_err(store_error)?;
+        Ok(ChannelSummary {
+            channel: Some(channel_message(info)),
+            my_role: self.role(&info.id)?.unwrap_or(Role::Unspecified) as i32,
+            last_read_seq: state.last_read.get(),
+            unread_count: state.unread,
+            last_message: last.entries.last().map(|e| e.event.clone()),
+        })
+    }
+
+    async fn append_event(&self, id: &ChannelId, body: Body) -> Result<v1::Appended, Error> {
+        let appended = self
+            .shared
+            .store
+            .append(
+                id,
+                NewEntry {
+                    author: Some(self.identity.user.clone()),
+                    time_ms: unix_ms(),
+                    body,
+                    client_msg_id: None,
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(appended_message(&appended))
+    }
+
+    async fn member_event(
+        &self,
+        id: &ChannelId,
+        user: &UserId,
+        action: MemberAction,
+        role: Role,
+    ) -> Result<(), Error> {
+        self.append_event(
+            id,
+            Body::MemberChanged(v1::MemberChanged {
+                user_id: user.to_string(),
+                action: action as i32,
+                role: role as i32,
+                until_ms: 0,
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn create_channel(&mut self, c: v1::CreateChannel) -> Result<reply::Result, Error> {
+        let kind = ChannelKind::try_from(c.kind).unwrap_or(ChannelKind::Unspecified);
+        let now = unix_ms();
+        let store = &self.shared.store;
+        let me = self.identity.user.clone();
+        if c.name.len() > 256 || c.topic.len() > 1024 {
+            return Err(err(ErrorCode::TooLarge, "name or topic too long"));
+        }
+        if c.custom.len() > self.shared.config.limits.max_message_bytes as usize {
+            return Err(err(ErrorCode::TooLarge, "custom data too large").with_field("custom"));
+        }
+        let info = match kind {
+            ChannelKind::Direct => {
+                let [other] = c.member_ids.as_slice() else {
+                    return Err(invalid(
+                        "member_ids",
+                        "a direct channel names exactly one other user",
+                    ));
+                };
+                let other = user_id("member_ids", other)?;
+                if other == me {
+                    return Err(invalid(
+                        "member_ids",
+                        "a direct channel needs two different users",
+                    ));
+                }
+                let id = channel_id("channel_id", &random_id("dm-"))?;
+                let (info, created) = store
+                    .direct_channel(&me, &other, id, now)
+                    .await
+                    .map_err(store_error)?;
+                if created {
+                    self.member_event(&info.id, &me, MemberAction::Joined, Role::Owner)
+                        .await?;
+                    self.member_event(&info.id, &other, MemberAction::Added, Role::Owner)
+                        .await?;
+                }
+                info
+            }
+            ChannelKind::Group | ChannelKind::Public => {
+                let id = if c.channel_id.is_empty() {
+                    random_id("c-")
+                } else {
+                    c.channel_id.clone()
+                };
+                let id = channel_id("channel_id", &id)?;
+                let members = c
+                    .member_ids
+                    .iter()
+                    .map(|m| user_id("member_ids", m).map(|u| (u, Role::Member)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if members.len() > 1000 {
+                    return Err(err(ErrorCode::TooLarge, "at most 1000 initial members"));
+                }
+                let info = store
+                    .create_channel(NewChannel {
+                        id: id.clone(),
+                        kind,
+                        name: c.name,
+                        topic: c.topic,
+                        created_by: me.clone(),
+                        created_at_ms: now,
+                        members: members.clone(),
+                        custom: c.custom,
+                        retention: Default::default(),
+                    })
+                    .await
+                    .map_err(store_error)?;
+                self.member_event(&id, &me, MemberAction::Joined, Role::Owner)
+                    .await?;
+                for (user, _) in &members {
+                    if *user != me {
+                        self.member_event(&id, user, MemberAction::Added, Role::Member)
+                            .await?;
+                    }
+                }
+                info
+            }
+            _ => return Err(invalid("kind", "kind must be direct, group or public")),
+        };
+        let info = store
+            .channel(&info.id)
+            .map_err(store_error)?
+            .unwrap_or(info);
+        Ok(reply::Result::Channel(self.summary(&info)?))
+    }
+
+    fn list_channels(&self, l: v1::ListChannels) -> Result<reply::Result, Error> {
+        let limit = clamp_limit(
+            l.limit,
+            50,
+            self.shared.config.limits.announced().max_list_limit,
+        );
+        let store = &self.shared.store;
+        let after = if l.cursor.is_empty() {
+            None
+        } else {
+            Some(channel_id("cursor", &l.cursor)?)
+        };
+        let mut ids = store
+            .user_channels(&self.identity.user, after.as_ref(), limit)
+            .map_err(store_error)?;
+        if l.include_public && ids.len() < limit {
+            // Public channels the user has not joined, after the joined ones.
+            let mut from = None;
+            while ids.len() < limit {
+                let page = store.channels(from.as_ref(), 256).map_err(store_error)?;
+                let Some(last) = page.last().cloned() else {
+                    break;
+                };
+                for id in page {
+                    if ids.len() >= limit || ids.contains(&id) {
+                        continue;
+                    }
+                    if let Some(info) = store.channel(&id).map_err(store_error)?
+                        && info.record.kind() == ChannelKind::Public
+                        && self.role(&id)?.is_none()
+                    {
+                        ids.push(id);
+                    }
+                }
+                from = Some(last);
+            }
+        }
+        let mut channels = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(info) = store.channel(id).map_err(store_error)? {
+                channels.push(self.summary(&info)?);
+            }
+        }
+        let next_cursor = if ids.len() >= limit && !l.include_public {
+            ids.last().map(ToString::to_string).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(reply::Result::ChannelList(v1::ChannelList {
+            channels,
+            next_cursor,
+        }))
+    }
+
+    async fn join(&mut self, j: v1::JoinChannel) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &j.channel_id)?;
+        let info = self.readable(&id)?;
+        if info.record.kind() != ChannelKind::Public {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only public channels can be joined",
+            ));
+        }
+        if self.banned_from(&id)? {
+            return Err(err(ErrorCode::Forbidden, "banned from this channel"));
+        }
+        let me = self.identity.user.clone();
+        if self
+            .shared
+            .store
+            .put_member(&id, &me, Role::Member, unix_ms())
+            .await
+            .map_err(store_error)?
+        {
+            self.member_event(&id, &me, MemberAction::Joined, Role::Member)
+                .await?;
+        }
+        let info = self.readable(&id)?;
+        Ok(reply::Result::Channel(self.summary(&info)?))
+    }
+
+    fn banned_from(&self, id: &ChannelId) -> Result<bool, Error> {
+        Ok(self
+            .shared
+            .store
+            .ban_of(
+                chorus_storage::BanScope::Channel(id),
+                &self.identity.user,
+                unix_ms(),
+            )
+            .map_err(store_error)?
+            .is_some())
+    }
+
+    async fn leave(&mut self, l: v1::LeaveChannel) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &l.channel_id)?;
+        let role = self
+            .role(&id)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "not a member"))?;
+        if role == Role::Owner && self.owner_count(&id)? <= 1 {
+            let info = self.readable(&id)?;
+            if info.record.kind() != ChannelKind::Direct && info.record.member_count > 1 {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    "the last owner must hand over ownership first",
+                ));
+            }
+        }
+        let me = self.identity.user.clone();
+        self.shared
+            .store
+            .remove_member(&id, &me)
+            .await
+            .map_err(store_error)?;
+        self.member_event(&id, &me, MemberAction::Left, Role::Unspecified)
+            .await?;
+        Ok(reply::Result::Done(v1::Done {}))
+    }
+
+    fn owner_count(&self, id: &ChannelId) -> Result<usize, Error> {
+        let mut count = 0;
+        let mut after: Option<UserId> = None;
+        loop {
+            let page = self
+                .shared
+                .store
+                .members(id, after.as_ref(), 500)
+                .map_err(store_error)?;
+            let Some((last, _)) = page.last().cloned() else {
+                break;
+            };
+            count += page.iter().filter(|(_, m)| m.role() == Role::Owner).count();
+            after = Some(last);
+        }
+        Ok(count)
+    }
+
+    async fn add_members(&mut self, a: v1::AddMembers) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &a.channel_id)?;
+        let (info, _) = self.require_role(&id, Role::Moderator)?;
+        if info.record.kind() == ChannelKind::Direct {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "direct channels have exactly two members",
+            ));
+        }
+        if a.user_ids.len() > 1000 {
+            return Err(err(ErrorCode::TooLarge, "at most 1000 users at once"));
+        }
+        let users = a
+            .user_ids
+            .iter()
+            .map(|u| user_id("user_ids", u))
+            .collect::<Result<Vec<_>, _>>()?;
+        for user in users {
+            if self
+                .shared
+                .store
+                .put_member(&id, &user, Role::Member, unix_ms())
+                .await
+                .map_err(store_error)?
+            {
+                self.member_event(&id, &user, MemberAction::Added, Role::Member)
+                    .await?;
+            }
+        }
+        Ok(reply::Result::Done(v1::Done {}))
+    }
+
+    async fn remove_member(&mut self, r: v1::RemoveMember) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &r.channel_id)?;
+        let (info, my_role) = self.require_role(&id, Role::Moderator)?;
+        if info.record.kind() == ChannelKind::Direct {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "direct channels have exactly two members",
+            ));
+        }
+        let user = user_id("user_id", &r.user_id)?;
+        let theirs = self
+            .shared
+            .store
+            .member(&id, &user)
+            .map_err(store_error)?
+            .ok_or_else(|| err(ErrorCode::NotFound, "not a member"))?
+            .role();
+        if role_rank(theirs) >= role_rank(my_role) && user != self.identity.user {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "cannot remove a member of equal or higher role",
+            ));
+        }
+        self.shared
+            .store
+            .remove_member(&id, &user)
+            .await
+            .map_err(store_error)?;
+        self.member_event(&id, &user, MemberAction::Removed, Role::Unspecified)
+            .await?;
+        Ok(reply::Result::Done(v1::Done {}))
+    }
+
+    async fn set_role(&mut self, s: v1::SetMemberRole) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &s.channel_id)?;
+        self.require_role(&id, Role::Owner)?;
+        let user = user_id("user_id", &s.user_id)?;
+        let role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
+        if role == Role::Unspecified {
+            return Err(invalid("role", "role must be member, moderator or owner"));
+        }
+        if self
+            .shared
+            .store
+            .member(&id, &user)
+            .map_err(store_error)?
+            .is_none()
+        {
+            return Err(err(ErrorCode::NotFound, "not a member"));
+        }
+        if user == self.identity.user && role != Role::Owner && self.owner_count(&id)? <= 1 {
+            return Err(err(ErrorCode::Conflict, "the last owner cannot step down"));
+        }
+        self.shared
+            .store
+            .put_member(&id, &user, role, unix_ms())
+            .await
+            .map_err(store_error)?;
+        self.member_event(&id, &user, MemberAction::RoleChanged, role)
+            .await?;
+        Ok(reply::Result::Done(v1::Done {}))
+    }
+
+    fn list_members(&self, l: v1::ListMembers) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &l.channel_id)?;
+        self.readable(&id)?;
+        let limit = clamp_limit(
+            l.limit,
+            100,
+            self.shared.config.limits.announced().max_list_limit,
+        );
+        let after = if l.cursor.is_empty() {
+            None
+        } else {
+            Some(user_id("cursor", &l.cursor)?)
+        };
+        let page = self
+            .shared
+            .store
+            .members(&id, after.as_ref(), limit)
+            .map_err(store_error)?;
+        let next_cursor = if page.len() >= limit {
+            page.last().map(|(u, _)| u.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(reply::Result::MemberList(v1::MemberList {
+            members: page
+                .into_iter()
+                .map(|(u, m)| v1::Member {
+                    user_id: u.to_string(),
+                    role: m.role,
+                    joined_at_ms: m.joined_at_ms,
+                    muted_until_ms: m.muted_until_ms,
+                })
+                .collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn publish(&mut self, p: v1::Publish) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &p.channel_id)?;
+        let message = p
+            .message
+            .ok_or_else(|| invalid("message", "message is required"))?;
+        let limits = &self.shared.config.limits;
+        if message.client_msg_id.is_empty() || message.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES
+        {
+            return Err(invalid(
+                "message.client_msg_id",
+                "client_msg_id must be 1 to 64 bytes",
+            ));
+        }
+        let content = message.text.len()
+            + message.custom.len()
+            + message
+                .attachments
+                .iter()
+                .map(Message::encoded_len)
+                .sum::<usize>();
+        if content > limits.max_message_bytes as usize {
+            return Err(err(
+                ErrorCode::TooLarge,
+                format!("message content over {} bytes", limits.max_message_bytes),
+            )
+            .with_field("message"));
+        }
+        if message.mentions.len() > limits.max_mentions as usize {
+            return Err(
+                err(ErrorCode::TooLarge, "too many mentions").with_field("message.mentions")
+            );
+        }
+        if message.attachments.len() > limits.max_attachments as usize {
+            return Err(
+                err(ErrorCode::TooLarge, "too many attachments").with_field("message.attachments")
+            );
+        }
+        for m in &message.mentions {
+            user_id("message.mentions", m)?;
+        }
+        let info = self.readable(&id)?;
+        let member = self
+            .shared
+            .store
+            .member(&id, &self.identity.user)
+            .map_err(store_error)?
+            .ok_or_else(|| err(ErrorCode::Forbidden, "join the channel to post"))?;
+        let now = unix_ms();
+        if member.muted_until_ms > now {
+            return Err(err(ErrorCode::Forbidden, "muted in this channel"));
+        }
+        if info.record.archived {
+            return Err(err(ErrorCode::Forbidden, "the channel is archived"));
+        }
+        if message.thread_parent_seq > info.position.head.get() {
+            return Err(invalid("message.thread_parent_seq", "no such message"));
+        }
+        {
+            let limits = &self.shared.config.limits;
+            let bucket = self
+                .shared
+                .publish_buckets
+                .entry(self.identity.user.clone())
+                .or_insert_with(|| {
+                    Mutex::new(TokenBucket::new(
+                        limits.publish_rate_per_sec,
+                        limits.publish_burst,
+                        Instant::now(),
+                    ))
+                });
+            let taken = bucket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(Instant::now());
+            if let Err(wait_ms) = taken {
+                return Err(err(ErrorCode::RateLimited, "publish rate exceeded")
+                    .with_retry_after_ms(wait_ms));
+            }
+        }
+        let key = message.client_msg_id.clone();
+        let appended = self
+            .shared
+            .store
+            .append(
+                &id,
+                NewEntry {
+                    author: Some(self.identity.user.clone()),
+                    time_ms: now,
+                    body: Body::Message(message),
+                    client_msg_id: Some(key),
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        // Posting means having read the channel; the marker moves in the background.
+        let (store, user, seq) = (
+            self.shared.store.clone(),
+            self.identity.user.clone(),
+            appended.entry.seq,
+        );
+        tokio::spawn(async move {
+            let _ = store.mark_read(&user, &id, seq, unix_ms()).await;
+        });
+        Ok(reply::Result::Appended(appended_message(&appended)))
+    }
+
+    /// A subscription from `Hello.resume`: failures are reported per channel in `Welcome`.
+    pub async fn subscribe_for_resume(
+        &mut self,
+        s: v1::Subscribe,
+    ) -> Result<(v1::Subscribed, ReplayPlan), (String, Error)> {
+        let channel = s.channel_id.clone();
+        self.subscribe(s).await.map_err(|e| (channel, e))
+    }
+
+    async fn subscribe(&mut self, s: v1::Subscribe) -> Result<(v1::Subscribed, ReplayPlan), Error> {
+        let id = channel_id("channel_id", &s.channel_id)?;
+        if self.subscriptions.contains_key(&id) {
+            return Err(err(ErrorCode::Conflict, "already subscribed"));
+        }
+        if self.subscriptions.len() >= self.shared.config.limits.max_subscriptions as usize {
+            return Err(err(ErrorCode::LimitExceeded, "too many subscriptions"));
+        }
+        self.readable(&id)?;
+        // Registered before the head is read: every entry committed after this point reaches
+        // the subscription, either through the replay or live.
+        let sub = Arc::new(Subscription {
+            outbound: self.outbound.clone(),
+            state: Mutex::new(SubState::Replaying),
+        });
+        self.shared.hub.subscribe(&id, self.key, sub.clone());
+        self.subscriptions.insert(id.clone(), sub.clone());
+        let position = self.shared.store.position(&id).map_err(store_error)?;
+        let head = position.head;
+        let max_replay = u64::from(self.shared.config.limits.max_recovery_entries);
+        let (failure, from) = match s.since {
+            None => (RecoveryFailure::NoCursor, head),
+            Some(c) if c.epoch != position.epoch.get() => (RecoveryFailure::EpochChanged, head),
+            Some(c) if c.seq > head.get() => (RecoveryFailure::CursorAhead, head),
+            Some(c) if c.seq + 1 < position.first_available.get() => {
+                (RecoveryFailure::EntriesExpired, head)
+            }
+            Some(c) if head.get() - c.seq > max_replay => (RecoveryFailure::TooFarBehind, head),
+            Some(c) => (RecoveryFailure::Unspecified, Seq(c.seq)),
+        };
+        let subscribed = v1::Subscribed {
+            channel_id: id.to_string(),
+            epoch: position.epoch.get(),
+            head_seq: head.get(),
+            recovered: failure == RecoveryFailure::Unspecified,
+            failure: failure as i32,
+            first_available_seq: position.first_available.get(),
+            error: None,
+        };
+        Ok((
+            subscribed,
+            ReplayPlan {
+                channel: id,
+                sub,
+                from,
+            },
+        ))
+    }
+
+    /// Sends every entry after `plan.from` from the store, then switches the subscription to
+    /// live delivery at the exact seq where the replay ended.
+    pub async fn replay(&mut self, plan: ReplayPlan) {
+        let store = self.shared.store.clone();
+        let mut cursor = plan.from;
+        loop {
+            let page = match store.read(
+                &plan.channel,
+                &LogQuery {
+                    anchor: Anchor::After(cursor),
+                    limit: REPLAY_PAGE,
+                    thread: None,
+                },
+            ) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(channel = %plan.channel, error = %e, "replay failed");
+                    self.end_subscription(&plan.channel, store_error(e));
+                    return;
+                }
+            };
+            for entry in &page.entries {
+                let frame = encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::Event(
+                    entry.event.clone(),
+                )));
+                if !self.outbound.push_when_room(frame).await {
+                    return;
+                }
+                cursor = entry.seq;
+            }
+            if page.entries.is_empty() {
+                // Under the subscription's lock: an entry committed after this head check is
+                // delivered live; one committed before it is read by the next loop turn.
+                let mut state = plan.sub.state.lock().unwrap_or_else(|p| p.into_inner());
+                match store.position(&plan.channel) {
+                    Ok(position) if position.head <= cursor => {
+                        *state = SubState::Live { last: cursor };
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        drop(state);
+                        self.end_subscription(&plan.channel, store_error(e));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_subscription(&mut self, id: &ChannelId, reason: Error) {
+        self.subscriptions.remove(id);
+        self.shared.hub.unsubscribe(id, self.key);
+        let frame = encode_frame_to_bytes(&ServerEnvelope::push(
+            v1::push::Push::SubscriptionEnded(v1::SubscriptionEnded {
+                channel_id: id.to_string(),
+                reason: Some(reason),
+            }),
+        ));
+        self.outbound.push(frame);
+    }
+
+    fn history(&self, h: v1::History) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &h.channel_id)?;
+        self.readable(&id)?;
+        let announced = self.shared.config.limits.announced();
+        let limit = clamp_limit(
+            h.limit,
+            announced.default_history_limit as usize,
+            announced.max_history_limit,
+        );
+        let anchor = match h.anchor {
+            None => Anchor::Latest,
+            Some(v1::history::Anchor::BeforeSeq(s)) => Anchor::Before(Seq(s)),
+            Some(v1::history::Anchor::AfterSeq(s)) => Anchor::After(Seq(s)),
+            Some(v1::history::Anchor::AroundSeq(s)) => Anchor::Around(Seq(s)),
+        };
+        let thread = (h.thread_parent_seq != 0).then_some(Seq(h.thread_parent_seq));
+        let page = self
+            .shared
+            .store
+            .read(
+                &id,
+                &LogQuery {
+                    anchor,
+                    limit,
+                    thread,
+                },
+            )
+            .map_err(store_error)?;
+        let mut events = Vec::with_capacity(page.entries.len());
+        let mut bytes = 0;
+        let mut cut = false;
+        for e in &page.entries {
+            bytes += e.event.encoded_len() + 8;
+            if bytes > MAX_REPLY_BYTES {
+                cut = true;
+                break;
+            }
+            events.push(e.event.clone());
+        }
+        Ok(reply::Result::HistoryPage(v1::HistoryPage {
+            channel_id: id.to_string(),
+            epoch: page.position.epoch.get(),
+            events,
+            has_more_before: page.has_more_before,
+            has_more_after: page.has_more_after || cut,
+            first_available_seq: page.position.first_available.get(),
+            head_seq: page.position.head.get(),
+        }))
+    }
+
+    fn unread(&self, g: v1::GetUnread) -> Result<reply::Result, Error> {
+        let store = &self.shared.store;
+        let mine = store
+            .user_channels(&self.identity.user, None, 10_000)
+            .map_err(store_error)?;
+        let wanted = if g.channel_ids.is_empty() {
+            mine.clone()
+        } else {
+            g.channel_ids
+                .iter()
+                .map(|c| channel_id("channel_ids", c))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut channels = Vec::with_capacity(wanted.len());
+        for id in &wanted {
+            if !mine.contains(id) {
+                return Err(err(ErrorCode::NotFound, format!("not a member of {id}")));
+            }
+            let state = store
+                .read_state(&self.identity.user, id)
+                .map_err(store_error)?;
+            channels.push(v1::ChannelUnread {
+                channel_id: id.to_string(),
+                last_read_seq: state.last_read.get(),
+                head_seq: state.head.get(),
+                unread_count: state.unread,
+                mention_count: state.mentions,
+            });
+        }
+        let mut total = 0;
+        for id in &mine {
+            total += store
+                .read_state(&self.identity.user, id)
+                .map_err(store_error)?
+                .unread;
+        }
+        Ok(reply::Result::UnreadCounts(v1::UnreadCounts {
+            channels,
+            total_unread: total,
+        }))
+    }
+
+    fn typing(&mut self, t: v1::Typing) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &t.channel_id)?;
+        self.readable(&id)?;
+        if let Err(wait) = self.ephemeral.take(Instant::now()) {
+            return Err(
+                err(ErrorCode::RateLimited, "typing rate exceeded").with_retry_after_ms(wait)
+            );
+        }
+        let frame: Bytes = encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::Typing(
+            v1::TypingEvent {
+                channel_id: id.to_string(),
+                user_id: self.identity.user.to_string(),
+                typing: t.typing,
+                thread_parent_seq: t.thread_parent_seq,
+                expires_in_ms: 6_000,
+            },
+        )));
+        self.shared.hub.broadcast(&id, &frame, self.key);
+        Ok(reply::Result::Done(v1::Done {}))
+    }
+}
+
+fn role_rank(role: Role) -> u8 {
+    match role {
+        Role::Owner => 3,
+        Role::Moderator => 2,
+        Role::Member => 1,
+        Role::Unspecified => 0,
+    }
+}
+
+fn clamp_limit(asked: u32, default: usize, max: u32) -> usize {
+    if asked == 0 {
+        default
+    } else {
+        (asked as usize).min(max as usize)
+    }
+    .max(1)
+}
+
+fn channel_message(info: &ChannelInfo) -> v1::Channel {
+    let r = &info.record;
+    v1::Channel {
+        channel_id: info.id.to_string(),
+        kind: r.kind,
+        name: r.name.clone(),
+        topic: r.topic.clone(),
+        created_by: r.created_by.clone(),
+        created_at_ms: r.created_at_ms,
+        archived: r.archived,
+        epoch: info.position.epoch.get(),
+        head_seq: info.position.head.get(),
+        first_available_seq: info.position.first_available.get(),
+        member_count: r.member_count,
+        custom: r.custom.clone(),
+    }
+}
+
+fn appended_message(a: &chorus_storage::Appended) -> v1::Appended {
+    v1::Appended {
+        channel_id: a.entry.event.channel_id.clone(),
+        seq: a.entry.seq.get(),
+        epoch: a.entry.event.epoch,
+        server_time_ms: a.entry.event.server_time_ms,
+        duplicate: a.duplicate,
+    }
+}

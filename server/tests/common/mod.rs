@@ -1,0 +1,289 @@
+//! A raw-protocol test client and a node started on 127.0.0.1:0, for the integration tests.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chorus_protocol::codec::{decode_frames, encode_frame};
+use chorus_protocol::limits::MAX_SERVER_FRAME_BYTES;
+use chorus_protocol::v1::{
+    self, ClientEnvelope, ServerEnvelope, client_envelope::Request, push, reply, server_envelope,
+};
+use chorus_server::config::Config;
+use chorus_server::{Server, auth};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
+
+pub fn token(user: &str) -> String {
+    auth::mint_hs256(SECRET, user, chorus_server::clock::unix_ms() / 1000, 3600).unwrap()
+}
+
+/// A node in a temporary directory.
+pub struct Node {
+    pub server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub tweak: fn(&mut Config),
+}
+
+impl Node {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: fn(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Self::boot(dir.path(), tweak).await;
+        Self {
+            server: Some(server),
+            dir,
+            tweak,
+        }
+    }
+
+    async fn boot(dir: &std::path::Path, tweak: fn(&mut Config)) -> Server {
+        let mut config = Config::for_tests(dir, SECRET);
+        tweak(&mut config);
+        Server::start(config).await.unwrap()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().ws_addr()
+    }
+
+    pub async fn connect(&self, user: &str) -> Client {
+        Client::connect(self.addr(), &token(user)).await
+    }
+
+    /// Graceful shutdown and a new node on the same data directory (new port).
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await;
+        self.server = Some(Self::boot(self.dir.path(), self.tweak).await);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Speaks chorus.v1 frame by frame.
+pub struct Client {
+    pub ws: Ws,
+    next_id: u64,
+    /// Decoded from the socket, not yet looked at.
+    inbox: VecDeque<ServerEnvelope>,
+    /// Pushes that arrived while waiting for a reply.
+    pushes: VecDeque<ServerEnvelope>,
+    pub welcome: Option<v1::Welcome>,
+    /// The close code of the WebSocket close frame, once closed.
+    pub closed_with: Option<u16>,
+}
+
+impl Client {
+    pub async fn raw(addr: SocketAddr) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        Client {
+            ws,
+            next_id: 1,
+            inbox: VecDeque::new(),
+            pushes: VecDeque::new(),
+            welcome: None,
+            closed_with: None,
+        }
+    }
+
+    pub async fn connect(addr: SocketAddr, token: &str) -> Client {
+        let mut c = Self::raw(addr).await;
+        let r = c.hello(token, None).await;
+        match r {
+            reply::Result::Welcome(w) => c.welcome = Some(w),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        c
+    }
+
+    pub async fn hello(&mut self, token: &str, resume: Option<v1::ResumeData>) -> reply::Result {
+        self.request(Request::Hello(v1::Hello {
+            protocol_version: 1,
+            token: token.to_owned(),
+            client: Some(v1::ClientInfo {
+                name: "test".into(),
+                ..Default::default()
+            }),
+            resume,
+        }))
+        .await
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(WsMessage::Binary(bytes.into())).await.unwrap();
+    }
+
+    pub async fn send(&mut self, request: Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = BytesMut::new();
+        encode_frame(&ClientEnvelope::new(id, request), &mut buf);
+        self.ws.send(WsMessage::Binary(buf.freeze())).await.unwrap();
+        id
+    }
+
+    /// Sends a request and waits for its reply; pushes that arrive meanwhile are kept.
+    pub async fn request(&mut self, request: Request) -> reply::Result {
+        let id = self.send(request).await;
+        loop {
+            let env = self
+                .next_from_socket()
+                .await
+                .expect("connection closed before the reply");
+            match env.kind {
+                Some(server_envelope::Kind::Reply(r)) if r.request_id == id => {
+                    return r.result.expect("reply has a result");
+                }
+                Some(server_envelope::Kind::Push(_)) => self.pushes.push_back(env),
+                other => panic!("unexpected envelope while waiting for reply {id}: {other:?}"),
+            }
+        }
+    }
+
+    async fn next_from_socket(&mut self) -> Option<ServerEnvelope> {
+        loop {
+            if let Some(env) = self.inbox.pop_front() {
+                return Some(env);
+            }
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no message within 10 s");
+            match msg {
+                Some(Ok(WsMessage::Binary(b))) => self.decode(b),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    self.closed_with = frame.map(|f| u16::from(f.code));
+                    return None;
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
+            }
+        }
+    }
+
+    fn decode(&mut self, b: Bytes) {
+        for env in decode_frames::<ServerEnvelope>(b, MAX_SERVER_FRAME_BYTES as usize) {
+            self.inbox.push_back(env.expect("server frames decode"));
+        }
+    }
+
+    /// The next push (replies are not expected here).
+    pub async fn next_push(&mut self) -> Option<push::Push> {
+        let env = match self.pushes.pop_front() {
+            Some(env) => env,
+            None => self.next_from_socket().await?,
+        };
+        match env.kind {
+            Some(server_envelope::Kind::Push(p)) => p.push,
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+
+    /// The next channel event push.
+    pub async fn next_event(&mut self) -> v1::ChannelEvent {
+        match self.next_push().await {
+            Some(push::Push::Event(e)) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns the Disconnect push seen, if any.
+    pub async fn until_closed(&mut self) -> Option<v1::Disconnect> {
+        let mut disconnect = None;
+        while let Some(env) = match self.pushes.pop_front() {
+            Some(env) => Some(env),
+            None => self.next_from_socket().await,
+        } {
+            if let Some(server_envelope::Kind::Push(v1::Push {
+                push: Some(push::Push::Disconnect(d)),
+            })) = env.kind
+            {
+                disconnect = Some(d);
+            }
+        }
+        disconnect
+    }
+
+    pub async fn create_group(
+        &mut self,
+        id: &str,
+        kind: v1::ChannelKind,
+        members: &[&str],
+    ) -> v1::ChannelSummary {
+        match self
+            .request(Request::CreateChannel(v1::CreateChannel {
+                kind: kind as i32,
+                channel_id: id.to_owned(),
+                name: id.to_owned(),
+                member_ids: members.iter().map(|m| (*m).to_owned()).collect(),
+                ..Default::default()
+            }))
+            .await
+        {
+            reply::Result::Channel(c) => c,
+            other => panic!("create failed: {other:?}"),
+        }
+    }
+
+    pub async fn publish(&mut self, channel: &str, key: &str, text: &str) -> reply::Result {
+        self.request(Request::Publish(v1::Publish {
+            channel_id: channel.to_owned(),
+            message: Some(v1::Message {
+                client_msg_id: key.to_owned(),
+                text: text.to_owned(),
+                ..Default::default()
+            }),
+        }))
+        .await
+    }
+
+    pub async fn subscribe(&mut self, channel: &str, since: Option<(u64, u64)>) -> v1::Subscribed {
+        match self
+            .request(Request::Subscribe(v1::Subscribe {
+                channel_id: channel.to_owned(),
+                since: since.map(|(epoch, seq)| v1::Cursor { epoch, seq }),
+            }))
+            .await
+        {
+            reply::Result::Subscribed(s) => s,
+            other => panic!("subscribe failed: {other:?}"),
+        }
+    }
+}
+
+pub fn appended(r: reply::Result) -> v1::Appended {
+    match r {
+        reply::Result::Appended(a) => a,
+        other => panic!("expected Appended, got {other:?}"),
+    }
+}
+
+pub fn error_code(r: &reply::Result) -> v1::ErrorCode {
+    match r {
+        reply::Result::Error(e) => e.error_code(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+pub fn text(e: &v1::ChannelEvent) -> &str {
+    match &e.body {
+        Some(v1::channel_event::Body::Message(m)) => &m.text,
+        _ => "",
+    }
+}

@@ -1,0 +1,380 @@
+//! The edges of a session: authentication failures, protocol violations, limits, slow
+//! consumers, permissions and graceful shutdown. Each bad peer loses only its own connection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chorus_protocol::codes::WEBSOCKET_CLOSE_BASE;
+use chorus_protocol::v1::{
+    self, ChannelKind, CloseCode, ErrorCode, Role, client_envelope::Request,
+};
+use common::{Client, Node, appended, error_code};
+
+fn ws_code(c: CloseCode) -> Option<u16> {
+    Some(WEBSOCKET_CLOSE_BASE + c as u16)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_with_their_close_codes() {
+    let node = Node::start().await;
+    // Wrong signature.
+    let forged = chorus_server::auth::mint_hs256(
+        b"not-the-secret-not-the-secret-xx",
+        "eve",
+        chorus_server::clock::unix_ms() / 1000,
+        60,
+    )
+    .unwrap();
+    let mut c = Client::raw(node.addr()).await;
+    let r = c.hello(&forged, None).await;
+    assert_eq!(error_code(&r), ErrorCode::Unauthenticated);
+    let d = c.until_closed().await.expect("a Disconnect push");
+    assert_eq!(d.code, CloseCode::AuthInvalid as i32);
+    assert!(!d.reconnect);
+    assert_eq!(c.closed_with, ws_code(CloseCode::AuthInvalid));
+    // Expired.
+    let expired = chorus_server::auth::mint_hs256(
+        common::SECRET,
+        "eve",
+        chorus_server::clock::unix_ms() / 1000 - 7200,
+        60,
+    )
+    .unwrap();
+    let mut c = Client::raw(node.addr()).await;
+    assert_eq!(
+        error_code(&c.hello(&expired, None).await),
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(
+        c.until_closed().await.map(|d| d.code),
+        Some(CloseCode::AuthExpired as i32)
+    );
+    // No token at all.
+    let mut c = Client::raw(node.addr()).await;
+    assert_eq!(
+        error_code(&c.hello("", None).await),
+        ErrorCode::Unauthenticated
+    );
+    // Anything but Hello first is a protocol error.
+    let mut c = Client::raw(node.addr()).await;
+    c.send(Request::Ping(v1::Ping::default())).await;
+    assert_eq!(
+        c.until_closed().await.map(|d| d.code),
+        Some(CloseCode::ProtocolError as i32)
+    );
+    // The node still serves everyone else.
+    let mut ok = node.connect("alice").await;
+    assert!(
+        matches!(ok.request(Request::Ping(v1::Ping { client_time_ms: 5 })).await, v1::reply::Result::Pong(p) if p.client_time_ms == 5)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_only_that_connection() {
+    let node = Node::start_with(|c| c.limits.max_frame_bytes = 32 * 1024).await;
+    let mut bystander = node.connect("bystander").await;
+    let mut c = node.connect("mallory").await;
+    // A length prefix announcing 1 MiB.
+    c.send_raw(vec![0x80, 0x80, 0x40, 1, 2, 3]).await;
+    assert_eq!(
+        c.until_closed().await.map(|d| d.code),
+        Some(CloseCode::ProtocolError as i32)
+    );
+    let mut c = node.connect("mallory").await;
+    c.send_raw(vec![0x05, 0xff, 0xff, 0xff, 0xff, 0xff]).await;
+    assert_eq!(
+        c.until_closed().await.map(|d| d.code),
+        Some(CloseCode::ProtocolError as i32)
+    );
+    let mut c = node.connect("mallory").await;
+    c.ws.send_text_for_test().await;
+    assert_eq!(
+        c.until_closed().await.map(|d| d.code),
+        Some(CloseCode::ProtocolError as i32)
+    );
+    assert!(matches!(
+        bystander.request(Request::Ping(v1::Ping::default())).await,
+        v1::reply::Result::Pong(_)
+    ));
+}
+
+trait SendText {
+    async fn send_text_for_test(&mut self);
+}
+
+impl<S> SendText for tokio_tungstenite::WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    async fn send_text_for_test(&mut self) {
+        use futures_util::SinkExt;
+        self.send(tokio_tungstenite::tungstenite::Message::Text(
+            "hello".into(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_is_rate_limited_per_user() {
+    let node = Node::start_with(|c| {
+        c.limits.publish_rate_per_sec = 1;
+        c.limits.publish_burst = 3;
+    })
+    .await;
+    let mut alice = node.connect("alice").await;
+    alice.create_group("room", ChannelKind::Group, &[]).await;
+    for i in 0..3 {
+        appended(alice.publish("room", &format!("k{i}"), "x").await);
+    }
+    match alice.publish("room", "k3", "x").await {
+        v1::reply::Result::Error(e) => {
+            assert_eq!(e.error_code(), ErrorCode::RateLimited);
+            assert!(e.retry_after_ms > 0 && e.retry_after_ms <= 1000);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second connection of the same user shares the budget.
+    let mut again = node.connect("alice").await;
+    assert_eq!(
+        error_code(&again.publish("room", "k4", "x").await),
+        ErrorCode::RateLimited
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_limits_are_typed_errors() {
+    let node = Node::start().await;
+    let mut alice = node.connect("alice").await;
+    alice.create_group("room", ChannelKind::Group, &[]).await;
+    let big = "x".repeat(20_000);
+    assert_eq!(
+        error_code(&alice.publish("room", "k", &big).await),
+        ErrorCode::TooLarge
+    );
+    assert_eq!(
+        error_code(&alice.publish("room", "", "x").await),
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        error_code(&alice.publish("room", &"k".repeat(65), "x").await),
+        ErrorCode::Invalid
+    );
+    let r = alice.request(Request::Search(v1::Search::default())).await;
+    assert_eq!(error_code(&r), ErrorCode::Unimplemented);
+    let r = alice
+        .request(Request::Unsubscribe(v1::Unsubscribe {
+            channel_id: "room".into(),
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    alice.subscribe("room", None).await;
+    let r = alice
+        .request(Request::Subscribe(v1::Subscribe {
+            channel_id: "room".into(),
+            since: None,
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::Conflict);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_while_others_keep_receiving() {
+    let node = Node::start_with(|c| {
+        c.limits.max_outbound_queue_bytes = 512 * 1024;
+        c.limits.publish_burst = 10_000;
+        c.limits.publish_rate_per_sec = 10_000;
+    })
+    .await;
+    let mut alice = node.connect("alice").await;
+    alice
+        .create_group("room", ChannelKind::Group, &["slow", "fast"])
+        .await;
+    let mut slow = node.connect("slow").await;
+    slow.subscribe("room", None).await;
+    let mut fast = node.connect("fast").await;
+    let head = fast.subscribe("room", None).await.head_seq;
+    // The slow client never reads; the kernel's socket buffers fill (several MiB on loopback),
+    // then its queue goes over budget.
+    const COUNT: u64 = 1_200;
+    let body = "y".repeat(15_000);
+    let reader = tokio::spawn(async move {
+        let mut last = head;
+        for _ in 0..COUNT {
+            last = fast.next_event().await.seq;
+        }
+        (fast, last)
+    });
+    for i in 0..COUNT {
+        appended(alice.publish("room", &format!("k{i}"), &body).await);
+    }
+    let (_fast, last) = reader.await.unwrap();
+    assert_eq!(last, head + COUNT, "the fast subscriber got everything");
+    let mut disconnect = None;
+    while let Some(p) = slow.next_push().await {
+        if let v1::push::Push::Disconnect(d) = p {
+            disconnect = Some(d);
+        }
+    }
+    let d = disconnect.expect("the slow consumer was told why");
+    assert_eq!(d.code, CloseCode::SlowConsumer as i32);
+    assert!(d.reconnect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_follow_channel_kind_and_role() {
+    let node = Node::start().await;
+    let mut owner = node.connect("owner").await;
+    owner
+        .create_group("group", ChannelKind::Group, &["member"])
+        .await;
+    owner.create_group("town", ChannelKind::Public, &[]).await;
+    let mut member = node.connect("member").await;
+    let mut stranger = node.connect("stranger").await;
+
+    // Group: strangers see nothing; members read and post; only moderators and owners manage.
+    assert_eq!(
+        error_code(&stranger.publish("group", "k", "x").await),
+        ErrorCode::NotFound
+    );
+    let r = stranger
+        .request(Request::Subscribe(v1::Subscribe {
+            channel_id: "group".into(),
+            since: None,
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    let r = stranger
+        .request(Request::JoinChannel(v1::JoinChannel {
+            channel_id: "group".into(),
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+    appended(member.publish("group", "k", "x").await);
+    let add = |who: &str| {
+        Request::AddMembers(v1::AddMembers {
+            channel_id: "group".into(),
+            user_ids: vec![who.to_owned()],
+        })
+    };
+    assert_eq!(
+        error_code(&member.request(add("stranger")).await),
+        ErrorCode::Forbidden
+    );
+    let promote = Request::SetMemberRole(v1::SetMemberRole {
+        channel_id: "group".into(),
+        user_id: "member".into(),
+        role: Role::Moderator as i32,
+    });
+    assert_eq!(
+        error_code(&member.request(promote.clone()).await),
+        ErrorCode::Forbidden
+    );
+    assert!(matches!(
+        owner.request(promote).await,
+        v1::reply::Result::Done(_)
+    ));
+    assert!(matches!(
+        member.request(add("stranger")).await,
+        v1::reply::Result::Done(_)
+    ));
+    appended(stranger.publish("group", "k2", "now a member").await);
+    // A moderator cannot remove the owner.
+    let r = member
+        .request(Request::RemoveMember(v1::RemoveMember {
+            channel_id: "group".into(),
+            user_id: "owner".into(),
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::Forbidden);
+    // The last owner cannot leave a group with other members.
+    let r = owner
+        .request(Request::LeaveChannel(v1::LeaveChannel {
+            channel_id: "group".into(),
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::Conflict);
+
+    // Public: anyone reads; posting needs joining.
+    stranger.subscribe("town", None).await;
+    assert_eq!(
+        error_code(&stranger.publish("town", "k", "x").await),
+        ErrorCode::Forbidden
+    );
+    assert!(matches!(
+        stranger
+            .request(Request::JoinChannel(v1::JoinChannel {
+                channel_id: "town".into()
+            }))
+            .await,
+        v1::reply::Result::Channel(_)
+    ));
+    appended(stranger.publish("town", "k", "x").await);
+
+    // Direct: the same pair gives the same channel.
+    let a = owner
+        .create_group("", ChannelKind::Direct, &["member"])
+        .await;
+    let b = member
+        .create_group("", ChannelKind::Direct, &["owner"])
+        .await;
+    assert_eq!(a.channel.unwrap().channel_id, b.channel.unwrap().channel_id);
+    let r = owner
+        .request(Request::CreateChannel(v1::CreateChannel {
+            kind: ChannelKind::Direct as i32,
+            member_ids: vec!["owner".into()],
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::Invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_follow_reads_and_posts() {
+    let node = Node::start().await;
+    let mut alice = node.connect("alice").await;
+    alice
+        .create_group("room", ChannelKind::Group, &["bob"])
+        .await;
+    let mut last = 0;
+    for i in 0..4 {
+        last = appended(alice.publish("room", &format!("k{i}"), "x").await).seq;
+    }
+    let mut bob = node.connect("bob").await;
+    let counts = match bob
+        .request(Request::GetUnread(v1::GetUnread::default()))
+        .await
+    {
+        v1::reply::Result::UnreadCounts(u) => u,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (counts.total_unread, counts.channels[0].unread_count),
+        (4, 4)
+    );
+    let marker = match bob
+        .request(Request::MarkRead(v1::MarkRead {
+            channel_id: "room".into(),
+            seq: last - 1,
+        }))
+        .await
+    {
+        v1::reply::Result::ReadMarker(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((marker.seq, marker.unread_count), (last - 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_clients_to_come_back() {
+    let mut node = Node::start().await;
+    let mut alice = node.connect("alice").await;
+    let waiter = tokio::spawn(async move { alice.until_closed().await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    node.stop().await;
+    let d = waiter.await.unwrap().expect("a Disconnect push");
+    assert_eq!(d.code, CloseCode::GoingAway as i32);
+    assert!(d.reconnect && d.reconnect_after_ms > 0);
+}
