@@ -27,11 +27,15 @@ pub enum SubState {
         /// The last seq delivered.
         last: Seq,
     },
+    /// Ended by the node (the user left or was removed); nothing more is delivered.
+    Ended,
 }
 
 /// One connection's subscription to one channel.
 #[derive(Debug)]
 pub struct Subscription {
+    /// The subscribing user, so that leaving a channel ends their subscriptions.
+    pub user: UserId,
     /// The connection's queue.
     pub outbound: Arc<Outbound>,
     /// Replay or live, and what was delivered.
@@ -182,5 +186,39 @@ impl CommitListener for Hub {
         }
         self.deliveries
             .fetch_add(subs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // A member who left or was removed sees that event, then nothing more.
+        let Some(chorus_protocol::v1::channel_event::Body::MemberChanged(m)) = &entry.event.body
+        else {
+            return;
+        };
+        use chorus_protocol::v1::MemberAction;
+        let gone = matches!(
+            MemberAction::try_from(m.action),
+            Ok(MemberAction::Removed | MemberAction::Left | MemberAction::Banned)
+        );
+        if !gone {
+            return;
+        }
+        let ended: Vec<(SessionKey, Arc<Subscription>)> = subs
+            .iter()
+            .filter(|(_, sub)| sub.user.as_str() == m.user_id)
+            .map(|(k, sub)| (*k, sub.clone()))
+            .collect();
+        drop(subs);
+        for (key, sub) in ended {
+            self.unsubscribe(&channel, key);
+            *sub.state.lock().unwrap_or_else(|p| p.into_inner()) = SubState::Ended;
+            let reason = chorus_protocol::v1::Error::new(
+                chorus_protocol::v1::ErrorCode::Forbidden,
+                "no longer a member",
+            );
+            sub.outbound
+                .push(encode_frame_to_bytes(&ServerEnvelope::push(
+                    push::Push::SubscriptionEnded(chorus_protocol::v1::SubscriptionEnded {
+                        channel_id: channel.to_string(),
+                        reason: Some(reason),
+                    }),
+                )));
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Starting and stopping a node: the store, the hub, the listener, and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,6 +151,53 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// A connection's place in the per-address count, given back when the connection ends.
+struct Admission {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.shared.per_ip.get_mut(&self.ip) {
+            n.connections = n.connections.saturating_sub(1);
+        }
+        self.shared
+            .per_ip
+            .remove_if(&self.ip, |_, n| n.connections == 0);
+    }
+}
+
+/// Admission control before any work: connections per source address and new connections per
+/// second per address.
+fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<Admission> {
+    let limits = &shared.config.limits;
+    let mut entry = shared
+        .per_ip
+        .entry(ip)
+        .or_insert_with(|| crate::session::PerIp {
+            connections: 0,
+            handshakes: crate::ratelimit::TokenBucket::new(
+                limits.handshake_rate_per_ip,
+                limits.handshake_rate_per_ip,
+                std::time::Instant::now(),
+            ),
+        });
+    if entry.connections >= limits.max_connections_per_ip as usize {
+        tracing::debug!(%ip, "refused: too many connections from this address");
+        return None;
+    }
+    if entry.handshakes.take(std::time::Instant::now()).is_err() {
+        tracing::debug!(%ip, "refused: handshake rate from this address");
+        return None;
+    }
+    entry.connections += 1;
+    Some(Admission {
+        shared: shared.clone(),
+        ip,
+    })
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -178,11 +225,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(admission) = admit(&shared, peer.ip()) else {
+            // Over the per-address limits: drop before any work (no TLS, no upgrade).
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
         let stop = connections_stop.clone();
         tracker.spawn(async move {
+            let _admission = admission;
             match tls {
                 None => crate::connection::serve(shared, tcp, peer, stop).await,
                 Some(acceptor) => {

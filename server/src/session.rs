@@ -30,6 +30,15 @@ const REPLAY_PAGE: usize = 256;
 /// Reply results are at most this many bytes: larger pages are cut.
 const MAX_REPLY_BYTES: usize = MAX_SERVER_FRAME_BYTES as usize / 2;
 
+/// Admission state of one source address.
+#[derive(Debug)]
+pub struct PerIp {
+    /// Open connections.
+    pub connections: usize,
+    /// New connections allowed per second.
+    pub handshakes: TokenBucket,
+}
+
 /// What every session shares.
 pub struct Shared {
     /// The store.
@@ -42,6 +51,8 @@ pub struct Shared {
     pub verifier: Verifier,
     /// Publish budgets, per user (all of a user's sessions share one).
     pub publish_buckets: DashMap<UserId, Mutex<TokenBucket>>,
+    /// Connections and handshake budget per source address.
+    pub per_ip: DashMap<std::net::IpAddr, PerIp>,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -54,6 +65,7 @@ impl Shared {
             config,
             verifier,
             publish_buckets: DashMap::new(),
+            per_ip: DashMap::new(),
             next_key: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -210,7 +222,10 @@ impl Session {
             Request::Publish(p) => self.publish(p).await,
             Request::Unsubscribe(u) => {
                 let id = channel_id("channel_id", &u.channel_id)?;
-                if self.subscriptions.remove(&id).is_none() {
+                let was_live = self.subscriptions.remove(&id).is_some_and(|s| {
+                    *s.state.lock().unwrap_or_else(|p| p.into_inner()) != SubState::Ended
+                });
+                if !was_live {
                     return Err(err(ErrorCode::NotFound, "not subscribed"));
                 }
                 self.shared.hub.unsubscribe(&id, self.key);
@@ -831,8 +846,13 @@ impl Session {
 
     async fn subscribe(&mut self, s: v1::Subscribe) -> Result<(v1::Subscribed, ReplayPlan), Error> {
         let id = channel_id("channel_id", &s.channel_id)?;
-        if self.subscriptions.contains_key(&id) {
-            return Err(err(ErrorCode::Conflict, "already subscribed"));
+        if let Some(existing) = self.subscriptions.get(&id) {
+            let ended =
+                *existing.state.lock().unwrap_or_else(|p| p.into_inner()) == SubState::Ended;
+            if !ended {
+                return Err(err(ErrorCode::Conflict, "already subscribed"));
+            }
+            self.subscriptions.remove(&id);
         }
         if self.subscriptions.len() >= self.shared.config.limits.max_subscriptions as usize {
             return Err(err(ErrorCode::LimitExceeded, "too many subscriptions"));
@@ -841,6 +861,7 @@ impl Session {
         // Registered before the head is read: every entry committed after this point reaches
         // the subscription, either through the replay or live.
         let sub = Arc::new(Subscription {
+            user: self.identity.user.clone(),
             outbound: self.outbound.clone(),
             state: Mutex::new(SubState::Replaying),
         });

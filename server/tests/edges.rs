@@ -378,3 +378,65 @@ async fn shutdown_tells_clients_to_come_back() {
     assert_eq!(d.code, CloseCode::GoingAway as i32);
     assert!(d.reconnect && d.reconnect_after_ms > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_and_per_user_are_limited() {
+    let node = Node::start_with(|c| {
+        c.limits.max_connections_per_ip = 3;
+        c.limits.max_connections_per_user = 2;
+    })
+    .await;
+    let _a = node.connect("alice").await;
+    let _b = node.connect("alice").await;
+    let mut third = Client::raw(node.addr()).await;
+    assert_eq!(
+        error_code(&third.hello(&common::token("alice"), None).await),
+        ErrorCode::LimitExceeded
+    );
+    assert_eq!(
+        third.until_closed().await.map(|d| d.code),
+        Some(CloseCode::TooManyConnections as i32)
+    );
+    // Three are open from 127.0.0.1 until the refused one is gone; a fourth is not even upgraded.
+    let _c = node.connect("bob").await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/", node.addr())).await;
+    assert!(
+        refused.is_err(),
+        "the fourth connection from one address is dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_stops_receiving() {
+    let node = Node::start().await;
+    let mut owner = node.connect("owner").await;
+    owner
+        .create_group("room", ChannelKind::Group, &["bob"])
+        .await;
+    let mut bob = node.connect("bob").await;
+    bob.subscribe("room", None).await;
+    let r = owner
+        .request(Request::RemoveMember(v1::RemoveMember {
+            channel_id: "room".into(),
+            user_id: "bob".into(),
+        }))
+        .await;
+    assert!(matches!(r, v1::reply::Result::Done(_)));
+    match bob.next_event().await.body {
+        Some(v1::channel_event::Body::MemberChanged(m)) => assert_eq!(m.user_id, "bob"),
+        other => panic!("{other:?}"),
+    }
+    match bob.next_push().await {
+        Some(v1::push::Push::SubscriptionEnded(e)) => assert_eq!(e.channel_id, "room"),
+        other => panic!("{other:?}"),
+    }
+    appended(owner.publish("room", "after", "secret").await);
+    // Bob can no longer subscribe, and nothing more arrives.
+    let r = bob
+        .request(Request::Subscribe(v1::Subscribe {
+            channel_id: "room".into(),
+            since: None,
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::NotFound);
+}
