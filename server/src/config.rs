@@ -189,6 +189,10 @@ pub struct FileConfig {
     pub ws_listen: Option<SocketAddr>,
     /// Serve plain `ws://` instead of TLS.
     pub ws_plain: Option<bool>,
+    /// QUIC listener address (UDP); needs TLS.
+    pub quic_listen: Option<SocketAddr>,
+    /// Turn QUIC off.
+    pub quic_disabled: Option<bool>,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -240,6 +244,8 @@ pub struct Config {
     pub ws_listen: SocketAddr,
     /// TLS certificate chain and key (PEM); `None` serves plain `ws://`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where the QUIC listener binds; `None` = no QUIC. Needs `tls`.
+    pub quic_listen: Option<SocketAddr>,
     /// Token verification key.
     pub token_key: TokenKey,
     /// Required `aud`.
@@ -277,6 +283,7 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             ws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
+            quic_listen: None,
             token_key: TokenKey::Hs256(secret.to_vec()),
             token_audience: None,
             token_issuer: None,

@@ -2,18 +2,20 @@
 //! check, the read loop with idle and expiry timers, and the writer that drains the outbound
 //! queue in batches. Bad input closes this connection only, with a typed close code.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_protocol::DecodeError;
-use chorus_protocol::codec::{decode_frames, encode_frame_to_bytes};
+use chorus_protocol::codec::{encode_frame_to_bytes, split_frames};
 use chorus_protocol::limits::PROTOCOL_VERSION;
 use chorus_protocol::v1::{
     self, ClientEnvelope, CloseCode, ErrorCode, ServerEnvelope, client_envelope::Request, reply,
 };
 use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -47,6 +49,20 @@ fn close(code: CloseCode, reason: impl Into<String>) -> Close {
     }
 }
 
+/// Where a connection's frames come from: WebSocket messages or a QUIC stream.
+pub trait FrameSource: Send {
+    /// The next frame bodies the peer sent (at least one); `Ok(None)` when the peer closed.
+    fn next_frames(&mut self) -> impl Future<Output = Result<Option<Vec<Bytes>>, Close>> + Send;
+}
+
+/// Where a connection's frames go.
+pub trait FrameSink: Send {
+    /// Sends encoded frames (one or many, back to back).
+    fn send(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Sends the `Disconnect` frame and closes with the transport's close code.
+    fn close(&mut self, close: &Close, disconnect: Bytes) -> impl Future<Output = ()> + Send;
+}
+
 /// Serves one accepted byte stream (TCP, or TLS over TCP) as a WebSocket connection.
 pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
 where
@@ -71,22 +87,47 @@ where
             return;
         }
     };
-    let (sink, mut source) = ws.split();
+    let (sink, source) = ws.split();
+    run_connection(
+        shared,
+        WsSource { source, max_frame },
+        WsSink { sink },
+        peer,
+        shutdown,
+    )
+    .await;
+}
+
+/// The transport-independent life of a connection: handshake, read loop, writer, cleanup.
+pub async fn run_connection<Src, Snk>(
+    shared: Arc<Shared>,
+    mut source: Src,
+    sink: Snk,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) where
+    Src: FrameSource,
+    Snk: FrameSink + 'static,
+{
+    let limits = shared.config.limits.clone();
+    let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
     let writer = tokio::spawn(write_loop(sink, outbound.clone()));
-
-    let mut session = match handshake(&shared, &mut source, &outbound, handshake_deadline).await {
-        Ok(session) => session,
-        Err(c) => {
-            outbound.close(c);
-            let _ = writer.await;
-            return;
-        }
-    };
+    let (mut session, leftover) =
+        match handshake(&shared, &mut source, &outbound, handshake_deadline).await {
+            Ok(started) => started,
+            Err(c) => {
+                outbound.close(c);
+                let _ = writer.await;
+                return;
+            }
+        };
     tracing::debug!(%peer, session = %session.session_id, user = %session.identity.user, "session started");
-
     let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
-    let reason = read_loop(&mut session, &mut source, idle, max_frame, &shutdown).await;
+    let reason = match handle_frames(&mut session, leftover).await {
+        Some(c) => Some(c),
+        None => read_loop(&mut session, &mut source, idle, &shutdown).await,
+    };
     if let Some(c) = reason {
         session.outbound.close(c);
     }
@@ -95,20 +136,64 @@ where
     tracing::debug!(%peer, session = %session.session_id, "session ended");
 }
 
-type Source<S> = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>;
-type Sink<S> = futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<S>, WsMessage>;
+type WsStream<S> = tokio_tungstenite::WebSocketStream<S>;
 
-/// Reads the first message: it must hold exactly a `Hello`.
-async fn handshake<S>(
+/// WebSocket messages as frame batches.
+struct WsSource<S> {
+    source: futures_util::stream::SplitStream<WsStream<S>>,
+    max_frame: usize,
+}
+
+impl<S> FrameSource for WsSource<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn next_frames(&mut self) -> Result<Option<Vec<Bytes>>, Close> {
+        let Some(message) = next_binary(&mut self.source).await? else {
+            return Ok(None);
+        };
+        split_frames(message, self.max_frame)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(|e| protocol_error(&e))
+    }
+}
+
+struct WsSink<S> {
+    sink: futures_util::stream::SplitSink<WsStream<S>, WsMessage>,
+}
+
+impl<S> FrameSink for WsSink<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn send(&mut self, bytes: Bytes) -> Result<(), ()> {
+        self.sink
+            .send(WsMessage::Binary(bytes))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn close(&mut self, close: &Close, disconnect: Bytes) {
+        let _ = self.sink.send(WsMessage::Binary(disconnect)).await;
+        let close_frame = CloseFrame {
+            code: WsCloseCode::from(close.code.websocket_code()),
+            reason: close.reason.chars().take(100).collect::<String>().into(),
+        };
+        let _ = self.sink.send(WsMessage::Close(Some(close_frame))).await;
+        let _ = self.sink.close().await;
+    }
+}
+
+/// Reads the first frames: the first must be a `Hello`. Returns the session and the frames
+/// that came after the `Hello` in the same read.
+async fn handshake<Src: FrameSource>(
     shared: &Arc<Shared>,
-    source: &mut Source<S>,
+    source: &mut Src,
     outbound: &Arc<Outbound>,
     deadline: Duration,
-) -> Result<Session, Close>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let first = match tokio::time::timeout(deadline, next_binary(source)).await {
+) -> Result<(Session, Vec<Bytes>), Close> {
+    let mut frames = match tokio::time::timeout(deadline, source.next_frames()).await {
         Err(_) => {
             return Err(close(
                 CloseCode::HandshakeTimeout,
@@ -117,21 +202,13 @@ where
         }
         Ok(Err(c)) => return Err(c),
         Ok(Ok(None)) => return Err(close(CloseCode::Normal, "closed before Hello")),
-        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(Some(frames))) => frames.into_iter(),
     };
-    let max_frame = shared.config.limits.max_frame_bytes as usize;
-    let mut frames = decode_frames::<ClientEnvelope>(first, max_frame);
-    let envelope = match frames.next() {
-        Some(Ok(env)) => env,
-        Some(Err(e)) => return Err(protocol_error(&e)),
-        None => return Err(close(CloseCode::ProtocolError, "empty message")),
+    let Some(first) = frames.next() else {
+        return Err(close(CloseCode::ProtocolError, "empty message"));
     };
-    if frames.next().is_some() {
-        return Err(close(
-            CloseCode::ProtocolError,
-            "Hello must be alone in its message",
-        ));
-    }
+    let envelope =
+        ClientEnvelope::decode(first).map_err(|e| protocol_error(&DecodeError::Malformed(e)))?;
     let (request_id, hello) = match (envelope.request_id, envelope.request) {
         (0, _) => return Err(close(CloseCode::ProtocolError, "request_id 0")),
         (id, Some(Request::Hello(hello))) => (id, hello),
@@ -234,7 +311,7 @@ where
         server_time_ms: now,
     };
     session.resume(request_id, welcome, resume).await;
-    Ok(session)
+    Ok((session, frames.collect()))
 }
 
 impl Session {
@@ -267,7 +344,9 @@ impl Session {
 }
 
 /// The next binary message, skipping pings and pongs. `Ok(None)` when the peer closed.
-async fn next_binary<S>(source: &mut Source<S>) -> Result<Option<Bytes>, Close>
+async fn next_binary<S>(
+    source: &mut futures_util::stream::SplitStream<WsStream<S>>,
+) -> Result<Option<Bytes>, Close>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -294,69 +373,72 @@ fn protocol_error(e: &DecodeError) -> Close {
     close(CloseCode::ProtocolError, e.to_string())
 }
 
+/// Handles decoded frames in order; returns a close if one breaks the protocol.
+async fn handle_frames(session: &mut Session, frames: Vec<Bytes>) -> Option<Close> {
+    for frame in frames {
+        let envelope = match ClientEnvelope::decode(frame) {
+            Ok(env) => env,
+            Err(e) => return Some(protocol_error(&DecodeError::Malformed(e))),
+        };
+        match (envelope.request_id, envelope.request) {
+            (0, _) => return Some(close(CloseCode::ProtocolError, "request_id 0")),
+            (_, Some(Request::Hello(_))) => {
+                return Some(close(CloseCode::ProtocolError, "a second Hello"));
+            }
+            (id, Some(request)) => session.handle(id, request).await,
+            (id, None) => session.reply(
+                id,
+                reply::Result::Error(v1::Error::new(
+                    ErrorCode::Invalid,
+                    "unknown or missing request",
+                )),
+            ),
+        }
+    }
+    None
+}
+
 /// Runs until the peer leaves, breaks the protocol, idles, lets its token expire, or the node
 /// shuts down. Returns the close to send, if any.
-async fn read_loop<S>(
+async fn read_loop<Src: FrameSource>(
     session: &mut Session,
-    source: &mut Source<S>,
+    source: &mut Src,
     idle: Duration,
-    max_frame: usize,
     shutdown: &CancellationToken,
-) -> Option<Close>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Option<Close> {
     loop {
         if session.outbound.is_closing() {
             return None;
         }
         let expires_in =
             Duration::from_millis(session.identity.expires_at_ms.saturating_sub(unix_ms()));
-        let message = tokio::select! {
-            m = next_binary(source) => m,
+        let frames = tokio::select! {
+            m = source.next_frames() => m,
             _ = tokio::time::sleep(idle) => return Some(close(CloseCode::IdleTimeout, "no traffic within the idle timeout")),
             _ = tokio::time::sleep(expires_in) => return Some(close(CloseCode::AuthExpired, "token expired")),
             _ = shutdown.cancelled() => return None,
             _ = session.outbound.wait_closed() => return None,
         };
-        let bytes = match message {
-            Ok(Some(b)) => b,
+        match frames {
+            Ok(Some(frames)) => {
+                if let Some(c) = handle_frames(session, frames).await {
+                    return Some(c);
+                }
+            }
             Ok(None) => return Some(close(CloseCode::Normal, "peer closed")),
             Err(c) => return Some(c),
-        };
-        for frame in decode_frames::<ClientEnvelope>(bytes, max_frame) {
-            let envelope = match frame {
-                Ok(env) => env,
-                Err(e) => return Some(protocol_error(&e)),
-            };
-            match (envelope.request_id, envelope.request) {
-                (0, _) => return Some(close(CloseCode::ProtocolError, "request_id 0")),
-                (_, Some(Request::Hello(_))) => {
-                    return Some(close(CloseCode::ProtocolError, "a second Hello"));
-                }
-                (id, Some(request)) => session.handle(id, request).await,
-                (id, None) => session.reply(
-                    id,
-                    reply::Result::Error(v1::Error::new(
-                        ErrorCode::Invalid,
-                        "unknown or missing request",
-                    )),
-                ),
-            }
         }
     }
 }
 
-/// Drains the outbound queue into the socket, many frames per message, then closes with the
-/// queued close: a `Disconnect` push, then the WebSocket close frame (4000 + code).
-async fn write_loop<S>(mut sink: Sink<S>, outbound: Arc<Outbound>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// Drains the outbound queue into the transport, many frames per write, then closes with the
+/// queued close: a `Disconnect` push, then the transport's close (WebSocket 4000 + code, QUIC
+/// application code).
+async fn write_loop<Snk: FrameSink>(mut sink: Snk, outbound: Arc<Outbound>) {
     loop {
         match outbound.next(MAX_BATCH_BYTES).await {
             Batch::Frames(bytes) => {
-                if sink.send(WsMessage::Binary(bytes)).await.is_err() {
+                if sink.send(bytes).await.is_err() {
                     outbound.close(close(CloseCode::Normal, "write failed"));
                     return;
                 }
@@ -365,13 +447,7 @@ where
                 let mut disconnect = c.code.disconnect(c.reason.clone());
                 disconnect.reconnect_after_ms = c.reconnect_after_ms;
                 let frame = encode_frame_to_bytes(&ServerEnvelope::disconnect(disconnect));
-                let _ = sink.send(WsMessage::Binary(frame)).await;
-                let close_frame = CloseFrame {
-                    code: WsCloseCode::from(c.code.websocket_code()),
-                    reason: c.reason.chars().take(100).collect::<String>().into(),
-                };
-                let _ = sink.send(WsMessage::Close(Some(close_frame))).await;
-                let _ = sink.close().await;
+                sink.close(&c, frame).await;
                 return;
             }
         }

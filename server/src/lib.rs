@@ -1,6 +1,6 @@
 //! `chorus-server`: the `chorusd` node.
 //!
-//! A node accepts native apps over WebSocket (TLS via rustls, ring provider), authenticates them
+//! A node accepts native apps over WebSocket and QUIC (TLS via rustls, ring provider), authenticates them
 //! with JWTs, keeps connection state in sharded maps, persists channel events through
 //! `chorus-storage` and fans each durable event out to every subscriber's bounded queue.
 //!
@@ -12,8 +12,10 @@
 //! - [`outbound`]: a connection's bounded outbound queue (slow consumers are closed).
 //! - [`auth`]: JWT verification and minting. [`config`]: configuration. [`tls`], [`dev`].
 //!
+//! - [`quic`]: the QUIC listener: the same sessions over one bidirectional stream.
+//!
 //! # Not yet here
-//! QUIC, the metrics/health HTTP listener, presence, search, moderation requests, edits,
+//! The metrics/health HTTP listener, presence, search, moderation requests, edits,
 //! deletes and reactions are answered `UNIMPLEMENTED` or not served; see the README status.
 
 pub mod auth;
@@ -23,6 +25,7 @@ pub mod connection;
 pub mod dev;
 pub mod hub;
 pub mod outbound;
+pub mod quic;
 pub mod ratelimit;
 pub mod server;
 pub mod session;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chorus_protocol::v1::CloseCode;
 use chorus_storage::Store;
+use quinn::VarInt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +34,12 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The QUIC endpoint could not start.
+    #[error("QUIC: {0}")]
+    Quic(#[from] crate::quic::QuicError),
+    /// QUIC needs a certificate.
+    #[error("QUIC needs TLS: configure a certificate or disable QUIC")]
+    QuicWithoutTls,
     /// A listener could not bind.
     #[error("bind {addr}: {source}")]
     Bind {
@@ -47,6 +54,7 @@ pub enum StartError {
 pub struct Server {
     shared: Arc<Shared>,
     ws_addr: SocketAddr,
+    quic: Option<quinn::Endpoint>,
     stop_accepting: CancellationToken,
     connections_stop: CancellationToken,
     tracker: TaskTracker,
@@ -81,10 +89,19 @@ impl Server {
             addr: config.ws_listen,
             source,
         })?;
+        let quic = match (config.quic_listen, &config.tls) {
+            (None, _) => None,
+            (Some(_), None) => return Err(StartError::QuicWithoutTls),
+            (Some(addr), Some((cert, key))) => {
+                let idle = Duration::from_millis(u64::from(config.limits.idle_timeout_ms));
+                Some(crate::quic::endpoint(addr, cert, key, idle)?)
+            }
+        };
         let shared = Arc::new(Shared::new(store, hub, config, verifier));
         let server = Self {
             shared,
             ws_addr,
+            quic,
             stop_accepting: CancellationToken::new(),
             connections_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -98,12 +115,29 @@ impl Server {
             server.tracker.clone(),
         ));
         tracing::info!(addr = %ws_addr, tls = server.shared.config.tls.is_some(), "websocket listener ready");
+        if let Some(endpoint) = &server.quic {
+            server.tracker.spawn(crate::quic::accept_loop(
+                endpoint.clone(),
+                server.shared.clone(),
+                server.stop_accepting.clone(),
+                server.connections_stop.clone(),
+                server.tracker.clone(),
+            ));
+            if let Ok(addr) = endpoint.local_addr() {
+                tracing::info!(%addr, "QUIC listener ready");
+            }
+        }
         Ok(server)
     }
 
     /// The WebSocket listener's address.
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
+    }
+
+    /// The QUIC listener's address, if QUIC is on.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().and_then(|e| e.local_addr().ok())
     }
 
     /// The store (for tests and admin tools in the same process).
@@ -135,6 +169,15 @@ impl Server {
             self.connections_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
         }
+        self.shared.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.background.wait()).await;
+        if let Some(endpoint) = &self.quic {
+            endpoint.close(
+                VarInt::from_u32(CloseCode::GoingAway.quic_code()),
+                b"shutdown",
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
         if let Err(e) = self.shared.store.sync().await {
             tracing::error!(error = %e, "final store sync failed");
         }
@@ -152,7 +195,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// A connection's place in the per-address count, given back when the connection ends.
-struct Admission {
+pub(crate) struct Admission {
     shared: Arc<Shared>,
     ip: IpAddr,
 }
@@ -170,7 +213,7 @@ impl Drop for Admission {
 
 /// Admission control before any work: connections per source address and new connections per
 /// second per address.
-fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<Admission> {
+pub(crate) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<Admission> {
     let limits = &shared.config.limits;
     let mut entry = shared
         .per_ip

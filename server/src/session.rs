@@ -53,6 +53,9 @@ pub struct Shared {
     pub publish_buckets: DashMap<UserId, Mutex<TokenBucket>>,
     /// Connections and handshake budget per source address.
     pub per_ip: DashMap<std::net::IpAddr, PerIp>,
+    /// Background work sessions start (read-marker updates); shutdown waits for it, so that
+    /// nothing holds the store after the node stops.
+    pub background: tokio_util::task::TaskTracker,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -66,6 +69,7 @@ impl Shared {
             verifier,
             publish_buckets: DashMap::new(),
             per_ip: DashMap::new(),
+            background: tokio_util::task::TaskTracker::new(),
             next_key: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -829,7 +833,7 @@ impl Session {
             self.identity.user.clone(),
             appended.entry.seq,
         );
-        tokio::spawn(async move {
+        self.shared.background.spawn(async move {
             let _ = store.mark_read(&user, &id, seq, unix_ms()).await;
         });
         Ok(reply::Result::Appended(appended_message(&appended)))

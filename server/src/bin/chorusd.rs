@@ -33,6 +33,12 @@ struct Cli {
     /// Serve plain ws:// instead of TLS (only on loopback in --dev).
     #[arg(long, env = "CHORUS_WS_PLAIN")]
     ws_plain: bool,
+    /// QUIC listen address (UDP); default: the WebSocket address's IP and port.
+    #[arg(long, env = "CHORUS_QUIC_LISTEN")]
+    quic_listen: Option<SocketAddr>,
+    /// Do not serve QUIC.
+    #[arg(long, env = "CHORUS_NO_QUIC")]
+    no_quic: bool,
     /// TLS certificate chain (PEM).
     #[arg(long, env = "CHORUS_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -191,10 +197,17 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
         .node_id
         .clone()
         .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+    let quic_off = cli.no_quic || file.quic_disabled.unwrap_or(false) || tls.is_none();
+    let quic_listen = if quic_off {
+        None
+    } else {
+        Some(cli.quic_listen.or(file.quic_listen).unwrap_or(ws_listen))
+    };
     let config = Config {
         node_id,
         data_dir,
         ws_listen,
+        quic_listen,
         tls,
         token_key,
         token_audience: cli.token_audience.clone().or(file.token_audience.clone()),

@@ -103,6 +103,23 @@ impl Client {
         }
     }
 
+    /// Says Hello over an already open WebSocket.
+    pub async fn from_ws(ws: Ws, token: &str) -> Client {
+        let mut c = Client {
+            ws,
+            next_id: 1,
+            inbox: VecDeque::new(),
+            pushes: VecDeque::new(),
+            welcome: None,
+            closed_with: None,
+        };
+        match c.hello(token, None).await {
+            reply::Result::Welcome(w) => c.welcome = Some(w),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        c
+    }
+
     pub async fn connect(addr: SocketAddr, token: &str) -> Client {
         let mut c = Self::raw(addr).await;
         let r = c.hello(token, None).await;

@@ -1,0 +1,182 @@
+//! The QUIC listener (quinn, ALPN `chorus/1`): each connection opens one bidirectional stream
+//! that carries the same frames as WebSocket, cut anywhere by the transport. The session logic
+//! is the WebSocket one (`connection::run_connection`); only the frame source and sink differ.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chorus_protocol::codec::FrameDecoder;
+use chorus_protocol::limits::QUIC_ALPN;
+use chorus_protocol::v1::CloseCode;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{FrameSink, FrameSource, run_connection};
+use crate::outbound::Close;
+use crate::session::Shared;
+
+/// Frames taken from the stream per read at most, so one read cannot hold a connection forever.
+const FRAMES_PER_READ: usize = 64;
+/// Bytes read from the stream at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why the QUIC endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicError {
+    /// TLS setup.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The TLS config cannot serve QUIC (needs TLS 1.3).
+    #[error("QUIC TLS: {0}")]
+    Crypto(String),
+    /// Binding the UDP socket.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A QUIC endpoint for `addr` with the node's certificate.
+pub fn endpoint(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    idle_timeout: Duration,
+) -> Result<Endpoint, QuicError> {
+    let tls = crate::tls::server_config(cert, key, &[QUIC_ALPN])?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    let mut config = ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = TransportConfig::default();
+    // One stream per connection, opened by the client; nothing else may be opened.
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    transport.max_idle_timeout(IdleTimeout::try_from(idle_timeout).ok());
+    config.transport_config(Arc::new(transport));
+    Endpoint::server(config, addr).map_err(|source| QuicError::Bind { addr, source })
+}
+
+/// Accepts connections until `stop`.
+pub async fn accept_loop(
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    connections_stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = stop.cancelled() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        let peer = incoming.remote_address();
+        let Some(admission) = crate::server::admit(&shared, peer.ip()) else {
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        let stop = connections_stop.clone();
+        tracker.spawn(async move {
+            let _admission = admission;
+            let deadline =
+                Duration::from_millis(u64::from(shared.config.limits.handshake_timeout_ms));
+            let connection = match tokio::time::timeout(deadline, incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "QUIC handshake timed out");
+                    return;
+                }
+            };
+            let (send, recv) = match tokio::time::timeout(deadline, connection.accept_bi()).await {
+                Ok(Ok(streams)) => streams,
+                _ => {
+                    connection.close(
+                        VarInt::from_u32(CloseCode::HandshakeTimeout.quic_code()),
+                        b"no stream",
+                    );
+                    return;
+                }
+            };
+            let max_frame = shared.config.limits.max_frame_bytes as usize;
+            let source = QuicSource {
+                recv,
+                buf: BytesMut::new(),
+                decoder: FrameDecoder::new(max_frame),
+            };
+            let sink = QuicSink { send, connection };
+            run_connection(shared, source, sink, peer, stop).await;
+        });
+    }
+}
+
+struct QuicSource {
+    recv: quinn::RecvStream,
+    /// Partial input survives between reads (and cancelled reads).
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl FrameSource for QuicSource {
+    async fn next_frames(&mut self) -> Result<Option<Vec<Bytes>>, Close> {
+        loop {
+            let mut frames = Vec::new();
+            while frames.len() < FRAMES_PER_READ {
+                match self.decoder.next_frame(&mut self.buf) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(Close {
+                            code: CloseCode::ProtocolError,
+                            reason: e.to_string(),
+                            reconnect_after_ms: 0,
+                        });
+                    }
+                }
+            }
+            if !frames.is_empty() {
+                return Ok(Some(frames));
+            }
+            match self.recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    tracing::debug!(error = %e, "QUIC stream read failed");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+struct QuicSink {
+    send: quinn::SendStream,
+    connection: quinn::Connection,
+}
+
+impl FrameSink for QuicSink {
+    async fn send(&mut self, bytes: Bytes) -> Result<(), ()> {
+        self.send.write_chunk(bytes).await.map_err(|_| ())
+    }
+
+    async fn close(&mut self, close: &Close, disconnect: Bytes) {
+        let _ = self.send.write_chunk(disconnect).await;
+        let _ = self.send.finish();
+        // Give the peer a moment to receive the Disconnect before the connection closes.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.send.stopped()).await;
+        let reason: String = close.reason.chars().take(100).collect();
+        self.connection
+            .close(VarInt::from_u32(close.code.quic_code()), reason.as_bytes());
+    }
+}
