@@ -191,6 +191,10 @@ pub struct FileConfig {
     pub ws_plain: Option<bool>,
     /// QUIC listener address (UDP); needs TLS.
     pub quic_listen: Option<SocketAddr>,
+    /// HTTP listener for /metrics, /healthz, /readyz.
+    pub http_listen: Option<SocketAddr>,
+    /// Turn the HTTP listener off.
+    pub http_disabled: Option<bool>,
     /// Turn QUIC off.
     pub quic_disabled: Option<bool>,
     /// TLS certificate chain (PEM).
@@ -246,6 +250,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Where the QUIC listener binds; `None` = no QUIC. Needs `tls`.
     pub quic_listen: Option<SocketAddr>,
+    /// Where the metrics and health listener binds; `None` = off.
+    pub http_listen: Option<SocketAddr>,
     /// Token verification key.
     pub token_key: TokenKey,
     /// Required `aud`.
@@ -284,6 +290,7 @@ impl Config {
             ws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             quic_listen: None,
+            http_listen: None,
             token_key: TokenKey::Hs256(secret.to_vec()),
             token_audience: None,
             token_issuer: None,

@@ -94,6 +94,7 @@ where
         WsSink { sink },
         peer,
         shutdown,
+        "websocket",
     )
     .await;
 }
@@ -101,18 +102,24 @@ where
 /// The transport-independent life of a connection: handshake, read loop, writer, cleanup.
 pub async fn run_connection<Src, Snk>(
     shared: Arc<Shared>,
-    mut source: Src,
+    source: Src,
     sink: Snk,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    transport: &'static str,
 ) where
     Src: FrameSource,
     Snk: FrameSink + 'static,
 {
+    let _connected = Gauge::inc(metrics::gauge!("chorus_connections", "transport" => transport));
+    let mut source = Counted {
+        inner: source,
+        transport,
+    };
     let limits = shared.config.limits.clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
-    let writer = tokio::spawn(write_loop(sink, outbound.clone()));
+    let writer = tokio::spawn(write_loop(sink, outbound.clone(), transport));
     let (mut session, leftover) =
         match handshake(&shared, &mut source, &outbound, handshake_deadline).await {
             Ok(started) => started,
@@ -123,6 +130,7 @@ pub async fn run_connection<Src, Snk>(
             }
         };
     tracing::debug!(%peer, session = %session.session_id, user = %session.identity.user, "session started");
+    let _session_gauge = Gauge::inc(metrics::gauge!("chorus_sessions"));
     let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
     let reason = match handle_frames(&mut session, leftover).await {
         Some(c) => Some(c),
@@ -131,9 +139,45 @@ pub async fn run_connection<Src, Snk>(
     if let Some(c) = reason {
         session.outbound.close(c);
     }
-    shared.hub.remove_session(session.key, session.subscribed());
+    let subscribed = session.subscribed();
+    metrics::gauge!("chorus_subscriptions").decrement(subscribed.len() as f64);
+    shared.hub.remove_session(session.key, subscribed);
     let _ = writer.await;
     tracing::debug!(%peer, session = %session.session_id, "session ended");
+}
+
+/// A gauge raised for as long as this value lives.
+struct Gauge(metrics::Gauge);
+
+impl Gauge {
+    fn inc(g: metrics::Gauge) -> Self {
+        g.increment(1.0);
+        Self(g)
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Counts the bytes of frames read.
+struct Counted<Src> {
+    inner: Src,
+    transport: &'static str,
+}
+
+impl<Src: FrameSource> FrameSource for Counted<Src> {
+    async fn next_frames(&mut self) -> Result<Option<Vec<Bytes>>, Close> {
+        let frames = self.inner.next_frames().await?;
+        if let Some(f) = &frames {
+            let n: usize = f.iter().map(Bytes::len).sum();
+            metrics::counter!("chorus_bytes_in_total", "transport" => self.transport)
+                .increment(n as u64);
+        }
+        Ok(frames)
+    }
 }
 
 type WsStream<S> = tokio_tungstenite::WebSocketStream<S>;
@@ -236,6 +280,7 @@ async fn handshake<Src: FrameSource>(
     let identity = match shared.verifier.verify(&hello.token) {
         Ok(identity) => identity,
         Err(TokenError::Expired) => {
+            metrics::counter!("chorus_auth_failures_total", "reason" => "expired").increment(1);
             return Err(refuse(
                 ErrorCode::Unauthenticated,
                 "token expired",
@@ -243,6 +288,7 @@ async fn handshake<Src: FrameSource>(
             ));
         }
         Err(e) => {
+            metrics::counter!("chorus_auth_failures_total", "reason" => "invalid").increment(1);
             tracing::debug!(error = %e, "token refused");
             return Err(refuse(
                 ErrorCode::Unauthenticated,
@@ -254,7 +300,10 @@ async fn handshake<Src: FrameSource>(
     let store = &shared.store;
     let now = unix_ms();
     match store.ban_of(chorus_storage::BanScope::Server, &identity.user, now) {
-        Ok(Some(_)) => return Err(refuse(ErrorCode::Forbidden, "banned", CloseCode::Banned)),
+        Ok(Some(_)) => {
+            metrics::counter!("chorus_auth_failures_total", "reason" => "banned").increment(1);
+            return Err(refuse(ErrorCode::Forbidden, "banned", CloseCode::Banned));
+        }
         Ok(None) => {}
         Err(e) => {
             tracing::warn!(error = %e, "ban lookup failed");
@@ -268,6 +317,7 @@ async fn handshake<Src: FrameSource>(
     if let Ok(Some(user)) = store.user(&identity.user)
         && identity.issued_at_ms < user.tokens_valid_after_ms
     {
+        metrics::counter!("chorus_auth_failures_total", "reason" => "revoked").increment(1);
         return Err(refuse(
             ErrorCode::Unauthenticated,
             "token revoked",
@@ -434,16 +484,25 @@ async fn read_loop<Src: FrameSource>(
 /// Drains the outbound queue into the transport, many frames per write, then closes with the
 /// queued close: a `Disconnect` push, then the transport's close (WebSocket 4000 + code, QUIC
 /// application code).
-async fn write_loop<Snk: FrameSink>(mut sink: Snk, outbound: Arc<Outbound>) {
+async fn write_loop<Snk: FrameSink>(
+    mut sink: Snk,
+    outbound: Arc<Outbound>,
+    transport: &'static str,
+) {
+    let bytes_out = metrics::counter!("chorus_bytes_out_total", "transport" => transport);
     loop {
         match outbound.next(MAX_BATCH_BYTES).await {
             Batch::Frames(bytes) => {
+                bytes_out.increment(bytes.len() as u64);
                 if sink.send(bytes).await.is_err() {
                     outbound.close(close(CloseCode::Normal, "write failed"));
                     return;
                 }
             }
             Batch::Close(c) => {
+                if c.code == CloseCode::SlowConsumer {
+                    metrics::counter!("chorus_slow_consumer_closes_total").increment(1);
+                }
                 let mut disconnect = c.code.disconnect(c.reason.clone());
                 disconnect.reconnect_after_ms = c.reconnect_after_ms;
                 let frame = encode_frame_to_bytes(&ServerEnvelope::disconnect(disconnect));

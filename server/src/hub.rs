@@ -186,6 +186,9 @@ impl CommitListener for Hub {
         }
         self.deliveries
             .fetch_add(subs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("chorus_deliveries_total").increment(subs.len() as u64);
+        let age_ms = crate::clock::unix_ms().saturating_sub(entry.event.server_time_ms);
+        metrics::histogram!("chorus_publish_to_delivery_seconds").record(age_ms as f64 / 1000.0);
         // A member who left or was removed sees that event, then nothing more.
         let Some(chorus_protocol::v1::channel_event::Body::MemberChanged(m)) = &entry.event.body
         else {

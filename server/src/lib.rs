@@ -13,9 +13,10 @@
 //! - [`auth`]: JWT verification and minting. [`config`]: configuration. [`tls`], [`dev`].
 //!
 //! - [`quic`]: the QUIC listener: the same sessions over one bidirectional stream.
+//! - [`observe`]: metrics (Prometheus) and the `/metrics`, `/healthz`, `/readyz` listener.
 //!
 //! # Not yet here
-//! The metrics/health HTTP listener, presence, search, moderation requests, edits,
+//! presence, search, moderation requests, edits,
 //! deletes and reactions are answered `UNIMPLEMENTED` or not served; see the README status.
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod dev;
 pub mod hub;
+pub mod observe;
 pub mod outbound;
 pub mod quic;
 pub mod ratelimit;

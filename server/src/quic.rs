@@ -116,7 +116,7 @@ pub async fn accept_loop(
                 decoder: FrameDecoder::new(max_frame),
             };
             let sink = QuicSink { send, connection };
-            run_connection(shared, source, sink, peer, stop).await;
+            run_connection(shared, source, sink, peer, stop, "quic").await;
         });
     }
 }

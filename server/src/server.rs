@@ -54,6 +54,7 @@ pub enum StartError {
 pub struct Server {
     shared: Arc<Shared>,
     ws_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     quic: Option<quinn::Endpoint>,
     stop_accepting: CancellationToken,
     connections_stop: CancellationToken,
@@ -97,10 +98,21 @@ impl Server {
                 Some(crate::quic::endpoint(addr, cert, key, idle)?)
             }
         };
+        let http = match config.http_listen {
+            Some(addr) => Some(
+                crate::observe::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        crate::observe::recorder();
         let shared = Arc::new(Shared::new(store, hub, config, verifier));
+        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let server = Self {
             shared,
             ws_addr,
+            http_addr,
             quic,
             stop_accepting: CancellationToken::new(),
             connections_stop: CancellationToken::new(),
@@ -115,6 +127,20 @@ impl Server {
             server.tracker.clone(),
         ));
         tracing::info!(addr = %ws_addr, tls = server.shared.config.tls.is_some(), "websocket listener ready");
+        if let Some(listener) = http {
+            let router = crate::observe::router(server.shared.clone());
+            let stop = server.stop_accepting.clone();
+            server.tracker.spawn(async move {
+                let serve =
+                    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "HTTP listener failed");
+                }
+            });
+            if let Some(addr) = http_addr {
+                tracing::info!(%addr, "HTTP listener ready (/metrics, /healthz, /readyz)");
+            }
+        }
         if let Some(endpoint) = &server.quic {
             server.tracker.spawn(crate::quic::accept_loop(
                 endpoint.clone(),
@@ -135,6 +161,11 @@ impl Server {
         self.ws_addr
     }
 
+    /// The HTTP listener's address (metrics and health), if on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The QUIC listener's address, if QUIC is on.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic.as_ref().and_then(|e| e.local_addr().ok())
@@ -153,6 +184,9 @@ impl Server {
     /// Graceful shutdown: stop accepting, tell every client to reconnect later (`GOING_AWAY`),
     /// wait for queues to drain up to the configured deadline, make the store durable.
     pub async fn shutdown(self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
         self.stop_accepting.cancel();
         self.shared.hub.close_all(&Close {
             code: CloseCode::GoingAway,

@@ -56,6 +56,8 @@ pub struct Shared {
     /// Background work sessions start (read-marker updates); shutdown waits for it, so that
     /// nothing holds the store after the node stops.
     pub background: tokio_util::task::TaskTracker,
+    /// Set when shutdown starts: `/readyz` turns 503.
+    pub draining: std::sync::atomic::AtomicBool,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -70,6 +72,7 @@ impl Shared {
             publish_buckets: DashMap::new(),
             per_ip: DashMap::new(),
             background: tokio_util::task::TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             next_key: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -232,6 +235,7 @@ impl Session {
                 if !was_live {
                     return Err(err(ErrorCode::NotFound, "not subscribed"));
                 }
+                metrics::gauge!("chorus_subscriptions").decrement(1.0);
                 self.shared.hub.unsubscribe(&id, self.key);
                 Ok(reply::Result::Done(v1::Done {}))
             }
@@ -808,11 +812,13 @@ impl Session {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(Instant::now());
             if let Err(wait_ms) = taken {
+                metrics::counter!("chorus_rate_limited_total", "kind" => "publish").increment(1);
                 return Err(err(ErrorCode::RateLimited, "publish rate exceeded")
                     .with_retry_after_ms(wait_ms));
             }
         }
         let key = message.client_msg_id.clone();
+        let started = Instant::now();
         let appended = self
             .shared
             .store
@@ -827,6 +833,10 @@ impl Session {
             )
             .await
             .map_err(store_error)?;
+        if !appended.duplicate {
+            metrics::histogram!("chorus_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("chorus_publishes_total").increment(1);
+        }
         // Posting means having read the channel; the marker moves in the background.
         let (store, user, seq) = (
             self.shared.store.clone(),
@@ -857,6 +867,7 @@ impl Session {
                 return Err(err(ErrorCode::Conflict, "already subscribed"));
             }
             self.subscriptions.remove(&id);
+            metrics::gauge!("chorus_subscriptions").decrement(1.0);
         }
         if self.subscriptions.len() >= self.shared.config.limits.max_subscriptions as usize {
             return Err(err(ErrorCode::LimitExceeded, "too many subscriptions"));
@@ -871,6 +882,7 @@ impl Session {
         });
         self.shared.hub.subscribe(&id, self.key, sub.clone());
         self.subscriptions.insert(id.clone(), sub.clone());
+        metrics::gauge!("chorus_subscriptions").increment(1.0);
         let position = self.shared.store.position(&id).map_err(store_error)?;
         let head = position.head;
         let max_replay = u64::from(self.shared.config.limits.max_recovery_entries);
@@ -954,7 +966,9 @@ impl Session {
     }
 
     fn end_subscription(&mut self, id: &ChannelId, reason: Error) {
-        self.subscriptions.remove(id);
+        if self.subscriptions.remove(id).is_some() {
+            metrics::gauge!("chorus_subscriptions").decrement(1.0);
+        }
         self.shared.hub.unsubscribe(id, self.key);
         let frame = encode_frame_to_bytes(&ServerEnvelope::push(
             v1::push::Push::SubscriptionEnded(v1::SubscriptionEnded {
@@ -1061,6 +1075,7 @@ impl Session {
         let id = channel_id("channel_id", &t.channel_id)?;
         self.readable(&id)?;
         if let Err(wait) = self.ephemeral.take(Instant::now()) {
+            metrics::counter!("chorus_rate_limited_total", "kind" => "typing").increment(1);
             return Err(
                 err(ErrorCode::RateLimited, "typing rate exceeded").with_retry_after_ms(wait)
             );

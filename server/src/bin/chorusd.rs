@@ -36,6 +36,12 @@ struct Cli {
     /// QUIC listen address (UDP); default: the WebSocket address's IP and port.
     #[arg(long, env = "CHORUS_QUIC_LISTEN")]
     quic_listen: Option<SocketAddr>,
+    /// HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "CHORUS_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Do not serve the HTTP listener.
+    #[arg(long, env = "CHORUS_NO_HTTP")]
+    no_http: bool,
     /// Do not serve QUIC.
     #[arg(long, env = "CHORUS_NO_QUIC")]
     no_quic: bool,
@@ -203,11 +209,19 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
     } else {
         Some(cli.quic_listen.or(file.quic_listen).unwrap_or(ws_listen))
     };
+    let http_off = cli.no_http || file.http_disabled.unwrap_or(false);
+    let default_http: SocketAddr = ([127, 0, 0, 1], 9090).into();
+    let http_listen = if http_off {
+        None
+    } else {
+        Some(cli.http_listen.or(file.http_listen).unwrap_or(default_http))
+    };
     let config = Config {
         node_id,
         data_dir,
         ws_listen,
         quic_listen,
+        http_listen,
         tls,
         token_key,
         token_audience: cli.token_audience.clone().or(file.token_audience.clone()),

@@ -1,0 +1,75 @@
+//! Metrics (Prometheus text on the HTTP listener) and the health endpoints.
+//!
+//! Metric names, all prefixed `chorus_`:
+//! - gauges: `connections{transport}`, `sessions`, `subscriptions`;
+//! - counters: `publishes_total`, `deliveries_total`, `bytes_in_total{transport}`,
+//!   `bytes_out_total{transport}`, `slow_consumer_closes_total`, `rate_limited_total{kind}`,
+//!   `auth_failures_total{reason}`;
+//! - histograms (seconds): `commit_seconds` (publish accepted to durable),
+//!   `publish_to_delivery_seconds` (server time of the event to its push into subscriber queues).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::session::Shared;
+
+/// Seconds buckets for latency histograms: 50 µs to 5 s.
+const BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// The process-wide Prometheus recorder (metrics are global; one node per process in
+/// production, several in tests share it).
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only when another recorder is installed; ours then renders nothing new.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(shared)
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        recorder().render(),
+    )
+}
+
+/// Ready when the store accepts writes and the node is not shutting down.
+async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
+    }
+    match shared.store.health() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+}
+
+/// Binds the HTTP listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,71 @@
+//! The HTTP listener: Prometheus metrics that move with traffic, liveness and readiness.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chorus_protocol::v1::ChannelKind;
+use common::{Node, appended};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health() {
+    let node = Node::start_with(|c| c.http_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let http = node.server.as_ref().unwrap().http_addr().unwrap();
+    let (status, body) = get(http, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = get(http, "/readyz").await;
+    assert_eq!(status, 200);
+
+    let (_, before) = get(http, "/metrics").await;
+    let published_before = counter(&before, "chorus_publishes_total");
+    let mut alice = node.connect("alice").await;
+    alice.create_group("room", ChannelKind::Group, &[]).await;
+    alice.subscribe("room", None).await;
+    for i in 0..3 {
+        appended(alice.publish("room", &format!("k{i}"), "x").await);
+    }
+    let (status, after) = get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(after.contains("text/plain"), "{after}");
+    assert!(
+        counter(&after, "chorus_publishes_total") >= published_before + 3.0,
+        "{after}"
+    );
+    for name in [
+        "chorus_deliveries_total",
+        "chorus_connections{transport=\"websocket\"}",
+        "chorus_sessions",
+        "chorus_subscriptions",
+        "chorus_commit_seconds_bucket",
+        "chorus_publish_to_delivery_seconds_bucket",
+        "chorus_bytes_in_total{transport=\"websocket\"}",
+        "chorus_bytes_out_total{transport=\"websocket\"}",
+    ] {
+        assert!(after.contains(name), "missing {name} in\n{after}");
+    }
+    let (status, _) = get(http, "/nope").await;
+    assert_eq!(status, 404);
+}
