@@ -219,6 +219,12 @@ pub struct FileConfig {
     pub store_sync_interval_ms: Option<u64>,
     /// How long shutdown waits for queues to drain, ms.
     pub shutdown_drain_ms: Option<u64>,
+    /// Remove channel entries older than this by default, ms (0 = keep).
+    pub retention_max_age_ms: Option<u64>,
+    /// Keep at most this many entries per channel by default (0 = all).
+    pub retention_max_entries: Option<u64>,
+    /// How often retention runs, ms.
+    pub retention_interval_ms: Option<u64>,
     /// Limits.
     pub limits: LimitsConfig,
 }
@@ -264,6 +270,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How long shutdown waits for outbound queues to drain.
     pub shutdown_drain: Duration,
+    /// How often retention runs (the policies are store settings).
+    pub retention_interval: Duration,
 }
 
 impl Config {
@@ -297,6 +305,7 @@ impl Config {
             store: chorus_storage::StoreConfig::new(data_dir.join("store")),
             limits: LimitsConfig::default(),
             shutdown_drain: Duration::from_secs(2),
+            retention_interval: Duration::from_secs(60),
         }
     }
 }

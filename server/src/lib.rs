@@ -16,7 +16,7 @@
 //! - [`observe`]: metrics (Prometheus) and the `/metrics`, `/healthz`, `/readyz` listener.
 //!
 //! # Not yet here
-//! presence, search, moderation requests, edits,
+//! Reactions, presence, search and moderation requests are answered `UNIMPLEMENTED`. presence, search, moderation requests, edits,
 //! deletes and reactions are answered `UNIMPLEMENTED` or not served; see the README status.
 
 pub mod auth;

@@ -141,6 +141,11 @@ impl Server {
                 tracing::info!(%addr, "HTTP listener ready (/metrics, /healthz, /readyz)");
             }
         }
+        server.tracker.spawn(retention_loop(
+            server.shared.store.clone(),
+            server.shared.config.retention_interval,
+            server.stop_accepting.clone(),
+        ));
         if let Some(endpoint) = &server.quic {
             server.tracker.spawn(crate::quic::accept_loop(
                 endpoint.clone(),
@@ -226,6 +231,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     server.shutdown().await;
     Ok(())
+}
+
+/// Applies retention policies periodically, until `stop`.
+async fn retention_loop(store: Store, interval: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        match store.run_retention(crate::clock::unix_ms()).await {
+            Ok(report) if report.entries_removed > 0 => {
+                tracing::info!(
+                    channels = report.channels,
+                    removed = report.entries_removed,
+                    "retention pass"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+    }
 }
 
 /// A connection's place in the per-address count, given back when the connection ends.

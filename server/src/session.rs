@@ -259,6 +259,36 @@ impl Session {
             }
             Request::GetUnread(g) => self.unread(g),
             Request::Typing(t) => self.typing(t),
+            Request::EditMessage(e) => self.edit(e).await,
+            Request::DeleteMessage(d) => self.delete(d).await,
+            Request::UpdateChannel(u) => {
+                let id = channel_id("channel_id", &u.channel_id)?;
+                let patch = chorus_storage::ChannelPatch {
+                    name: u.name.clone(),
+                    topic: u.topic.clone(),
+                    custom: u.custom.clone(),
+                    ..Default::default()
+                };
+                let change = v1::ChannelChanged {
+                    name: u.name,
+                    topic: u.topic,
+                    archived: None,
+                    custom: u.custom,
+                };
+                self.change_channel(&id, patch, change).await
+            }
+            Request::ArchiveChannel(a) => {
+                let id = channel_id("channel_id", &a.channel_id)?;
+                let patch = chorus_storage::ChannelPatch {
+                    archived: Some(a.archived),
+                    ..Default::default()
+                };
+                let change = v1::ChannelChanged {
+                    archived: Some(a.archived),
+                    ..Default::default()
+                };
+                self.change_channel(&id, patch, change).await
+            }
             other => Err(err(
                 ErrorCode::Unimplemented,
                 format!("{} is not implemented by this node yet", other.name()),
@@ -1069,6 +1099,159 @@ impl Session {
             channels,
             total_unread: total,
         }))
+    }
+
+    /// The message at `seq`, which must be a live message of a channel the user belongs to.
+    fn target_message(
+        &self,
+        id: &ChannelId,
+        seq: u64,
+    ) -> Result<(Role, Arc<chorus_storage::LogEntry>, v1::Message), Error> {
+        let (info, role) = self.require_role(id, Role::Member)?;
+        if info.record.archived {
+            return Err(err(ErrorCode::Forbidden, "the channel is archived"));
+        }
+        let entry = self
+            .shared
+            .store
+            .entry(id, Seq(seq))
+            .map_err(store_error)?
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no entry {seq}")))?;
+        match &entry.event.body {
+            Some(Body::Message(m)) => {
+                let m = m.clone();
+                Ok((role, entry, m))
+            }
+            _ => Err(err(
+                ErrorCode::NotFound,
+                format!("entry {seq} is not a message"),
+            )),
+        }
+    }
+
+    async fn append_keyed(
+        &self,
+        id: &ChannelId,
+        body: Body,
+        key: &str,
+    ) -> Result<v1::Appended, Error> {
+        if key.len() > MAX_CLIENT_MSG_ID_BYTES {
+            return Err(invalid(
+                "client_msg_id",
+                "client_msg_id must be at most 64 bytes",
+            ));
+        }
+        let appended = self
+            .shared
+            .store
+            .append(
+                id,
+                NewEntry {
+                    author: Some(self.identity.user.clone()),
+                    time_ms: unix_ms(),
+                    body,
+                    client_msg_id: (!key.is_empty()).then(|| key.to_owned()),
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(appended_message(&appended))
+    }
+
+    async fn edit(&mut self, e: v1::EditMessage) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &e.channel_id)?;
+        let (_, entry, _) = self.target_message(&id, e.target_seq)?;
+        if entry.event.author_id != self.identity.user.as_str() {
+            return Err(err(ErrorCode::Forbidden, "only the author edits a message"));
+        }
+        let limits = &self.shared.config.limits;
+        let content = e.text.len()
+            + e.custom.len()
+            + e.attachments
+                .iter()
+                .map(Message::encoded_len)
+                .sum::<usize>();
+        if content > limits.max_message_bytes as usize {
+            return Err(err(ErrorCode::TooLarge, "message content too large").with_field("text"));
+        }
+        if e.mentions.len() > limits.max_mentions as usize
+            || e.attachments.len() > limits.max_attachments as usize
+        {
+            return Err(err(ErrorCode::TooLarge, "too many mentions or attachments"));
+        }
+        let body = Body::MessageEdited(v1::MessageEdited {
+            target_seq: e.target_seq,
+            text: e.text,
+            mentions: e.mentions,
+            attachments: e.attachments,
+            custom: e.custom,
+        });
+        Ok(reply::Result::Appended(
+            self.append_keyed(&id, body, &e.client_msg_id).await?,
+        ))
+    }
+
+    async fn delete(&mut self, d: v1::DeleteMessage) -> Result<reply::Result, Error> {
+        let id = channel_id("channel_id", &d.channel_id)?;
+        let (role, entry, message) = self.target_message(&id, d.target_seq)?;
+        let own = entry.event.author_id == self.identity.user.as_str();
+        if !own && role_rank(role) < role_rank(Role::Moderator) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the author or a moderator deletes a message",
+            ));
+        }
+        let body = Body::MessageDeleted(v1::MessageDeleted {
+            target_seq: d.target_seq,
+            by_moderator: !own,
+        });
+        let appended = self.append_keyed(&id, body, &d.client_msg_id).await?;
+        // The content goes; the seq stays, so the log has no gap.
+        let tombstone = Body::Tombstone(v1::Tombstone {
+            reason: v1::tombstone::Reason::Deleted as i32,
+            thread_parent_seq: message.thread_parent_seq,
+        });
+        self.shared
+            .store
+            .rewrite(&id, Seq(d.target_seq), tombstone)
+            .await
+            .map_err(store_error)?;
+        Ok(reply::Result::Appended(appended))
+    }
+
+    async fn change_channel(
+        &mut self,
+        id: &ChannelId,
+        patch: chorus_storage::ChannelPatch,
+        change: v1::ChannelChanged,
+    ) -> Result<reply::Result, Error> {
+        let (info, _) = self.require_role(id, Role::Owner)?;
+        if info.record.kind() == ChannelKind::Direct {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "direct channels have no settings",
+            ));
+        }
+        if patch.name.as_ref().is_some_and(|n| n.len() > 256)
+            || patch.topic.as_ref().is_some_and(|t| t.len() > 1024)
+        {
+            return Err(err(ErrorCode::TooLarge, "name or topic too long"));
+        }
+        if patch
+            .custom
+            .as_ref()
+            .is_some_and(|c| c.len() > self.shared.config.limits.max_message_bytes as usize)
+        {
+            return Err(err(ErrorCode::TooLarge, "custom data too large").with_field("custom"));
+        }
+        self.shared
+            .store
+            .update_channel(id, patch)
+            .await
+            .map_err(store_error)?;
+        self.append_event(id, Body::ChannelChanged(change)).await?;
+        let info = self.readable(id)?;
+        Ok(reply::Result::Channel(self.summary(&info)?))
     }
 
     fn typing(&mut self, t: v1::Typing) -> Result<reply::Result, Error> {

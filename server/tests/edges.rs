@@ -440,3 +440,100 @@ async fn a_removed_member_stops_receiving() {
         .await;
     assert_eq!(error_code(&r), ErrorCode::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_deletes_and_channel_changes_are_logged() {
+    let node = Node::start().await;
+    let mut owner = node.connect("owner").await;
+    owner
+        .create_group("room", ChannelKind::Group, &["bob"])
+        .await;
+    let mut bob = node.connect("bob").await;
+    let mine = appended(bob.publish("room", "b1", "typo").await).seq;
+    let theirs = appended(owner.publish("room", "o1", "owner's").await).seq;
+    let sub = bob.subscribe("room", None).await;
+
+    let edit = |seq: u64, text: &str| {
+        Request::EditMessage(v1::EditMessage {
+            channel_id: "room".into(),
+            target_seq: seq,
+            text: text.into(),
+            ..Default::default()
+        })
+    };
+    let r = bob.request(edit(mine, "fixed")).await;
+    let edited = appended(r);
+    assert_eq!(
+        error_code(&bob.request(edit(theirs, "hijack")).await),
+        ErrorCode::Forbidden
+    );
+    match bob.next_event().await.body {
+        Some(v1::channel_event::Body::MessageEdited(e)) => {
+            assert_eq!((e.target_seq, e.text.as_str()), (mine, "fixed"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let delete = |seq: u64| {
+        Request::DeleteMessage(v1::DeleteMessage {
+            channel_id: "room".into(),
+            target_seq: seq,
+            client_msg_id: String::new(),
+        })
+    };
+    assert_eq!(
+        error_code(&bob.request(delete(theirs)).await),
+        ErrorCode::Forbidden
+    );
+    appended(owner.request(delete(mine)).await);
+    match bob.next_event().await.body {
+        Some(v1::channel_event::Body::MessageDeleted(d)) => assert!(d.by_moderator),
+        other => panic!("{other:?}"),
+    }
+    // History shows a tombstone where the message was, and the log has no gap.
+    let page = match bob
+        .request(Request::History(v1::History {
+            channel_id: "room".into(),
+            limit: 50,
+            ..Default::default()
+        }))
+        .await
+    {
+        v1::reply::Result::HistoryPage(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=page.head_seq).collect::<Vec<_>>());
+    let original = page.events.iter().find(|e| e.seq == mine).unwrap();
+    assert!(matches!(
+        original.body,
+        Some(v1::channel_event::Body::Tombstone(_))
+    ));
+    assert!(edited.seq > sub.head_seq);
+
+    // Channel settings: owner only; archiving makes the channel read-only.
+    let archive = Request::ArchiveChannel(v1::ArchiveChannel {
+        channel_id: "room".into(),
+        archived: true,
+    });
+    assert_eq!(
+        error_code(&bob.request(archive.clone()).await),
+        ErrorCode::Forbidden
+    );
+    let topic = Request::UpdateChannel(v1::UpdateChannel {
+        channel_id: "room".into(),
+        topic: Some("launch".into()),
+        ..Default::default()
+    });
+    match owner.request(topic).await {
+        v1::reply::Result::Channel(c) => assert_eq!(c.channel.unwrap().topic, "launch"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(owner.request(archive).await, v1::reply::Result::Channel(c) if c.channel.as_ref().unwrap().archived)
+    );
+    assert_eq!(
+        error_code(&bob.publish("room", "b2", "too late").await),
+        ErrorCode::Forbidden
+    );
+}

@@ -235,3 +235,45 @@ async fn history_pages_through_the_log() {
         .await;
     assert_eq!(error_code(&r), ErrorCode::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_and_recovery_says_so() {
+    let node = Node::start_with(|c| {
+        c.retention_interval = std::time::Duration::from_millis(50);
+        c.store.default_retention = chorus_storage::RetentionPolicy {
+            max_age_ms: 0,
+            max_entries: 3,
+        };
+    })
+    .await;
+    let mut alice = node.connect("alice").await;
+    let created = alice.create_group("room", ChannelKind::Group, &[]).await;
+    let epoch = created.channel.unwrap().epoch;
+    for i in 0..10 {
+        appended(
+            alice
+                .publish("room", &format!("k{i}"), &format!("m{i}"))
+                .await,
+        );
+    }
+    let mut first_available = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let sub = alice.subscribe("room", Some((epoch, 1))).await;
+        alice
+            .request(v1::client_envelope::Request::Unsubscribe(v1::Unsubscribe {
+                channel_id: "room".into(),
+            }))
+            .await;
+        if !sub.recovered {
+            assert_eq!(sub.failure, RecoveryFailure::EntriesExpired as i32);
+            first_available = sub.first_available_seq;
+            break;
+        }
+        // Replayed entries of this attempt are drained before the next one.
+        for _ in 0..sub.head_seq - 1 {
+            alice.next_event().await;
+        }
+    }
+    assert_eq!(first_available, 9, "11 entries, 3 kept");
+}
