@@ -16,8 +16,8 @@
 //! - [`observe`]: metrics (Prometheus) and the `/metrics`, `/healthz`, `/readyz` listener.
 //!
 //! # Not yet here
-//! Reactions, presence, search and moderation requests are answered `UNIMPLEMENTED`. presence, search, moderation requests, edits,
-//! deletes and reactions are answered `UNIMPLEMENTED` or not served; see the README status.
+//! Reactions, presence, search and moderation requests are answered `UNIMPLEMENTED`; see the
+//! README status.
 
 pub mod auth;
 pub mod clock;
