@@ -14,6 +14,7 @@ use chorus_protocol::limits::PROTOCOL_VERSION;
 use chorus_protocol::v1::{
     self, ClientEnvelope, CloseCode, ErrorCode, ServerEnvelope, client_envelope::Request, reply,
 };
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenError;
 use crate::clock::unix_ms;
 use crate::outbound::{Batch, Close, Outbound};
-use crate::session::{Session, Shared};
+use crate::session::{PendingReply, Session, Shared};
 
 /// Bytes per WebSocket message the writer sends at most (many frames each).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
@@ -132,9 +133,13 @@ pub async fn run_connection<Src, Snk>(
     tracing::debug!(%peer, session = %session.session_id, user = %session.identity.user, "session started");
     let _session_gauge = Gauge::inc(metrics::gauge!("chorus_sessions"));
     let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
-    let reason = match handle_frames(&mut session, leftover).await {
+    let mut in_flight = InFlight {
+        replies: FuturesUnordered::new(),
+        max: limits.max_in_flight_requests.max(1) as usize,
+    };
+    let reason = match handle_frames(&mut session, leftover, &mut in_flight).await {
         Some(c) => Some(c),
-        None => read_loop(&mut session, &mut source, idle, &shutdown).await,
+        None => read_loop(&mut session, &mut source, idle, &shutdown, &mut in_flight).await,
     };
     if let Some(c) = reason {
         session.outbound.close(c);
@@ -423,9 +428,31 @@ fn protocol_error(e: &DecodeError) -> Close {
     close(CloseCode::ProtocolError, e.to_string())
 }
 
+/// Requests whose replies wait for durability, at most `max_in_flight` at once.
+struct InFlight {
+    replies: FuturesUnordered<PendingReply>,
+    max: usize,
+}
+
+impl InFlight {
+    /// Sends the replies that are ready; waits for one when the window is full.
+    async fn make_room(&mut self, session: &Session) {
+        while self.replies.len() >= self.max {
+            if let Some((id, result)) = self.replies.next().await {
+                session.reply(id, result);
+            }
+        }
+    }
+}
+
 /// Handles decoded frames in order; returns a close if one breaks the protocol.
-async fn handle_frames(session: &mut Session, frames: Vec<Bytes>) -> Option<Close> {
+async fn handle_frames(
+    session: &mut Session,
+    frames: Vec<Bytes>,
+    in_flight: &mut InFlight,
+) -> Option<Close> {
     for frame in frames {
+        in_flight.make_room(session).await;
         let envelope = match ClientEnvelope::decode(frame) {
             Ok(env) => env,
             Err(e) => return Some(protocol_error(&DecodeError::Malformed(e))),
@@ -435,7 +462,11 @@ async fn handle_frames(session: &mut Session, frames: Vec<Bytes>) -> Option<Clos
             (_, Some(Request::Hello(_))) => {
                 return Some(close(CloseCode::ProtocolError, "a second Hello"));
             }
-            (id, Some(request)) => session.handle(id, request).await,
+            (id, Some(request)) => {
+                if let Some(pending) = session.handle(id, request).await {
+                    in_flight.replies.push(pending);
+                }
+            }
             (id, None) => session.reply(
                 id,
                 reply::Result::Error(v1::Error::new(
@@ -455,6 +486,7 @@ async fn read_loop<Src: FrameSource>(
     source: &mut Src,
     idle: Duration,
     shutdown: &CancellationToken,
+    in_flight: &mut InFlight,
 ) -> Option<Close> {
     loop {
         if session.outbound.is_closing() {
@@ -463,6 +495,10 @@ async fn read_loop<Src: FrameSource>(
         let expires_in =
             Duration::from_millis(session.identity.expires_at_ms.saturating_sub(unix_ms()));
         let frames = tokio::select! {
+            Some((id, result)) = in_flight.replies.next(), if !in_flight.replies.is_empty() => {
+                session.reply(id, result);
+                continue;
+            }
             m = source.next_frames() => m,
             _ = tokio::time::sleep(idle) => return Some(close(CloseCode::IdleTimeout, "no traffic within the idle timeout")),
             _ = tokio::time::sleep(expires_in) => return Some(close(CloseCode::AuthExpired, "token expired")),
@@ -471,7 +507,7 @@ async fn read_loop<Src: FrameSource>(
         };
         match frames {
             Ok(Some(frames)) => {
-                if let Some(c) = handle_frames(session, frames).await {
+                if let Some(c) = handle_frames(session, frames, in_flight).await {
                     return Some(c);
                 }
             }

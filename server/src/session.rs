@@ -123,6 +123,15 @@ fn random_id(prefix: &str) -> String {
     format!("{prefix}{:016x}", rand::random::<u64>())
 }
 
+/// A reply that waits for something durable (a publish): the connection keeps reading
+/// meanwhile and sends the reply when it resolves.
+pub type PendingReply =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, reply::Result)> + Send>>;
+
+/// The durable half of a request.
+type Durable =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<reply::Result, Error>> + Send>>;
+
 /// What a subscribe decided; the replay runs after its reply is queued.
 pub struct ReplayPlan {
     channel: ChannelId,
@@ -179,14 +188,27 @@ impl Session {
     }
 
     /// Handles one request (not `Hello`: the handshake took it) and queues its reply.
-    pub async fn handle(&mut self, request_id: u64, request: Request) {
+    pub async fn handle(&mut self, request_id: u64, request: Request) -> Option<PendingReply> {
         let name = request.name();
         let result = match request {
+            Request::Publish(p) => match self.publish(p).await {
+                Ok(durable) => {
+                    let session = self.session_id.clone();
+                    return Some(Box::pin(async move {
+                        let result = durable.await.unwrap_or_else(|e| {
+                            tracing::debug!(%session, request = "publish", error = %e, "request failed");
+                            reply::Result::Error(e)
+                        });
+                        (request_id, result)
+                    }));
+                }
+                Err(e) => Err(e),
+            },
             Request::Subscribe(s) => match self.subscribe(s).await {
                 Ok((subscribed, plan)) => {
                     self.reply(request_id, reply::Result::Subscribed(subscribed));
                     self.replay(plan).await;
-                    return;
+                    return None;
                 }
                 Err(e) => Err(e),
             },
@@ -200,6 +222,7 @@ impl Session {
             }
         };
         self.reply(request_id, result);
+        None
     }
 
     async fn dispatch(&mut self, request: Request) -> Result<reply::Result, Error> {
@@ -226,7 +249,7 @@ impl Session {
             Request::RemoveMember(r) => self.remove_member(r).await,
             Request::SetMemberRole(s) => self.set_role(s).await,
             Request::ListMembers(l) => self.list_members(l),
-            Request::Publish(p) => self.publish(p).await,
+            Request::Publish(_) => Err(err(ErrorCode::Internal, "publish is dispatched by handle")),
             Request::Unsubscribe(u) => {
                 let id = channel_id("channel_id", &u.channel_id)?;
                 let was_live = self.subscriptions.remove(&id).is_some_and(|s| {
@@ -767,7 +790,7 @@ impl Session {
         }))
     }
 
-    async fn publish(&mut self, p: v1::Publish) -> Result<reply::Result, Error> {
+    async fn publish(&mut self, p: v1::Publish) -> Result<Durable, Error> {
         let id = channel_id("channel_id", &p.channel_id)?;
         let message = p
             .message
@@ -849,10 +872,12 @@ impl Session {
         }
         let key = message.client_msg_id.clone();
         let started = Instant::now();
-        let appended = self
+        // Seq assigned and queued now, in request order; the reply waits for durability without
+        // holding up the connection's next requests.
+        let ticket = self
             .shared
             .store
-            .append(
+            .begin_append(
                 &id,
                 NewEntry {
                     author: Some(self.identity.user.clone()),
@@ -863,20 +888,22 @@ impl Session {
             )
             .await
             .map_err(store_error)?;
-        if !appended.duplicate {
-            metrics::histogram!("chorus_commit_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("chorus_publishes_total").increment(1);
-        }
-        // Posting means having read the channel; the marker moves in the background.
-        let (store, user, seq) = (
-            self.shared.store.clone(),
-            self.identity.user.clone(),
-            appended.entry.seq,
-        );
-        self.shared.background.spawn(async move {
-            let _ = store.mark_read(&user, &id, seq, unix_ms()).await;
-        });
-        Ok(reply::Result::Appended(appended_message(&appended)))
+        let shared = self.shared.clone();
+        let user = self.identity.user.clone();
+        Ok(Box::pin(async move {
+            let appended = ticket.durable().await.map_err(store_error)?;
+            if !appended.duplicate {
+                metrics::histogram!("chorus_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("chorus_publishes_total").increment(1);
+            }
+            // Posting means having read the channel; the marker moves in the background.
+            let (store, seq) = (shared.store.clone(), appended.entry.seq);
+            shared.background.spawn(async move {
+                let _ = store.mark_read(&user, &id, seq, unix_ms()).await;
+            });
+            Ok(reply::Result::Appended(appended_message(&appended)))
+        }))
     }
 
     /// A subscription from `Hello.resume`: failures are reported per channel in `Welcome`.

@@ -277,3 +277,36 @@ async fn retention_runs_and_recovery_says_so() {
     }
     assert_eq!(first_available, 9, "11 entries, 3 kept");
 }
+
+/// A client may send many publishes without waiting: they are sequenced in request order and
+/// each reply comes when its entry is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_keep_their_order() {
+    let node = Node::start_with(|c| c.limits.publish_burst = 1000).await;
+    let mut alice = node.connect("alice").await;
+    alice.create_group("room", ChannelKind::Group, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let id = alice
+            .send(v1::client_envelope::Request::Publish(v1::Publish {
+                channel_id: "room".into(),
+                message: Some(v1::Message {
+                    client_msg_id: format!("p{i}"),
+                    text: format!("{i}"),
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        ids.push(id);
+    }
+    let mut seqs = std::collections::HashMap::new();
+    while seqs.len() < ids.len() {
+        let (id, result) = alice.next_reply().await;
+        seqs.insert(id, appended(result).seq);
+    }
+    let ordered: Vec<u64> = ids.iter().map(|id| seqs[id]).collect();
+    assert!(
+        ordered.windows(2).all(|w| w[1] == w[0] + 1),
+        "seqs follow request order: {ordered:?}"
+    );
+}

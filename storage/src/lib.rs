@@ -40,7 +40,9 @@ mod store;
 pub use commit::CommitStats;
 pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
 pub use error::{EngineError, OpenError, StoreError};
-pub use log::{Anchor, Appended, CommitListener, LogPage, LogPosition, LogQuery, NewEntry};
+pub use log::{
+    Anchor, AppendTicket, Appended, CommitListener, LogPage, LogPosition, LogQuery, NewEntry,
+};
 pub use meta::{BanScope, ChannelInfo, ChannelPatch, NewChannel, ReadState};
 pub use records::{BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, UserRecord};
 pub use retention::RetentionReport;

@@ -391,6 +391,18 @@ impl Store {
     /// Appends an entry and returns once it is durable (or was stored before under the same
     /// idempotency key).
     pub async fn append(&self, channel: &ChannelId, new: NewEntry) -> Result<Appended, StoreError> {
+        self.begin_append(channel, new).await?.durable().await
+    }
+
+    /// The first half of an append: validates, waits for room in the writer's queue, assigns
+    /// the seq and queues the entry. Appends begun one after another by one caller get
+    /// increasing seqs, so a connection can pipeline publishes and still keep their order;
+    /// the returned ticket resolves when the entry is durable.
+    pub async fn begin_append(
+        &self,
+        channel: &ChannelId,
+        new: NewEntry,
+    ) -> Result<AppendTicket, StoreError> {
         let inner = &*self.inner;
         if let Some(key) = &new.client_msg_id
             && (key.is_empty() || key.len() > MAX_CLIENT_MSG_ID_BYTES)
@@ -403,24 +415,13 @@ impl Store {
         let permit = inner.reserve().await?;
         let author = new.author.as_ref().map_or("", UserId::as_str).to_owned();
         let idem_key = new.client_msg_id.clone().map(|k| (author.clone(), k));
-
         let step = self.queue_append(&log, channel, new, permit, author, idem_key)?;
-        let (entry, duplicate) = match step {
-            Step::Queued(rx) => (rx.await.map_err(|_| StoreError::Closed)??, false),
-            Step::Wait(rx) => (rx.await.map_err(|_| StoreError::Closed)??, true),
-            Step::Stored(seq) => {
-                let entry =
-                    inner
-                        .entry_at(&log, seq)?
-                        .ok_or_else(|| StoreError::EntryNotFound {
-                            channel: channel.to_string(),
-                            seq: seq.get(),
-                        })?;
-                (entry, true)
-            }
-            Step::Append => return Err(StoreError::Invalid("append was not queued".into())),
-        };
-        Ok(Appended { entry, duplicate })
+        Ok(AppendTicket {
+            store: self.clone(),
+            log,
+            channel: channel.clone(),
+            step,
+        })
     }
 
     /// The part of an append done under the channel lock: the idempotency check, seq
@@ -746,6 +747,43 @@ impl Store {
     /// Bytes held by all tail caches.
     pub fn tail_cache_bytes(&self) -> usize {
         self.inner.cache_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// A begun append; [`AppendTicket::durable`] waits for its outcome.
+pub struct AppendTicket {
+    store: Store,
+    log: Arc<ChannelLog>,
+    channel: ChannelId,
+    step: Step,
+}
+
+impl std::fmt::Debug for AppendTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendTicket")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppendTicket {
+    /// The stored entry, once durable.
+    pub async fn durable(self) -> Result<Appended, StoreError> {
+        let (entry, duplicate) = match self.step {
+            Step::Queued(rx) => (rx.await.map_err(|_| StoreError::Closed)??, false),
+            Step::Wait(rx) => (rx.await.map_err(|_| StoreError::Closed)??, true),
+            Step::Stored(seq) => {
+                let entry = self.store.inner.entry_at(&self.log, seq)?.ok_or_else(|| {
+                    StoreError::EntryNotFound {
+                        channel: self.channel.to_string(),
+                        seq: seq.get(),
+                    }
+                })?;
+                (entry, true)
+            }
+            Step::Append => return Err(StoreError::Invalid("append was not queued".into())),
+        };
+        Ok(Appended { entry, duplicate })
     }
 }
 

@@ -174,6 +174,20 @@ impl Client {
         }
     }
 
+    /// The next reply, whatever its request.
+    pub async fn next_reply(&mut self) -> (u64, reply::Result) {
+        loop {
+            let env = self.next_from_socket().await.expect("connection closed");
+            match env.kind {
+                Some(server_envelope::Kind::Reply(r)) => {
+                    return (r.request_id, r.result.expect("result"));
+                }
+                Some(server_envelope::Kind::Push(_)) => self.pushes.push_back(env),
+                None => {}
+            }
+        }
+    }
+
     async fn next_from_socket(&mut self) -> Option<ServerEnvelope> {
         loop {
             if let Some(env) = self.inbox.pop_front() {
