@@ -397,21 +397,7 @@ impl Session {
     }
 
     async fn append_event(&self, id: &ChannelId, body: Body) -> Result<v1::Appended, Error> {
-        let appended = self
-            .shared
-            .store
-            .append(
-                id,
-                NewEntry {
-                    author: Some(self.identity.user.clone()),
-                    time_ms: unix_ms(),
-                    body,
-                    client_msg_id: None,
-                },
-            )
-            .await
-            .map_err(store_error)?;
-        Ok(appended_message(&appended))
+        self.append_keyed(id, body, "").await
     }
 
     async fn member_event(

@@ -88,6 +88,23 @@ pub enum BanScope<'a> {
     Server,
 }
 
+/// The channel ids that end the keys of `rows`, after `prefix_len` bytes.
+fn channel_ids(
+    rows: &[crate::engine::KeyValue],
+    prefix_len: usize,
+) -> Result<Vec<ChannelId>, StoreError> {
+    rows.iter()
+        .map(|(k, _)| {
+            keys::trailing_str(k, prefix_len)
+                .and_then(|s| ChannelId::new(s).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: crate::records::hex(k),
+                    message: "key does not end in a channel id".into(),
+                })
+        })
+        .collect()
+}
+
 fn user_id(s: &str) -> Result<UserId, StoreError> {
     UserId::new(s).map_err(|e| StoreError::Corrupt {
         key: s.to_owned(),
@@ -219,16 +236,7 @@ impl Store {
         let rows = self
             .inner
             .page(&[keys::CHANNEL], after.map(keys::channel), limit)?;
-        rows.iter()
-            .map(|(k, _)| {
-                keys::trailing_str(k, 1)
-                    .and_then(|s| ChannelId::new(s).ok())
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: crate::records::hex(k),
-                        message: "bad channel key".into(),
-                    })
-            })
-            .collect()
+        channel_ids(&rows, 1)
     }
 
     /// Changes channel metadata.
@@ -393,16 +401,7 @@ impl Store {
         let rows = self
             .inner
             .page(&prefix, after.map(|a| keys::user_channel(user, a)), limit)?;
-        rows.iter()
-            .map(|(k, _)| {
-                keys::trailing_str(k, plen)
-                    .and_then(|s| ChannelId::new(s).ok())
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: crate::records::hex(k),
-                        message: "bad user-channel key".into(),
-                    })
-            })
-            .collect()
+        channel_ids(&rows, plen)
     }
 
     /// Moves the user's read marker forward to `seq` (clamped to the head) and returns the read
