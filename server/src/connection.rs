@@ -28,6 +28,10 @@ use crate::clock::unix_ms;
 use crate::outbound::{Batch, Close, Outbound};
 use crate::session::{PendingReply, Session, Shared};
 
+/// Frames one client WebSocket message may carry: batching is for a few requests at a time,
+/// and a message of tiny frames must not cost unbounded bookkeeping.
+const MAX_FRAMES_PER_MESSAGE: usize = 256;
+
 /// Bytes per WebSocket message the writer sends at most (many frames each).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
@@ -48,6 +52,34 @@ fn close(code: CloseCode, reason: impl Into<String>) -> Close {
         reason: reason.into(),
         reconnect_after_ms: 0,
     }
+}
+
+/// Echoes the `chorus.v1` subprotocol when the client offers it (browsers refuse a connection
+/// whose offered subprotocol is not echoed); clients that offer none are served as well.
+#[allow(clippy::result_large_err)] // The signature is tungstenite's callback type.
+fn offer_subprotocol(
+    request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    mut response: tokio_tungstenite::tungstenite::handshake::server::Response,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::server::Response,
+    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+> {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == chorus_protocol::limits::WEBSOCKET_SUBPROTOCOL);
+    if offered {
+        response.headers_mut().insert(
+            "sec-websocket-protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
+                chorus_protocol::limits::WEBSOCKET_SUBPROTOCOL,
+            ),
+        );
+    }
+    Ok(response)
 }
 
 /// Where a connection's frames come from: WebSocket messages or a QUIC stream.
@@ -74,7 +106,11 @@ where
     let max_frame = limits.max_frame_bytes as usize;
     let accepted = tokio::time::timeout(
         handshake_deadline,
-        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(max_frame))),
+        tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            offer_subprotocol,
+            Some(ws_config(max_frame)),
+        ),
     )
     .await;
     let ws = match accepted {
@@ -120,7 +156,8 @@ pub async fn run_connection<Src, Snk>(
     let limits = shared.config.limits.clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
-    let writer = tokio::spawn(write_loop(sink, outbound.clone(), transport));
+    let write_timeout = Duration::from_millis(u64::from(limits.idle_timeout_ms));
+    let writer = tokio::spawn(write_loop(sink, outbound.clone(), transport, write_timeout));
     let (mut session, leftover) =
         match handshake(&shared, &mut source, &outbound, handshake_deadline).await {
             Ok(started) => started,
@@ -201,10 +238,17 @@ where
         let Some(message) = next_binary(&mut self.source).await? else {
             return Ok(None);
         };
-        split_frames(message, self.max_frame)
+        let frames = split_frames(message, self.max_frame)
+            .take(MAX_FRAMES_PER_MESSAGE + 1)
             .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-            .map_err(|e| protocol_error(&e))
+            .map_err(|e| protocol_error(&e))?;
+        if frames.len() > MAX_FRAMES_PER_MESSAGE {
+            return Err(close(
+                CloseCode::ProtocolError,
+                "too many frames in one message",
+            ));
+        }
+        Ok(Some(frames))
     }
 }
 
@@ -304,30 +348,8 @@ async fn handshake<Src: FrameSource>(
     };
     let store = &shared.store;
     let now = unix_ms();
-    match store.ban_of(chorus_storage::BanScope::Server, &identity.user, now) {
-        Ok(Some(_)) => {
-            metrics::counter!("chorus_auth_failures_total", "reason" => "banned").increment(1);
-            return Err(refuse(ErrorCode::Forbidden, "banned", CloseCode::Banned));
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "ban lookup failed");
-            return Err(refuse(
-                ErrorCode::Unavailable,
-                "storage unavailable",
-                CloseCode::InternalError,
-            ));
-        }
-    }
-    if let Ok(Some(user)) = store.user(&identity.user)
-        && identity.issued_at_ms < user.tokens_valid_after_ms
-    {
-        metrics::counter!("chorus_auth_failures_total", "reason" => "revoked").increment(1);
-        return Err(refuse(
-            ErrorCode::Unauthenticated,
-            "token revoked",
-            CloseCode::AuthInvalid,
-        ));
+    if let Err((code, message, close_code)) = admissible(shared, &identity) {
+        return Err(refuse(code, message, close_code));
     }
     let key = shared.next_key();
     let max_per_user = shared.config.limits.max_connections_per_user as usize;
@@ -340,6 +362,15 @@ async fn handshake<Src: FrameSource>(
             "too many connections for this user",
             CloseCode::TooManyConnections,
         ));
+    }
+    if shared.draining.load(std::sync::atomic::Ordering::Acquire) {
+        // Shutdown began after this connection was accepted: it missed the broadcast close.
+        shared.hub.remove_session(key, Vec::new());
+        return Err(Close {
+            code: CloseCode::GoingAway,
+            reason: "node shutting down".into(),
+            reconnect_after_ms: 1_000,
+        });
     }
     // Best effort: a failure to record last-seen must not refuse the session.
     let _ = store
@@ -394,6 +425,46 @@ impl Session {
         self.reply(request_id, reply::Result::Welcome(welcome));
         for plan in plans {
             self.replay(plan).await;
+        }
+    }
+}
+
+/// Whether a verified identity may hold a session: not banned from the server, token not
+/// revoked. Fails closed when the store cannot tell. Used at the handshake and on refresh.
+pub(crate) fn admissible(
+    shared: &Shared,
+    identity: &crate::auth::Identity,
+) -> Result<(), (ErrorCode, &'static str, CloseCode)> {
+    let store = &shared.store;
+    let unavailable = (
+        ErrorCode::Unavailable,
+        "storage unavailable",
+        CloseCode::InternalError,
+    );
+    match store.ban_of(chorus_storage::BanScope::Server, &identity.user, unix_ms()) {
+        Ok(Some(_)) => {
+            metrics::counter!("chorus_auth_failures_total", "reason" => "banned").increment(1);
+            return Err((ErrorCode::Forbidden, "banned", CloseCode::Banned));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "ban lookup failed");
+            return Err(unavailable);
+        }
+    }
+    match store.user(&identity.user) {
+        Ok(Some(user)) if identity.issued_at_ms < user.tokens_valid_after_ms => {
+            metrics::counter!("chorus_auth_failures_total", "reason" => "revoked").increment(1);
+            Err((
+                ErrorCode::Unauthenticated,
+                "token revoked",
+                CloseCode::AuthInvalid,
+            ))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "user lookup failed");
+            Err(unavailable)
         }
     }
 }
@@ -492,8 +563,10 @@ async fn read_loop<Src: FrameSource>(
         if session.outbound.is_closing() {
             return None;
         }
-        let expires_in =
-            Duration::from_millis(session.identity.expires_at_ms.saturating_sub(unix_ms()));
+        // The same clock-skew leeway as at verification, so that a token accepted within it is
+        // not closed at once.
+        let deadline = session.identity.expires_at_ms + crate::auth::LEEWAY_SECS * 1000;
+        let expires_in = Duration::from_millis(deadline.saturating_sub(unix_ms()));
         let frames = tokio::select! {
             Some((id, result)) = in_flight.replies.next(), if !in_flight.replies.is_empty() => {
                 session.reply(id, result);
@@ -502,7 +575,11 @@ async fn read_loop<Src: FrameSource>(
             m = source.next_frames() => m,
             _ = tokio::time::sleep(idle) => return Some(close(CloseCode::IdleTimeout, "no traffic within the idle timeout")),
             _ = tokio::time::sleep(expires_in) => return Some(close(CloseCode::AuthExpired, "token expired")),
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Some(Close {
+                code: CloseCode::GoingAway,
+                reason: "node shutting down".into(),
+                reconnect_after_ms: 1_000,
+            }),
             _ = session.outbound.wait_closed() => return None,
         };
         match frames {
@@ -524,15 +601,26 @@ async fn write_loop<Snk: FrameSink>(
     mut sink: Snk,
     outbound: Arc<Outbound>,
     transport: &'static str,
+    write_timeout: Duration,
 ) {
     let bytes_out = metrics::counter!("chorus_bytes_out_total", "transport" => transport);
     loop {
         match outbound.next(MAX_BATCH_BYTES).await {
             Batch::Frames(bytes) => {
                 bytes_out.increment(bytes.len() as u64);
-                if sink.send(bytes).await.is_err() {
-                    outbound.close(close(CloseCode::Normal, "write failed"));
-                    return;
+                // A peer that stops reading but keeps its socket open must not hold the
+                // connection forever: a write that cannot finish in the idle timeout ends it.
+                match tokio::time::timeout(write_timeout, sink.send(bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(())) => {
+                        outbound.close(close(CloseCode::Normal, "write failed"));
+                        return;
+                    }
+                    Err(_) => {
+                        metrics::counter!("chorus_slow_consumer_closes_total").increment(1);
+                        outbound.close(close(CloseCode::SlowConsumer, "write timed out"));
+                        return;
+                    }
                 }
             }
             Batch::Close(c) => {
@@ -542,7 +630,7 @@ async fn write_loop<Snk: FrameSink>(
                 let mut disconnect = c.code.disconnect(c.reason.clone());
                 disconnect.reconnect_after_ms = c.reconnect_after_ms;
                 let frame = encode_frame_to_bytes(&ServerEnvelope::disconnect(disconnect));
-                sink.close(&c, frame).await;
+                let _ = tokio::time::timeout(write_timeout, sink.close(&c, frame)).await;
                 return;
             }
         }

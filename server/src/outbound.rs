@@ -83,6 +83,7 @@ impl Outbound {
             });
             drop(state);
             self.ready.notify_one();
+            self.drained.notify_waiters();
             self.closed.notify_waiters();
             return false;
         }

@@ -78,6 +78,12 @@ pub async fn accept_loop(
         };
         let Some(incoming) = incoming else { return };
         let peer = incoming.remote_address();
+        if !incoming.remote_address_validated() {
+            // A retry token proves the address before it costs the address's budget (spoofed
+            // Initial packets would otherwise use up another host's admission).
+            let _ = incoming.retry();
+            continue;
+        }
         let Some(admission) = crate::server::admit(&shared, peer.ip()) else {
             incoming.refuse();
             continue;

@@ -23,6 +23,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket has refilled to its burst by `now`.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token, or says how long until one is available (ms).
     pub fn take(&mut self, now: Instant) -> Result<(), u32> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -143,6 +143,7 @@ impl Server {
         }
         server.tracker.spawn(retention_loop(
             server.shared.store.clone(),
+            Arc::downgrade(&server.shared),
             server.shared.config.retention_interval,
             server.stop_accepting.clone(),
         ));
@@ -233,12 +234,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Applies retention policies periodically, until `stop`.
-async fn retention_loop(store: Store, interval: Duration, stop: CancellationToken) {
+/// Applies retention policies, and forgets idle per-address admission entries, periodically,
+/// until `stop`.
+async fn retention_loop(
+    store: Store,
+    shared: std::sync::Weak<Shared>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
+        }
+        if let Some(shared) = shared.upgrade() {
+            sweep_per_ip(&shared);
         }
         match store.run_retention(crate::clock::unix_ms()).await {
             Ok(report) if report.entries_removed > 0 => {
@@ -262,13 +272,20 @@ pub(crate) struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        // The entry stays (with its handshake budget) until the sweep finds it idle and full.
         if let Some(mut n) = self.shared.per_ip.get_mut(&self.ip) {
             n.connections = n.connections.saturating_sub(1);
         }
-        self.shared
-            .per_ip
-            .remove_if(&self.ip, |_, n| n.connections == 0);
     }
+}
+
+/// Forgets addresses with no connection whose handshake budget has refilled, so the map stays
+/// as small as the set of recently active addresses.
+fn sweep_per_ip(shared: &Shared) {
+    let now = std::time::Instant::now();
+    shared
+        .per_ip
+        .retain(|_, n| n.connections > 0 || !n.handshakes.is_full(now));
 }
 
 /// Admission control before any work: connections per source address and new connections per

@@ -132,6 +132,16 @@ pub type PendingReply =
 type Durable =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<reply::Result, Error>> + Send>>;
 
+/// What a replay does after finding no more entries.
+enum ReplayStep {
+    /// Switched to live, or the subscription ended elsewhere.
+    Stop,
+    /// Read again.
+    Again,
+    /// End the subscription with this reason.
+    End(Error),
+}
+
 /// What a subscribe decided; the replay runs after its reply is queued.
 pub struct ReplayPlan {
     channel: ChannelId,
@@ -172,6 +182,12 @@ impl Session {
             outbound,
             subscriptions: HashMap::new(),
         }
+    }
+
+    /// The largest reply body sent: under both the frame limit and half the outbound budget,
+    /// so that one reply can never close its own connection as a slow consumer.
+    fn max_reply_bytes(&self) -> usize {
+        MAX_REPLY_BYTES.min(self.shared.config.limits.max_outbound_queue_bytes as usize / 2)
     }
 
     /// Channels this session is subscribed to.
@@ -252,13 +268,16 @@ impl Session {
             Request::Publish(_) => Err(err(ErrorCode::Internal, "publish is dispatched by handle")),
             Request::Unsubscribe(u) => {
                 let id = channel_id("channel_id", &u.channel_id)?;
-                let was_live = self.subscriptions.remove(&id).is_some_and(|s| {
+                let removed = self.subscriptions.remove(&id);
+                if removed.is_some() {
+                    metrics::gauge!("chorus_subscriptions").decrement(1.0);
+                }
+                let was_live = removed.is_some_and(|s| {
                     *s.state.lock().unwrap_or_else(|p| p.into_inner()) != SubState::Ended
                 });
                 if !was_live {
                     return Err(err(ErrorCode::NotFound, "not subscribed"));
                 }
-                metrics::gauge!("chorus_subscriptions").decrement(1.0);
                 self.shared.hub.unsubscribe(&id, self.key);
                 Ok(reply::Result::Done(v1::Done {}))
             }
@@ -328,6 +347,8 @@ impl Session {
         if identity.user != self.identity.user {
             return Err(err(ErrorCode::Forbidden, "the token names another user"));
         }
+        crate::connection::admissible(&self.shared, &identity)
+            .map_err(|(code, message, _)| err(code, message))?;
         let expires = identity.expires_at_ms;
         self.identity = identity;
         Ok(reply::Result::TokenRefreshed(v1::TokenRefreshed {
@@ -545,13 +566,22 @@ impl Session {
             }
         }
         let mut channels = Vec::with_capacity(ids.len());
+        let mut bytes = 0;
+        let mut cut_after: Option<&ChannelId> = None;
         for id in &ids {
             if let Some(info) = store.channel(id).map_err(store_error)? {
-                channels.push(self.summary(&info)?);
+                let summary = self.summary(&info)?;
+                bytes += summary.encoded_len() + 8;
+                if bytes > self.max_reply_bytes() && !channels.is_empty() {
+                    break;
+                }
+                channels.push(summary);
+                cut_after = Some(id);
             }
         }
-        let next_cursor = if ids.len() >= limit && !l.include_public {
-            ids.last().map(ToString::to_string).unwrap_or_default()
+        let full_page = ids.len() >= limit || channels.len() < ids.len();
+        let next_cursor = if full_page && !l.include_public {
+            cut_after.map(ToString::to_string).unwrap_or_default()
         } else {
             String::new()
         };
@@ -577,7 +607,7 @@ impl Session {
         if self
             .shared
             .store
-            .put_member(&id, &me, Role::Member, unix_ms())
+            .add_member(&id, &me, Role::Member, unix_ms())
             .await
             .map_err(store_error)?
         {
@@ -665,7 +695,7 @@ impl Session {
             if self
                 .shared
                 .store
-                .put_member(&id, &user, Role::Member, unix_ms())
+                .add_member(&id, &user, Role::Member, unix_ms())
                 .await
                 .map_err(store_error)?
             {
@@ -686,6 +716,10 @@ impl Session {
             ));
         }
         let user = user_id("user_id", &r.user_id)?;
+        if user == self.identity.user {
+            // Leaving has its own rules (the last owner stays).
+            return Err(invalid("user_id", "use LeaveChannel to leave a channel"));
+        }
         let theirs = self
             .shared
             .store
@@ -979,7 +1013,22 @@ impl Session {
                     return;
                 }
             };
+            // Retention removed entries this replay had not sent yet: say so, never skip them.
+            if page.position.first_available.get() > cursor.get() + 1 {
+                self.end_subscription(
+                    &plan.channel,
+                    err(
+                        ErrorCode::NotFound,
+                        "entries after the cursor expired during the replay; resubscribe",
+                    ),
+                );
+                return;
+            }
             for entry in &page.entries {
+                if *plan.sub.state.lock().unwrap_or_else(|p| p.into_inner()) == SubState::Ended {
+                    // The user left or was removed meanwhile; the hub has said so.
+                    return;
+                }
                 let frame = encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::Event(
                     entry.event.clone(),
                 )));
@@ -991,18 +1040,35 @@ impl Session {
             if page.entries.is_empty() {
                 // Under the subscription's lock: an entry committed after this head check is
                 // delivered live; one committed before it is read by the next loop turn.
-                let mut state = plan.sub.state.lock().unwrap_or_else(|p| p.into_inner());
-                match store.position(&plan.channel) {
-                    Ok(position) if position.head <= cursor => {
-                        *state = SubState::Live { last: cursor };
+                let next = {
+                    let mut state = plan.sub.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if *state == SubState::Ended {
+                        ReplayStep::Stop
+                    } else {
+                        match store.position(&plan.channel) {
+                            Ok(position) if position.head <= cursor => {
+                                *state = SubState::Live { last: cursor };
+                                ReplayStep::Stop
+                            }
+                            Ok(position) if position.first_available.get() > cursor.get() + 1 => {
+                                ReplayStep::End(err(
+                                    ErrorCode::NotFound,
+                                    "entries after the cursor expired during the replay; resubscribe",
+                                ))
+                            }
+                            // Entries committed since the read: read again (they are readable).
+                            Ok(_) => ReplayStep::Again,
+                            Err(e) => ReplayStep::End(store_error(e)),
+                        }
+                    }
+                };
+                match next {
+                    ReplayStep::Stop => return,
+                    ReplayStep::End(e) => {
+                        self.end_subscription(&plan.channel, e);
                         return;
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        drop(state);
-                        self.end_subscription(&plan.channel, store_error(e));
-                        return;
-                    }
+                    ReplayStep::Again => tokio::task::yield_now().await,
                 }
             }
         }
@@ -1055,7 +1121,7 @@ impl Session {
         let mut cut = false;
         for e in &page.entries {
             bytes += e.event.encoded_len() + 8;
-            if bytes > MAX_REPLY_BYTES {
+            if bytes > self.max_reply_bytes() {
                 cut = true;
                 break;
             }
@@ -1269,7 +1335,7 @@ impl Session {
 
     fn typing(&mut self, t: v1::Typing) -> Result<reply::Result, Error> {
         let id = channel_id("channel_id", &t.channel_id)?;
-        self.readable(&id)?;
+        self.require_role(&id, Role::Member)?;
         if let Err(wait) = self.ephemeral.take(Instant::now()) {
             metrics::counter!("chorus_rate_limited_total", "kind" => "typing").increment(1);
             return Err(

@@ -537,3 +537,70 @@ async fn edits_deletes_and_channel_changes_are_logged() {
         ErrorCode::Forbidden
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_existing_member_changes_nothing() {
+    let node = Node::start().await;
+    let mut owner = node.connect("owner").await;
+    owner
+        .create_group("room", ChannelKind::Group, &["moderator"])
+        .await;
+    let promote = Request::SetMemberRole(v1::SetMemberRole {
+        channel_id: "room".into(),
+        user_id: "moderator".into(),
+        role: Role::Moderator as i32,
+    });
+    assert!(matches!(
+        owner.request(promote).await,
+        v1::reply::Result::Done(_)
+    ));
+    let mut moderator = node.connect("moderator").await;
+    // "Adding" the owner must not demote them.
+    let add = Request::AddMembers(v1::AddMembers {
+        channel_id: "room".into(),
+        user_ids: vec!["owner".into()],
+    });
+    assert!(matches!(
+        moderator.request(add).await,
+        v1::reply::Result::Done(_)
+    ));
+    let members = match owner
+        .request(Request::ListMembers(v1::ListMembers {
+            channel_id: "room".into(),
+            ..Default::default()
+        }))
+        .await
+    {
+        v1::reply::Result::MemberList(m) => m.members,
+        other => panic!("{other:?}"),
+    };
+    let role = |u: &str| members.iter().find(|m| m.user_id == u).map(|m| m.role);
+    assert_eq!(role("owner"), Some(Role::Owner as i32));
+    assert_eq!(role("moderator"), Some(Role::Moderator as i32));
+    // Removing oneself goes through LeaveChannel.
+    let r = owner
+        .request(Request::RemoveMember(v1::RemoveMember {
+            channel_id: "room".into(),
+            user_id: "owner".into(),
+        }))
+        .await;
+    assert_eq!(error_code(&r), ErrorCode::Invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_too_many_frames_is_a_protocol_error() {
+    let node = Node::start().await;
+    let mut c = node.connect("alice").await;
+    let mut buf = bytes::BytesMut::new();
+    for i in 0..300u64 {
+        chorus_protocol::codec::encode_frame(
+            &v1::ClientEnvelope::new(100 + i, Request::Ping(v1::Ping::default())),
+            &mut buf,
+        );
+    }
+    c.send_raw(buf.to_vec()).await;
+    assert_eq!(
+        c.until_closed().await.map(|d| d.code),
+        Some(CloseCode::ProtocolError as i32)
+    );
+}

@@ -20,6 +20,7 @@ enum Action {
     SetRole,
     Update,
     Archive,
+    Typing,
 }
 
 fn request(action: Action, channel: &str) -> Request {
@@ -68,6 +69,11 @@ fn request(action: Action, channel: &str) -> Request {
             channel_id: ch,
             archived: true,
         }),
+        Action::Typing => Request::Typing(v1::Typing {
+            channel_id: ch,
+            typing: true,
+            thread_parent_seq: 0,
+        }),
     }
 }
 
@@ -90,7 +96,7 @@ fn expected(kind: ChannelKind, action: Action) -> [Option<ErrorCode>; 4] {
     let outsider_manage = if group { Some(N) } else { Some(F) };
     match action {
         Action::History | Action::ListMembers | Action::Subscribe => [OK, OK, OK, hidden],
-        Action::Publish => [OK, OK, OK, if group { Some(N) } else { Some(F) }],
+        Action::Publish | Action::Typing => [OK, OK, OK, if group { Some(N) } else { Some(F) }],
         Action::Join if group => [Some(F), Some(F), Some(F), Some(N)],
         Action::Join => [OK, OK, OK, OK],
         Action::AddMember | Action::RemoveMember => [OK, OK, Some(F), outsider_manage],
@@ -119,6 +125,7 @@ async fn the_permission_matrix() {
         Action::SetRole,
         Action::Update,
         Action::Archive,
+        Action::Typing,
     ];
     let mut failures = Vec::new();
     let mut n = 0;

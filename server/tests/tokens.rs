@@ -78,18 +78,23 @@ async fn ed25519_and_rs256_keys_verify_their_own_algorithm_only() {
 async fn an_expiring_token_closes_the_session_unless_refreshed() {
     let node = Node::start().await;
     let hs = EncodingKey::from_secret(common::SECRET);
-    // Expires in a second: the session is closed with AUTH_EXPIRED.
+    // Expired 29 s ago: inside the 30 s clock-skew leeway, so accepted, and closed with
+    // AUTH_EXPIRED when the leeway runs out about a second later.
+    let leeway = chorus_server::auth::LEEWAY_SECS;
     let mut short = Client::connect(
         node.addr(),
-        &sign(Algorithm::HS256, &hs, "alice", now() + 1),
+        &sign(Algorithm::HS256, &hs, "alice", now() + 1 - leeway),
     )
     .await;
     let d = short.until_closed().await.expect("a Disconnect push");
     assert_eq!(d.code, CloseCode::AuthExpired as i32);
 
     // Refreshed in time: the session outlives the first token.
-    let mut refreshed =
-        Client::connect(node.addr(), &sign(Algorithm::HS256, &hs, "bob", now() + 1)).await;
+    let mut refreshed = Client::connect(
+        node.addr(),
+        &sign(Algorithm::HS256, &hs, "bob", now() + 1 - leeway),
+    )
+    .await;
     let r = refreshed
         .request(Request::RefreshToken(v1::RefreshToken {
             token: sign(Algorithm::HS256, &hs, "bob", now() + 3600),

@@ -282,6 +282,29 @@ impl Store {
         role: Role,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
+        self.write_member(channel, user, role, now_ms, true).await
+    }
+
+    /// Adds a member with `role` unless the user already is one (whose role then stays).
+    /// Returns whether the user is new.
+    pub async fn add_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        role: Role,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write_member(channel, user, role, now_ms, false).await
+    }
+
+    async fn write_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        role: Role,
+        now_ms: u64,
+        overwrite: bool,
+    ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
         let _g = inner.stripe(channel).lock().await;
         let ckey = keys::channel(channel);
@@ -291,6 +314,9 @@ impl Store {
         let mkey = keys::member(channel, user);
         let existing: Option<MemberRecord> = inner.record(&mkey)?;
         let added = existing.is_none();
+        if !added && !overwrite {
+            return Ok(false);
+        }
         let member = match existing {
             Some(mut m) => {
                 m.role = role as i32;
