@@ -43,15 +43,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    fn deliver(&self, seq: Seq, frame: &Bytes) {
+    /// Pushes the event if the subscription is live and has not had it; says whether it did.
+    fn deliver(&self, seq: Seq, frame: &Bytes) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let SubState::Live { last } = *state
             && seq > last
         {
             *state = SubState::Live { last: seq };
             drop(state);
-            self.outbound.push(frame.clone());
+            return self.outbound.push(frame.clone());
         }
+        false
     }
 }
 
@@ -181,12 +183,13 @@ impl CommitListener for Hub {
         let frame = encode_frame_to_bytes(&ServerEnvelope::push(push::Push::Event(
             entry.event.clone(),
         )));
-        for sub in subs.values() {
-            sub.deliver(entry.seq, &frame);
-        }
+        let delivered = subs
+            .values()
+            .filter(|sub| sub.deliver(entry.seq, &frame))
+            .count() as u64;
         self.deliveries
-            .fetch_add(subs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("chorus_deliveries_total").increment(subs.len() as u64);
+            .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("chorus_deliveries_total").increment(delivered);
         let age_ms = crate::clock::unix_ms().saturating_sub(entry.event.server_time_ms);
         metrics::histogram!("chorus_publish_to_delivery_seconds").record(age_ms as f64 / 1000.0);
         // A member who left or was removed sees that event, then nothing more.

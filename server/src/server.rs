@@ -248,7 +248,7 @@ async fn retention_loop(
             _ = stop.cancelled() => return,
         }
         if let Some(shared) = shared.upgrade() {
-            sweep_per_ip(&shared);
+            sweep_idle_budgets(&shared);
         }
         match store.run_retention(crate::clock::unix_ms()).await {
             Ok(report) if report.entries_removed > 0 => {
@@ -279,13 +279,19 @@ impl Drop for Admission {
     }
 }
 
-/// Forgets addresses with no connection whose handshake budget has refilled, so the map stays
-/// as small as the set of recently active addresses.
-fn sweep_per_ip(shared: &Shared) {
+/// Forgets addresses with no connection whose handshake budget has refilled, and users whose
+/// publish budget has refilled, so both maps stay as small as the set of recently active ones.
+fn sweep_idle_budgets(shared: &Shared) {
     let now = std::time::Instant::now();
     shared
         .per_ip
         .retain(|_, n| n.connections > 0 || !n.handshakes.is_full(now));
+    shared.publish_buckets.retain(|_, bucket| {
+        !bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_full(now)
+    });
 }
 
 /// Admission control before any work: connections per source address and new connections per
