@@ -288,7 +288,7 @@ fn sweep_idle_budgets(shared: &Shared) {
         .retain(|_, n| n.connections > 0 || !n.handshakes.is_full(now));
     shared.publish_buckets.retain(|_, bucket| {
         !bucket
-            .lock()
+            .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .is_full(now)
     });
