@@ -20,6 +20,26 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A data directory, a token secret and a config file for a plain-WebSocket node on a free
+/// loopback port.
+fn node_files() -> (tempfile::TempDir, std::path::PathBuf, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, common::SECRET).unwrap();
+    let port = free_port();
+    let config = dir.path().join("chorusd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nws_listen = \"127.0.0.1:{port}\"\nws_plain = true\nhttp_disabled = true\ntoken_secret_file = {:?}\n",
+            dir.path().join("data"),
+            secret
+        ),
+    )
+    .unwrap();
+    (dir, config, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
 fn spawn(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_chorusd"))
         .arg("--config")
@@ -44,21 +64,7 @@ async fn connect(addr: std::net::SocketAddr, user: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, common::SECRET).unwrap();
-    let port = free_port();
-    let config = dir.path().join("chorusd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nws_listen = \"127.0.0.1:{port}\"\nws_plain = true\nhttp_disabled = true\ntoken_secret_file = {:?}\n",
-            dir.path().join("data"),
-            secret
-        ),
-    )
-    .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_dir, config, addr) = node_files();
 
     let mut node = spawn(&config);
     let mut alice = connect(addr, "alice").await;
@@ -110,21 +116,7 @@ async fn acknowledged_messages_survive_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, common::SECRET).unwrap();
-    let port = free_port();
-    let config = dir.path().join("chorusd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\nws_listen = \"127.0.0.1:{port}\"\nws_plain = true\nhttp_disabled = true\ntoken_secret_file = {:?}\n",
-            dir.path().join("data"),
-            secret
-        ),
-    )
-    .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_dir, config, addr) = node_files();
     let mut node = spawn(&config);
     let mut alice = connect(addr, "alice").await;
     let status = Command::new("kill")

@@ -247,10 +247,7 @@ impl Store {
     ) -> Result<ChannelInfo, StoreError> {
         let inner = &*self.inner;
         let _g = inner.stripe(id).lock().await;
-        let key = keys::channel(id);
-        let mut record: ChannelRecord = inner
-            .record(&key)?
-            .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))?;
+        let (key, mut record) = inner.channel_record(id)?;
         if let Some(name) = patch.name {
             record.name = name;
         }
@@ -307,10 +304,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
         let _g = inner.stripe(channel).lock().await;
-        let ckey = keys::channel(channel);
-        let mut record: ChannelRecord = inner
-            .record(&ckey)?
-            .ok_or_else(|| StoreError::ChannelNotFound(channel.to_string()))?;
+        let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
         let existing: Option<MemberRecord> = inner.record(&mkey)?;
         let added = existing.is_none();
@@ -346,10 +340,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
         let _g = inner.stripe(channel).lock().await;
-        let ckey = keys::channel(channel);
-        let mut record: ChannelRecord = inner
-            .record(&ckey)?
-            .ok_or_else(|| StoreError::ChannelNotFound(channel.to_string()))?;
+        let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
         if inner.engine.get(&mkey)?.is_none() {
             return Ok(false);
@@ -595,10 +586,7 @@ impl Store {
         epoch: Option<Epoch>,
     ) -> Result<u64, StoreError> {
         let inner = &*self.inner;
-        let ckey = keys::channel(channel);
-        let mut record: ChannelRecord = inner
-            .record(&ckey)?
-            .ok_or_else(|| StoreError::ChannelNotFound(channel.to_string()))?;
+        let (ckey, mut record) = inner.channel_record(channel)?;
         record.first_available_seq = cut.get();
         record.removed_ordinal = removed_ordinal;
         if let Some(e) = epoch {

@@ -275,6 +275,18 @@ impl Inner {
         )?)
     }
 
+    /// A channel's key and record; `ChannelNotFound` when it does not exist.
+    pub(crate) fn channel_record(
+        &self,
+        id: &ChannelId,
+    ) -> Result<(Vec<u8>, crate::records::ChannelRecord), StoreError> {
+        let key = crate::keys::channel(id);
+        let record = self
+            .record(&key)?
+            .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))?;
+        Ok((key, record))
+    }
+
     /// Reads and decodes a record.
     pub(crate) fn record<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StoreError> {
         match self.engine.get(key)? {
