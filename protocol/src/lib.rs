@@ -14,6 +14,10 @@
 //! - [`ids`]: newtype ids (`ChannelId`, `UserId`, `Seq`, ...) and their validation.
 //! - [`limits`]: the protocol version and the default limits a server announces in `Welcome`.
 //! - [`codes`]: what each error code and close code means for a client, including reconnect advice.
+//! - [`resume`]: the client's per-channel cursors: exactly-once, in-order delivery across
+//!   reconnects, and the `Hello.resume` data.
+//! - [`backoff`]: reconnect timing (exponential backoff with full jitter) and the plan a close
+//!   code calls for.
 //!
 //! # Example
 //! ```
@@ -31,11 +35,13 @@
 //! # Ok::<(), chorus_protocol::DecodeError>(())
 //! ```
 
+pub mod backoff;
 pub mod codec;
 pub mod codes;
 pub mod envelope;
 pub mod ids;
 pub mod limits;
+pub mod resume;
 
 pub use codec::DecodeError;
 
