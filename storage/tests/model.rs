@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chorus_protocol::ids::Seq;
 use chorus_protocol::v1::{Message, Tombstone, channel_event::Body};
-use chorus_storage::{Anchor, ChannelPatch, LogQuery, NewEntry, RetentionPolicy};
+use chorus_storage::{Anchor, LogQuery, NewEntry};
 use common::{Kind, cid, create, uid};
 use proptest::prelude::*;
 
@@ -305,19 +305,7 @@ async fn run(kind: Kind, ops: Vec<Op>) {
             }
             Op::Retain { ch, keep } => {
                 let c = cid(&format!("ch{ch}"));
-                t.store
-                    .update_channel(
-                        &c,
-                        ChannelPatch {
-                            retention: Some(RetentionPolicy {
-                                max_age_ms: 0,
-                                max_entries: keep,
-                            }),
-                            ..ChannelPatch::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
+                common::keep_newest(&t.store, &c, keep).await;
                 let removed = t.store.retain_channel(&c, 0).await.unwrap();
                 let m = &mut model[ch];
                 let mut expected = 0;

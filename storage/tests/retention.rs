@@ -7,7 +7,7 @@ mod common;
 use chorus_protocol::ids::Seq;
 use chorus_protocol::v1::Message;
 use chorus_protocol::v1::channel_event::Body;
-use chorus_storage::{Anchor, ChannelPatch, LogQuery, NewEntry, RetentionPolicy};
+use chorus_storage::{Anchor, LogQuery, NewEntry, RetentionPolicy};
 use common::{Kind, cid, create, entry, open, uid};
 
 fn latest(limit: usize) -> LogQuery {
@@ -35,19 +35,7 @@ async fn keeps_the_newest_entries(kind: Kind) {
         };
         t.store.append(&c, new).await.unwrap();
     }
-    t.store
-        .update_channel(
-            &c,
-            ChannelPatch {
-                retention: Some(RetentionPolicy {
-                    max_age_ms: 0,
-                    max_entries: 4,
-                }),
-                ..ChannelPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    common::keep_newest(&t.store, &c, 4).await;
     let report = t.store.run_retention(2_000).await.unwrap();
     assert_eq!((report.channels, report.entries_removed), (1, 6));
     let pos = t.store.position(&c).unwrap();
@@ -156,19 +144,7 @@ async fn retention_survives_reopen() {
         t.store.append(&c, entry("alice", "x", None)).await.unwrap();
     }
     t.store.retain_channel(&c, 0).await.unwrap();
-    t.store
-        .update_channel(
-            &c,
-            ChannelPatch {
-                retention: Some(RetentionPolicy {
-                    max_age_ms: 0,
-                    max_entries: 2,
-                }),
-                ..ChannelPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    common::keep_newest(&t.store, &c, 2).await;
     t.store.retain_channel(&c, 0).await.unwrap();
     t.reopen();
     let pos = t.store.position(&c).unwrap();

@@ -121,6 +121,23 @@ pub async fn create(store: &Store, id: &str, owner: &str, members: &[&str]) {
         .expect("channel created");
 }
 
+/// Sets a channel's retention to keeping its newest `n` entries.
+pub async fn keep_newest(store: &Store, channel: &ChannelId, n: u64) {
+    store
+        .update_channel(
+            channel,
+            chorus_storage::ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: n,
+                }),
+                ..chorus_storage::ChannelPatch::default()
+            },
+        )
+        .await
+        .expect("retention set");
+}
+
 /// Generates one `#[tokio::test]` per engine calling `$body(kind)`.
 #[macro_export]
 macro_rules! on_every_engine {
