@@ -78,6 +78,11 @@ impl ResumeTracker {
         self.cursors.get(channel).copied()
     }
 
+    /// The tracked (subscribed) channels.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelId> {
+        self.cursors.keys()
+    }
+
     /// The `Subscribe` request for a channel: with its cursor when one is known.
     pub fn subscribe_request(&self, channel: &ChannelId) -> Subscribe {
         Subscribe {
