@@ -1,0 +1,97 @@
+//! The SDK over each transport and trust mode: `wss://` and `quic://` with a CA file or a
+//! pinned certificate, and a wrong pin refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chorus_client::{Client, ClientConfig, Error, TlsTrust};
+use common::{Node, channel, next_entry, text, token};
+
+async fn tls_client(url: &str, user: &str, trust: TlsTrust) -> Result<(Client, chorus_client::Events), Error> {
+    Client::connect(ClientConfig::new(url, token(user))?.trust(trust)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tls_and_quic_carry_the_same_session_protocol() {
+    let (node, cert) = Node::start_tls().await;
+    let ws_port = node.server.ws_addr().port();
+    let quic_port = node.server.quic_addr().unwrap().port();
+
+    // wss with the certificate as a CA (the name "localhost" is checked).
+    let (alice, _a) = tls_client(
+        &format!("wss://localhost:{ws_port}/"),
+        "alice",
+        TlsTrust::CaFile(cert.clone()),
+    )
+    .await
+    .unwrap();
+    // QUIC with the certificate pinned, by IP address (no name check with a pin).
+    let (bob, mut bob_events) = tls_client(
+        &format!("quic://127.0.0.1:{quic_port}"),
+        "bob",
+        TlsTrust::PinnedCertFile(cert.clone()),
+    )
+    .await
+    .unwrap();
+    // QUIC with the CA and an explicit server name; wss pinned.
+    let (carol, mut carol_events) = Client::connect(
+        ClientConfig::new(&format!("quic://127.0.0.1:{quic_port}"), token("carol"))
+            .unwrap()
+            .trust(TlsTrust::CaFile(cert.clone()))
+            .server_name("localhost"),
+    )
+    .await
+    .unwrap();
+    let (dave, mut dave_events) = tls_client(
+        &format!("wss://127.0.0.1:{ws_port}/"),
+        "dave",
+        TlsTrust::PinnedCertFile(cert.clone()),
+    )
+    .await
+    .unwrap();
+
+    let room = channel("mixed");
+    let members: Vec<_> = ["bob", "carol", "dave"]
+        .iter()
+        .map(|u| chorus_client::UserId::new(*u).unwrap())
+        .collect();
+    alice.create_group(&room, "Mixed", &members).await.unwrap();
+    for c in [&bob, &carol, &dave] {
+        c.subscribe(&room).await.unwrap();
+    }
+    let sent = alice.send_text(&room, "over wss").await.unwrap();
+    let over_quic = bob.send_text(&room, "over quic").await.unwrap();
+    for events in [&mut bob_events, &mut carol_events, &mut dave_events] {
+        let a = next_entry(events).await;
+        let b = next_entry(events).await;
+        assert_eq!((a.seq, text(&a)), (sent.seq.get(), "over wss"));
+        assert_eq!((b.seq, text(&b)), (over_quic.seq.get(), "over quic"));
+    }
+    assert!(bob.ping().await.is_ok());
+
+    // The webpki roots do not trust a self-signed certificate; a wrong pin is refused too.
+    let untrusted = tls_client(
+        &format!("wss://localhost:{ws_port}/"),
+        "eve",
+        TlsTrust::WebPkiRoots,
+    )
+    .await;
+    assert!(matches!(untrusted, Err(Error::Transport(_))), "{untrusted:?}");
+    let other = tempfile::tempdir().unwrap();
+    let other_cert = chorus_server::dev::ensure(other.path()).unwrap().cert;
+    for url in [
+        format!("wss://localhost:{ws_port}/"),
+        format!("quic://127.0.0.1:{quic_port}"),
+    ] {
+        let wrong_pin = tls_client(&url, "eve", TlsTrust::PinnedCertFile(other_cert.clone())).await;
+        assert!(matches!(wrong_pin, Err(Error::Transport(_))), "{url}: {wrong_pin:?}");
+    }
+    let missing = tls_client(
+        &format!("wss://localhost:{ws_port}/"),
+        "eve",
+        TlsTrust::CaFile(other.path().join("none.pem")),
+    )
+    .await;
+    assert!(matches!(missing, Err(Error::Tls(_))), "{missing:?}");
+}
