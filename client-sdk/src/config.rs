@@ -163,6 +163,10 @@ pub struct ClientConfig {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
     pub(crate) reconnect: bool,
+    /// Replaces TCP for `ws://` URLs in unit tests: an in-memory stream lets tests run the
+    /// connection task under paused time with a scripted server.
+    #[cfg(test)]
+    pub(crate) connector: Option<crate::transport::TestConnector>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -199,6 +203,8 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             reconnect: true,
+            #[cfg(test)]
+            connector: None,
         })
     }
 

@@ -72,6 +72,9 @@ mod status;
 mod tls;
 mod transport;
 
+#[cfg(test)]
+mod scripted;
+
 pub use chorus_protocol::ids::{ChannelId, Epoch, Seq, UserId};
 pub use chorus_protocol::resume::SubscribeOutcome;
 /// The chorus.v1 message types (requests, replies, entries), as generated from the `.proto`

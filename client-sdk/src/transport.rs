@@ -31,6 +31,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Ws = WebSocketStream<Box<dyn Io>>;
 
+/// Opens an in-memory stream instead of a TCP connection (unit tests only).
+#[cfg(test)]
+pub(crate) type TestConnector = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Io>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// The largest frame a server may send (the protocol's cap): the decoder refuses more before
 /// buffering it.
 const MAX_FRAME: usize = MAX_SERVER_FRAME_BYTES as usize;
@@ -91,6 +100,13 @@ pub(crate) async fn connect(
     let name = config.server_name.as_deref().unwrap_or(&endpoint.host);
     match endpoint.scheme {
         Scheme::Ws | Scheme::Wss => {
+            #[cfg(test)]
+            if let Some(connector) = &config.connector {
+                let io = connector()
+                    .await
+                    .map_err(|e| Error::Transport(format!("connect {}: {e}", config.url)))?;
+                return upgrade(config, io).await;
+            }
             let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
                 .await
                 .map_err(|e| Error::Transport(format!("connect {}: {e}", config.url)))?;
@@ -107,69 +123,82 @@ pub(crate) async fn connect(
             } else {
                 Box::new(tcp)
             };
-            let mut request = endpoint
-                .ws_url()
-                .into_client_request()
-                .map_err(|e| Error::Transport(format!("WebSocket request: {e}")))?;
-            request.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_static(WEBSOCKET_SUBPROTOCOL),
-            );
-            let ws_config = WebSocketConfig::default()
-                .read_buffer_size(16 * 1024)
-                .write_buffer_size(0)
-                .max_message_size(Some(MAX_FRAME * 4))
-                .max_frame_size(Some(MAX_FRAME * 4));
-            let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config))
-                .await
-                .map_err(|e| Error::Transport(format!("WebSocket upgrade: {e}")))?;
-            let (sink, stream) = ws.split();
-            Ok((Reader::Ws(stream), Writer::Ws(sink)))
+            upgrade(config, io).await
         }
-        Scheme::Quic => {
-            let addr = resolve(&endpoint.host, endpoint.port).await?;
-            let client = match quic {
-                Some(e) if e.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) => e.clone(),
-                _ => {
-                    let bind: SocketAddr = if addr.is_ipv4() {
-                        SocketAddr::from(([0, 0, 0, 0], 0))
-                    } else {
-                        SocketAddr::from(([0u16; 8], 0))
-                    };
-                    let e = quinn::Endpoint::client(bind)
-                        .map_err(|e| Error::Transport(format!("QUIC endpoint: {e}")))?;
-                    *quic = Some(e.clone());
-                    e
-                }
-            };
-            let tls = tls::client_config(&config.trust, Some(QUIC_ALPN))?;
-            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-            let mut transport = quinn::TransportConfig::default();
-            // Our Ping/Pong drives liveness; QUIC keep-alives keep NAT bindings open between.
-            transport.keep_alive_interval(Some(Duration::from_secs(10)));
-            client_config.transport_config(Arc::new(transport));
-            let connection = client
-                .connect_with(client_config, addr, name)
-                .map_err(|e| Error::Transport(format!("QUIC connect: {e}")))?
-                .await
-                .map_err(|e| Error::Transport(format!("QUIC connect: {e}")))?;
-            let (send, recv) = connection
-                .open_bi()
-                .await
-                .map_err(|e| Error::Transport(format!("QUIC stream: {e}")))?;
-            Ok((
-                Reader::Quic {
-                    recv,
-                    connection: connection.clone(),
-                    buf: BytesMut::new(),
-                    decoder: FrameDecoder::new(MAX_FRAME),
-                },
-                Writer::Quic { send, connection },
-            ))
-        }
+        Scheme::Quic => quic_connect(config, quic, name).await,
     }
+}
+
+/// The WebSocket upgrade, offering the chorus subprotocol.
+async fn upgrade(config: &ClientConfig, io: Box<dyn Io>) -> Result<(Reader, Writer), Error> {
+    let endpoint = &config.endpoint;
+    let mut request = endpoint
+        .ws_url()
+        .into_client_request()
+        .map_err(|e| Error::Transport(format!("WebSocket request: {e}")))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(WEBSOCKET_SUBPROTOCOL),
+    );
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_FRAME * 4))
+        .max_frame_size(Some(MAX_FRAME * 4));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config))
+        .await
+        .map_err(|e| Error::Transport(format!("WebSocket upgrade: {e}")))?;
+    let (sink, stream) = ws.split();
+    Ok((Reader::Ws(stream), Writer::Ws(sink)))
+}
+
+async fn quic_connect(
+    config: &ClientConfig,
+    quic: &mut Option<quinn::Endpoint>,
+    name: &str,
+) -> Result<(Reader, Writer), Error> {
+    let endpoint = &config.endpoint;
+    let addr = resolve(&endpoint.host, endpoint.port).await?;
+    let client = match quic {
+        Some(e) if e.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) => e.clone(),
+        _ => {
+            let bind: SocketAddr = if addr.is_ipv4() {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            } else {
+                SocketAddr::from(([0u16; 8], 0))
+            };
+            let e = quinn::Endpoint::client(bind)
+                .map_err(|e| Error::Transport(format!("QUIC endpoint: {e}")))?;
+            *quic = Some(e.clone());
+            e
+        }
+    };
+    let tls = tls::client_config(&config.trust, Some(QUIC_ALPN))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    // Our Ping/Pong drives liveness; QUIC keep-alives keep NAT bindings open between.
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    client_config.transport_config(Arc::new(transport));
+    let connection = client
+        .connect_with(client_config, addr, name)
+        .map_err(|e| Error::Transport(format!("QUIC connect: {e}")))?
+        .await
+        .map_err(|e| Error::Transport(format!("QUIC connect: {e}")))?;
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| Error::Transport(format!("QUIC stream: {e}")))?;
+    Ok((
+        Reader::Quic {
+            recv,
+            connection: connection.clone(),
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(MAX_FRAME),
+        },
+        Writer::Quic { send, connection },
+    ))
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {

@@ -44,7 +44,16 @@ async fn every_typed_call_works_against_the_server() {
     let c = created.channel.clone().unwrap();
     assert_eq!((c.kind(), c.name.as_str()), (ChannelKind::Group, "Room"));
     assert_eq!(created.my_role(), Role::Owner);
-    assert_eq!(alice.get_channel(&room).await.unwrap().channel.unwrap().member_count, 2);
+    assert_eq!(
+        alice
+            .get_channel(&room)
+            .await
+            .unwrap()
+            .channel
+            .unwrap()
+            .member_count,
+        2
+    );
     let updated = alice
         .update_channel(proto::UpdateChannel {
             channel_id: room.to_string(),
@@ -118,7 +127,10 @@ async fn every_typed_call_works_against_the_server() {
     assert_eq!(first.seq, head.next());
     assert!(!first.duplicate);
     let e = next_entry(&mut bob_events).await;
-    assert_eq!((e.seq, e.author_id.as_str(), text(&e)), (first.seq.get(), "alice", "hello"));
+    assert_eq!(
+        (e.seq, e.author_id.as_str(), text(&e)),
+        (first.seq.get(), "alice", "hello")
+    );
 
     // A resend with the same client_msg_id is acknowledged with the original seq.
     let resent = alice
@@ -164,7 +176,9 @@ async fn every_typed_call_works_against_the_server() {
         [reply.seq.get(), edited.seq.get(), deleted.seq.get()]
     );
     assert!(matches!(&seen[1].body, Some(Body::MessageEdited(m)) if m.text == "hello, edited"));
-    assert!(matches!(&seen[2].body, Some(Body::MessageDeleted(d)) if d.target_seq == reply.seq.get()));
+    assert!(
+        matches!(&seen[2].body, Some(Body::MessageDeleted(d)) if d.target_seq == reply.seq.get())
+    );
 
     // History, threads, read markers and unread counts.
     let page = bob.latest(&room, 50).await.unwrap();
@@ -185,7 +199,10 @@ async fn every_typed_call_works_against_the_server() {
     assert!(unread.channels[0].unread_count >= 2);
     let marker = bob.mark_read(&room, Seq(deleted.seq.get())).await.unwrap();
     assert_eq!(marker.seq, deleted.seq.get());
-    assert_eq!(bob.unread(&[room.clone()]).await.unwrap().channels[0].unread_count, 0);
+    assert_eq!(
+        bob.unread(&[room.clone()]).await.unwrap().channels[0].unread_count,
+        0
+    );
 
     // Typing reaches the other subscriber as an ephemeral event.
     alice.subscribe(&room).await.unwrap();
@@ -233,12 +250,19 @@ async fn refusals_are_typed_errors() {
     // An invalid token: the first connect fails with the close code, no retry.
     let bad = Client::connect(ClientConfig::new(&node.url(), "not-a-token").unwrap()).await;
     assert!(
-        matches!(bad, Err(Error::Closed { code: proto::CloseCode::AuthInvalid, .. })),
+        matches!(
+            bad,
+            Err(Error::Closed {
+                code: proto::CloseCode::AuthInvalid,
+                ..
+            })
+        ),
         "{bad:?}"
     );
     // Nothing listens: a transport error.
     let port = common::free_port();
-    let down = Client::connect(ClientConfig::new(&format!("ws://127.0.0.1:{port}/"), "t").unwrap()).await;
+    let down =
+        Client::connect(ClientConfig::new(&format!("ws://127.0.0.1:{port}/"), "t").unwrap()).await;
     assert!(matches!(down, Err(Error::Transport(_))), "{down:?}");
     assert!(matches!(
         ClientConfig::new("http://x/", "t"),
@@ -249,13 +273,22 @@ async fn refusals_are_typed_errors() {
     let missing = alice.get_channel(&channel("nope")).await.unwrap_err();
     assert_eq!(missing.server_code(), Some(ErrorCode::NotFound));
     let (bob, _bob_events) = node.client("bob").await;
-    alice.create_group(&channel("private"), "P", &[]).await.unwrap();
+    alice
+        .create_group(&channel("private"), "P", &[])
+        .await
+        .unwrap();
     let forbidden = bob.send_text(&channel("private"), "hi").await.unwrap_err();
     assert!(
-        matches!(forbidden.server_code(), Some(ErrorCode::Forbidden | ErrorCode::NotFound)),
+        matches!(
+            forbidden.server_code(),
+            Some(ErrorCode::Forbidden | ErrorCode::NotFound)
+        ),
         "{forbidden:?}"
     );
-    let conflict = alice.create_group(&channel("private"), "P", &[]).await.unwrap_err();
+    let conflict = alice
+        .create_group(&channel("private"), "P", &[])
+        .await
+        .unwrap_err();
     assert_eq!(conflict.server_code(), Some(ErrorCode::Conflict));
     match alice.subscribe(&channel("private")).await {
         Ok(_) => {}

@@ -91,9 +91,17 @@ async fn kill_9_and_restart_while_publishing_loses_and_duplicates_nothing() {
     let last = *seqs.last().unwrap();
 
     let (texts, disconnected, reconnected) = entries_until(&mut bob_events, last).await;
-    assert!(disconnected && reconnected, "the subscriber went through a reconnect");
+    assert!(
+        disconnected && reconnected,
+        "the subscriber went through a reconnect"
+    );
     let unique: BTreeSet<&String> = texts.iter().collect();
-    assert_eq!(texts.len(), N, "each message exactly once: {} entries", texts.len());
+    assert_eq!(
+        texts.len(),
+        N,
+        "each message exactly once: {} entries",
+        texts.len()
+    );
     assert_eq!(unique.len(), N);
 }
 
@@ -136,12 +144,20 @@ async fn the_outbox_keeps_publishes_across_a_restart() {
             .unwrap();
         seqs.push(published.seq.get());
     }
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "stored in call order: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "stored in call order: {seqs:?}"
+    );
     let (texts, _, _) = entries_until(&mut alice_events, *seqs.last().unwrap()).await;
     let expected: Vec<String> = (0..20).map(|i| format!("offline {i}")).collect();
     assert_eq!(texts, expected);
     let page = alice.latest(&room, 100).await.unwrap();
-    let stored: Vec<&str> = page.events.iter().map(text).filter(|t| !t.is_empty()).collect();
+    let stored: Vec<&str> = page
+        .events
+        .iter()
+        .map(text)
+        .filter(|t| !t.is_empty())
+        .collect();
     assert_eq!(stored, expected, "each stored once");
     assert_eq!(alice.status().outbox_len, 0);
 }

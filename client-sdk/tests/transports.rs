@@ -8,7 +8,11 @@ mod common;
 use chorus_client::{Client, ClientConfig, Error, TlsTrust};
 use common::{Node, channel, next_entry, text, token};
 
-async fn tls_client(url: &str, user: &str, trust: TlsTrust) -> Result<(Client, chorus_client::Events), Error> {
+async fn tls_client(
+    url: &str,
+    user: &str,
+    trust: TlsTrust,
+) -> Result<(Client, chorus_client::Events), Error> {
     Client::connect(ClientConfig::new(url, token(user))?.trust(trust)).await
 }
 
@@ -77,7 +81,10 @@ async fn websocket_tls_and_quic_carry_the_same_session_protocol() {
         TlsTrust::WebPkiRoots,
     )
     .await;
-    assert!(matches!(untrusted, Err(Error::Transport(_))), "{untrusted:?}");
+    assert!(
+        matches!(untrusted, Err(Error::Transport(_))),
+        "{untrusted:?}"
+    );
     let other = tempfile::tempdir().unwrap();
     let other_cert = chorus_server::dev::ensure(other.path()).unwrap().cert;
     for url in [
@@ -85,7 +92,10 @@ async fn websocket_tls_and_quic_carry_the_same_session_protocol() {
         format!("quic://127.0.0.1:{quic_port}"),
     ] {
         let wrong_pin = tls_client(&url, "eve", TlsTrust::PinnedCertFile(other_cert.clone())).await;
-        assert!(matches!(wrong_pin, Err(Error::Transport(_))), "{url}: {wrong_pin:?}");
+        assert!(
+            matches!(wrong_pin, Err(Error::Transport(_))),
+            "{url}: {wrong_pin:?}"
+        );
     }
     let missing = tls_client(
         &format!("wss://localhost:{ws_port}/"),

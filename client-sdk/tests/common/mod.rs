@@ -20,7 +20,13 @@ pub fn token(user: &str) -> String {
 }
 
 pub fn token_ttl(user: &str, ttl_secs: u64) -> String {
-    auth::mint_hs256(SECRET, user, chorus_server::clock::unix_ms() / 1000, ttl_secs).unwrap()
+    auth::mint_hs256(
+        SECRET,
+        user,
+        chorus_server::clock::unix_ms() / 1000,
+        ttl_secs,
+    )
+    .unwrap()
 }
 
 pub fn channel(id: &str) -> ChannelId {
@@ -125,7 +131,14 @@ pub fn chorusd() -> PathBuf {
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--offline", "-p", "chorus-server", "--bin", "chorusd"])
+            .args([
+                "build",
+                "--offline",
+                "-p",
+                "chorus-server",
+                "--bin",
+                "chorusd",
+            ])
             .status()
             .unwrap();
         assert!(status.success(), "building chorusd failed");
