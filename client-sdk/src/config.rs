@@ -111,7 +111,7 @@ pub enum TlsTrust {
     /// The CA certificates in a PEM file (a private CA); names are checked as usual.
     CaFile(PathBuf),
     /// Exactly this certificate (PEM file), whatever its issuer and name: for a development
-    /// node's self-signed certificate (`chorusd --dev` writes it to `chorus-data/tls/cert.pem`).
+    /// node's self-signed certificate (`chorusd --dev` writes it to `chorus-data/dev-cert.pem`).
     PinnedCertFile(PathBuf),
 }
 

@@ -264,10 +264,7 @@ impl Driver {
             };
             let (ended, disconnect) = match attempt {
                 Ok(conn) => {
-                    if let Some(f) = first.take() {
-                        let _ = f.send(Ok(()));
-                    }
-                    match self.serve(conn).await {
+                    match self.serve(conn, &mut first).await {
                         Served::Ended { ended, disconnect } => (ended, disconnect),
                         Served::Shutdown(done) => break (None, "closed by the app".into(), done),
                     }
@@ -696,7 +693,12 @@ impl Driver {
     }
 
     /// Serves one connection until it ends or the app closes the client.
-    async fn serve(&mut self, conn: Conn) -> Served {
+    /// `first` learns that the first connection is up once its `Welcome` is applied.
+    async fn serve(
+        &mut self,
+        conn: Conn,
+        first: &mut Option<oneshot::Sender<Result<(), Error>>>,
+    ) -> Served {
         let Conn {
             mut reader,
             mut writer,
@@ -712,6 +714,9 @@ impl Driver {
             ms => Duration::from_millis(u64::from(ms)),
         };
         self.on_welcome(welcome);
+        if let Some(f) = first.take() {
+            let _ = f.send(Ok(()));
+        }
         let mut disconnect = None;
         for env in rest {
             self.on_envelope(env, &mut disconnect);

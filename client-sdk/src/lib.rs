@@ -23,9 +23,9 @@
 //! use chorus_client::{ChannelId, Client, ClientConfig, Event, TlsTrust};
 //!
 //! # async fn run() -> Result<(), chorus_client::Error> {
-//! let config = ClientConfig::new("wss://localhost:7443/", "<access token>")?
+//! let config = ClientConfig::new("wss://localhost:8443/", "<access token>")?
 //!     // A development node's self-signed certificate (`chorusd --dev`).
-//!     .trust(TlsTrust::PinnedCertFile("chorus-data/tls/cert.pem".into()))
+//!     .trust(TlsTrust::PinnedCertFile("chorus-data/dev-cert.pem".into()))
 //!     // Called before the token expires, and when the server says it has.
 //!     .token_refresher(|| async { Ok::<_, std::io::Error>("<new token>".to_owned()) });
 //! let (client, mut events) = Client::connect(config).await?;

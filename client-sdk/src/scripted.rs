@@ -2,7 +2,7 @@
 //! backoff timing, what each close code does, token refresh, heartbeats and resume bookkeeping,
 //! measured to the millisecond without waiting for real time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -75,7 +75,9 @@ impl Fake {
                 .insert("Sec-WebSocket-Protocol", "chorus.v1".parse().unwrap());
             Ok(response)
         };
-        let ws = tokio_tungstenite::accept_hdr_async(stream, echo).await.unwrap();
+        let ws = tokio_tungstenite::accept_hdr_async(stream, echo)
+            .await
+            .unwrap();
         Conn {
             ws,
             inbox: VecDeque::new(),
@@ -252,7 +254,11 @@ async fn backoff_grows_with_full_jitter_and_resets_after_a_welcome() {
     let mut conn = fake.accept().await;
     conn.welcome(|_| {}).await;
     let attempts = fake.attempts();
-    assert_eq!(attempts.len(), 7, "first connect, five refused, one accepted");
+    assert_eq!(
+        attempts.len(),
+        7,
+        "first connect, five refused, one accepted"
+    );
     for w in attempts[1..].windows(2) {
         gaps.push(w[1] - w[0]);
     }
@@ -260,10 +266,20 @@ async fn backoff_grows_with_full_jitter_and_resets_after_a_welcome() {
     for (n, (gap, retry)) in gaps.iter().zip(&retries[1..]).enumerate() {
         let ceiling = Duration::from_secs(1 << (n + 1)).min(Duration::from_secs(16));
         assert!(same_ms(*gap, *retry), "attempt {n}: {gap:?} vs {retry:?}");
-        assert!(*gap < ceiling, "attempt {} waited {gap:?}, ceiling {ceiling:?}", n + 1);
+        assert!(
+            *gap < ceiling,
+            "attempt {} waited {gap:?}, ceiling {ceiling:?}",
+            n + 1
+        );
     }
     assert!(retries[0] < Duration::from_secs(1));
-    assert!(matches!(next(&mut events).await, Event::Connected { reconnect: true, .. }));
+    assert!(matches!(
+        next(&mut events).await,
+        Event::Connected {
+            reconnect: true,
+            ..
+        }
+    ));
 
     // After a Welcome the backoff starts over.
     drop(conn);
@@ -280,7 +296,10 @@ async fn close_codes_decide_whether_and_when_to_reconnect() {
     conn.close(CloseCode::GoingAway, 5_000).await;
     let (code, retry) = disconnected(&mut events).await;
     assert_eq!(code, Some(CloseCode::GoingAway));
-    assert!(retry >= Duration::from_secs(5) && retry <= Duration::from_millis(7_500), "{retry:?}");
+    assert!(
+        retry >= Duration::from_secs(5) && retry <= Duration::from_millis(7_500),
+        "{retry:?}"
+    );
     let before = Instant::now();
     let mut conn = fake.accept().await;
     assert!(same_ms(Instant::now() - before, retry));
@@ -288,7 +307,10 @@ async fn close_codes_decide_whether_and_when_to_reconnect() {
 
     // Slow consumer: reconnect at once.
     conn.close(CloseCode::SlowConsumer, 0).await;
-    assert_eq!(disconnected(&mut events).await, (Some(CloseCode::SlowConsumer), Duration::ZERO));
+    assert_eq!(
+        disconnected(&mut events).await,
+        (Some(CloseCode::SlowConsumer), Duration::ZERO)
+    );
     let mut conn = fake.accept().await;
     conn.welcome(|_| {}).await;
 
@@ -394,7 +416,10 @@ async fn tokens_are_refreshed_before_expiry_and_after_an_auth_expired_close() {
 
     // The server says the token expired: refresh first, then reconnect with the new token.
     conn.close(CloseCode::AuthExpired, 0).await;
-    assert_eq!(disconnected(&mut events).await.0, Some(CloseCode::AuthExpired));
+    assert_eq!(
+        disconnected(&mut events).await.0,
+        Some(CloseCode::AuthExpired)
+    );
     let mut conn = fake.accept().await;
     let hello = conn.welcome(|_| {}).await;
     assert_eq!(hello.token, "token-3");
@@ -508,11 +533,17 @@ async fn resume_sends_cursors_drops_duplicates_and_asks_for_reloads() {
                 reason,
                 head,
             } => {
-                assert_eq!((channel, reason), (room.clone(), RecoveryFailure::EpochChanged));
+                assert_eq!(
+                    (channel, reason),
+                    (room.clone(), RecoveryFailure::EpochChanged)
+                );
                 seen.push(format!("reload {head}"));
             }
             _ => {}
         }
     }
-    assert_eq!(seen, ["entry 6", "entry 7", "entry 8", "reload 20", "entry 21"]);
+    assert_eq!(
+        seen,
+        ["entry 6", "entry 7", "entry 8", "reload 20", "entry 21"]
+    );
 }

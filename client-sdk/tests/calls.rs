@@ -195,12 +195,16 @@ async fn every_typed_call_works_against_the_server() {
         thread.events.iter().any(|e| e.seq == reply.seq.get()),
         "the thread holds its reply (now a tombstone)"
     );
-    let unread = bob.unread(&[room.clone()]).await.unwrap();
+    let unread = bob.unread(std::slice::from_ref(&room)).await.unwrap();
     assert!(unread.channels[0].unread_count >= 2);
     let marker = bob.mark_read(&room, Seq(deleted.seq.get())).await.unwrap();
     assert_eq!(marker.seq, deleted.seq.get());
     assert_eq!(
-        bob.unread(&[room.clone()]).await.unwrap().channels[0].unread_count,
+        bob.unread(std::slice::from_ref(&room))
+            .await
+            .unwrap()
+            .channels[0]
+            .unread_count,
         0
     );
 
