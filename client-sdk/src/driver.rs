@@ -263,12 +263,10 @@ impl Driver {
                 Err(_) => Err(Attempt::Failed(Error::Timeout)),
             };
             let (ended, disconnect) = match attempt {
-                Ok(conn) => {
-                    match self.serve(conn, &mut first).await {
-                        Served::Ended { ended, disconnect } => (ended, disconnect),
-                        Served::Shutdown(done) => break (None, "closed by the app".into(), done),
-                    }
-                }
+                Ok(conn) => match self.serve(conn, &mut first).await {
+                    Served::Ended { ended, disconnect } => (ended, disconnect),
+                    Served::Shutdown(done) => break (None, "closed by the app".into(), done),
+                },
                 Err(failure) => {
                     let (error, ended, disconnect) = match failure {
                         Attempt::Failed(e) => {
