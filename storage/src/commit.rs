@@ -98,6 +98,9 @@ pub(crate) struct Writer {
     pub(crate) durability: Durability,
     pub(crate) max_batch: usize,
     pub(crate) max_batch_delay: Duration,
+    /// Held (shared) around every engine write; a backup of an engine without snapshots holds
+    /// it exclusively to copy a still image.
+    pub(crate) gate: Arc<std::sync::RwLock<()>>,
 }
 
 impl Writer {
@@ -194,6 +197,7 @@ impl Writer {
         if ops.is_empty() {
             return Ok(());
         }
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let start = Instant::now();
         let result = self.engine.write(ops);
         let nanos = start.elapsed().as_nanos() as u64;

@@ -16,6 +16,7 @@
 //! - `meta`: channels, members, read markers, users and bans.
 //! - `retention`: removal by age or count, and history truncation.
 //! - `store`: opening a directory (lock file, format marker), and the shared plumbing.
+//! - `backup`: online backups into a new store directory.
 //!
 //! # Guarantees
 //! - `append` returns only after the entry is durable (with [`Durability::Sync`]); an entry the
@@ -26,6 +27,7 @@
 //! - A damaged data directory gives an [`OpenError`] at open, never a panic; only one process
 //!   opens a directory at a time.
 
+mod backup;
 mod commit;
 mod config;
 pub mod engine;
@@ -37,6 +39,7 @@ mod records;
 mod retention;
 mod store;
 
+pub use backup::BackupReport;
 pub use commit::CommitStats;
 pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
 pub use error::{EngineError, OpenError, StoreError};

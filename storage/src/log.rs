@@ -523,6 +523,18 @@ impl Store {
         seq: Seq,
         body: Body,
     ) -> Result<Arc<LogEntry>, StoreError> {
+        self.rewrite_as(channel, seq, body, None).await
+    }
+
+    /// [`Store::rewrite`], also replacing the author: erasing a user leaves their entries with
+    /// an anonymous author.
+    pub async fn rewrite_as(
+        &self,
+        channel: &ChannelId,
+        seq: Seq,
+        body: Body,
+        author: Option<&str>,
+    ) -> Result<Arc<LogEntry>, StoreError> {
         let inner = &*self.inner;
         let log = inner.channel_log(channel)?;
         let permit = inner.reserve().await?;
@@ -540,6 +552,9 @@ impl Store {
         };
         let mut event = old.event.clone();
         event.body = Some(body);
+        if let Some(author) = author {
+            author.clone_into(&mut event.author_id);
+        }
         let (channel_id, epoch) = (std::mem::take(&mut event.channel_id), event.epoch);
         event.seq = 0;
         event.epoch = 0;

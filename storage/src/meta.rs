@@ -496,6 +496,17 @@ impl Store {
         })
     }
 
+    /// Forgets the user's read marker in a channel (erasure).
+    pub async fn forget_read_marker(
+        &self,
+        user: &UserId,
+        channel: &ChannelId,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .commit(vec![Op::Delete(keys::marker(user, channel))])
+            .await
+    }
+
     /// Creates or replaces a user's record.
     pub async fn put_user(&self, user: &UserId, record: UserRecord) -> Result<(), StoreError> {
         let key = keys::user(user);

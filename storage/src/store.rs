@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// See `Writer::gate`.
+    pub(crate) write_gate: Arc<std::sync::RwLock<()>>,
     /// Held for the store's lifetime: the directory lock.
     _lock: Option<File>,
 }
@@ -103,7 +105,9 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         let failed = Arc::new(FailState::default());
         let stats = Arc::new(CommitStats::default());
+        let write_gate = Arc::new(std::sync::RwLock::new(()));
         let writer = Writer {
+            gate: write_gate.clone(),
             rx,
             engine: engine.clone(),
             failed: failed.clone(),
@@ -130,6 +134,7 @@ impl Store {
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 hasher: std::collections::hash_map::RandomState::new(),
                 writer: std::sync::Mutex::new(handle),
+                write_gate,
                 _lock: lock,
                 config,
             }),
@@ -303,7 +308,7 @@ fn corrupt(dir: &Path, e: impl std::fmt::Display) -> OpenError {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -328,7 +333,7 @@ fn lock_dir(dir: &Path) -> Result<File, OpenError> {
 }
 
 /// Checks (or writes, for a new directory) the marker naming the format and engine.
-fn check_format(dir: &Path, engine: EngineKind) -> Result<(), OpenError> {
+pub(crate) fn check_format(dir: &Path, engine: EngineKind) -> Result<(), OpenError> {
     let expected = format!("chorus-store {FORMAT_VERSION} {}\n", engine.as_str());
     let path = dir.join(FORMAT_FILE);
     let io = |source| OpenError::Io {
@@ -365,7 +370,11 @@ fn check_format(dir: &Path, engine: EngineKind) -> Result<(), OpenError> {
     }
 }
 
-fn open_engine(kind: EngineKind, dir: &Path, cache: u64) -> Result<Arc<dyn Engine>, OpenError> {
+pub(crate) fn open_engine(
+    kind: EngineKind,
+    dir: &Path,
+    cache: u64,
+) -> Result<Arc<dyn Engine>, OpenError> {
     let fail = |e: crate::error::EngineError| corrupt(dir, e);
     match kind {
         EngineKind::Fjall => Ok(Arc::new(FjallEngine::open(dir, cache).map_err(fail)?)),

@@ -106,6 +106,16 @@ impl Engine for FjallEngine {
         })
     }
 
+    fn visit_snapshot(&self, visit: &mut super::Visitor<'_>) -> Result<bool, EngineError> {
+        use fjall::Readable;
+        let snapshot = self.db.snapshot();
+        for guard in snapshot.iter(&self.keyspace) {
+            let (k, v) = guard.into_inner().map_err(backend)?;
+            visit(&k, &v)?;
+        }
+        Ok(true)
+    }
+
     fn write(&self, ops: &[Op]) -> Result<(), EngineError> {
         let mut batch = self.db.batch();
         for op in ops {

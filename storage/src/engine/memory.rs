@@ -65,6 +65,14 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    fn visit_snapshot(&self, visit: &mut super::Visitor<'_>) -> Result<bool, EngineError> {
+        let copy = self.map.read().map_err(|_| poisoned())?.clone();
+        for (k, v) in &copy {
+            visit(k, v)?;
+        }
+        Ok(true)
+    }
+
     fn disk_bytes(&self) -> Result<u64, EngineError> {
         Ok(0)
     }

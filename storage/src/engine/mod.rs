@@ -63,7 +63,18 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the engine occupies on disk (0 for memory).
     fn disk_bytes(&self) -> Result<u64, EngineError>;
+
+    /// Calls `visit` with every pair as of one instant, in key order, while writes go on (an
+    /// online backup). Returns `Ok(false)` without visiting when the engine has no snapshots;
+    /// the store then holds writes back while it copies.
+    fn visit_snapshot(&self, visit: &mut Visitor<'_>) -> Result<bool, EngineError> {
+        let _ = visit;
+        Ok(false)
+    }
 }
+
+/// What [`Engine::visit_snapshot`] calls for each pair.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EngineError> + 'a;
 
 /// Every key that starts with `prefix`, as scan bounds.
 pub fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
