@@ -40,7 +40,7 @@ mod retention;
 mod store;
 
 pub use backup::BackupReport;
-pub use commit::CommitStats;
+pub use commit::{CommitStats, LatencyHistogram, LatencySnapshot};
 pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
 pub use error::{EngineError, OpenError, StoreError};
 pub use log::{

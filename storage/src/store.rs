@@ -213,6 +213,7 @@ impl Inner {
             completion,
             force_sync: false,
             _permit: Some(permit),
+            queued_at: std::time::Instant::now(),
         })
     }
 
@@ -229,6 +230,7 @@ impl Inner {
             completion,
             force_sync,
             _permit: Some(permit),
+            queued_at: std::time::Instant::now(),
         })
     }
 
