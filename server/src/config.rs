@@ -51,7 +51,7 @@ pub enum TokenKey {
 
 /// The limits a node enforces; announced to clients in `Welcome.limits` where the protocol has
 /// a field for them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest client frame, bytes.
@@ -139,7 +139,8 @@ impl LimitsConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the values that cannot be checked by types alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("limits.max_frame_bytes", self.max_frame_bytes),
             ("limits.max_message_bytes", self.max_message_bytes),
@@ -225,6 +226,12 @@ pub struct FileConfig {
     pub retention_max_entries: Option<u64>,
     /// How often retention runs, ms.
     pub retention_interval_ms: Option<u64>,
+    /// The admin control socket (default `<data_dir>/control.sock`).
+    pub control_socket: Option<PathBuf>,
+    /// Turn the control socket off.
+    pub control_disabled: Option<bool>,
+    /// Log filter (tracing env-filter syntax); `config reload` applies it.
+    pub log: Option<String>,
     /// Limits.
     pub limits: LimitsConfig,
 }
@@ -272,6 +279,25 @@ pub struct Config {
     pub shutdown_drain: Duration,
     /// How often retention runs (the policies are store settings).
     pub retention_interval: Duration,
+    /// Where the admin control socket listens; `None` = off.
+    pub control_socket: Option<PathBuf>,
+    /// The config file the node was started with, re-read by `config reload`.
+    pub config_file: Option<PathBuf>,
+    /// Changes the log filter at run time (set by the binary, which owns the subscriber).
+    pub log_filter: Option<LogFilterHandle>,
+}
+
+/// Replaces the process's log filter; returns an error message for an invalid filter.
+#[derive(Clone)]
+pub struct LogFilterHandle(pub std::sync::Arc<SetLogFilter>);
+
+/// Sets the log filter from a tracing filter string.
+pub type SetLogFilter = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for LogFilterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogFilterHandle")
+    }
 }
 
 impl Config {
@@ -306,6 +332,9 @@ impl Config {
             limits: LimitsConfig::default(),
             shutdown_drain: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
+            control_socket: None,
+            config_file: None,
+            log_filter: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenError;
 use crate::clock::unix_ms;
+use crate::hub::SessionInfo;
 use crate::outbound::{Batch, Close, Outbound};
 use crate::session::{PendingReply, Session, Shared};
 
@@ -101,7 +102,7 @@ pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, shutdown
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = shared.config.limits.clone();
+    let limits = shared.limits().clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let max_frame = limits.max_frame_bytes as usize;
     let accepted = tokio::time::timeout(
@@ -149,24 +150,33 @@ pub async fn run_connection<Src, Snk>(
     Snk: FrameSink + 'static,
 {
     let _connected = Gauge::inc(metrics::gauge!("chorus_connections", "transport" => transport));
+    let _counted = crate::stats::ConnectionGauge::new(shared.clone(), transport);
     let mut source = Counted {
         inner: source,
         transport,
     };
-    let limits = shared.config.limits.clone();
+    let limits = shared.limits().clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
     let write_timeout = Duration::from_millis(u64::from(limits.idle_timeout_ms));
     let writer = tokio::spawn(write_loop(sink, outbound.clone(), transport, write_timeout));
-    let (mut session, leftover) =
-        match handshake(&shared, &mut source, &outbound, handshake_deadline).await {
-            Ok(started) => started,
-            Err(c) => {
-                outbound.close(c);
-                let _ = writer.await;
-                return;
-            }
-        };
+    let (mut session, leftover) = match handshake(
+        &shared,
+        &mut source,
+        &outbound,
+        handshake_deadline,
+        peer,
+        transport,
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(c) => {
+            outbound.close(c);
+            let _ = writer.await;
+            return;
+        }
+    };
     tracing::debug!(%peer, session = %session.session_id, user = %session.identity.user, "session started");
     let _session_gauge = Gauge::inc(metrics::gauge!("chorus_sessions"));
     let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));
@@ -285,6 +295,8 @@ async fn handshake<Src: FrameSource>(
     source: &mut Src,
     outbound: &Arc<Outbound>,
     deadline: Duration,
+    peer: SocketAddr,
+    transport: &'static str,
 ) -> Result<(Session, Vec<Bytes>), Close> {
     let mut frames = match tokio::time::timeout(deadline, source.next_frames()).await {
         Err(_) => {
@@ -352,10 +364,18 @@ async fn handshake<Src: FrameSource>(
         return Err(refuse(code, message, close_code));
     }
     let key = shared.next_key();
-    let max_per_user = shared.config.limits.max_connections_per_user as usize;
+    let max_per_user = shared.limits().max_connections_per_user as usize;
+    let info = SessionInfo {
+        session_id: crate::session::random_id("s-"),
+        user: identity.user.to_string(),
+        transport,
+        peer: peer.to_string(),
+        connected_at_ms: now,
+    };
+    let session_id = info.session_id.clone();
     if !shared
         .hub
-        .add_session(key, &identity.user, outbound.clone(), max_per_user)
+        .add_session(key, &identity.user, outbound.clone(), max_per_user, info)
     {
         return Err(refuse(
             ErrorCode::LimitExceeded,
@@ -381,7 +401,7 @@ async fn handshake<Src: FrameSource>(
             u.last_seen_ms = now;
         })
         .await;
-    let mut session = Session::new(shared.clone(), key, identity, outbound.clone());
+    let mut session = Session::new(shared.clone(), key, session_id, identity, outbound.clone());
     let resume = hello.resume.map(|r| r.subscriptions).unwrap_or_default();
     let welcome = v1::Welcome {
         session_id: session.session_id.clone(),
@@ -389,9 +409,9 @@ async fn handshake<Src: FrameSource>(
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol_version: PROTOCOL_VERSION,
         user_id: session.identity.user.to_string(),
-        heartbeat_interval_ms: shared.config.limits.heartbeat_interval_ms,
-        idle_timeout_ms: shared.config.limits.idle_timeout_ms,
-        limits: Some(shared.config.limits.announced()),
+        heartbeat_interval_ms: shared.limits().heartbeat_interval_ms,
+        idle_timeout_ms: shared.limits().idle_timeout_ms,
+        limits: Some(shared.limits().announced()),
         token_expires_at_ms: session.identity.expires_at_ms,
         resumed: Vec::new(),
         server_time_ms: now,

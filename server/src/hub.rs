@@ -64,6 +64,23 @@ pub struct SessionEntry {
     pub user: UserId,
     /// Its queue, to push to it and to close it.
     pub outbound: Arc<Outbound>,
+    /// What admins see of it.
+    pub info: SessionInfo,
+}
+
+/// A session as `chorusctl connections list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    /// The session id (also in `Welcome`).
+    pub session_id: String,
+    /// The user.
+    pub user: String,
+    /// "ws" or "quic".
+    pub transport: &'static str,
+    /// The client's address.
+    pub peer: String,
+    /// When the session started, unix ms.
+    pub connected_at_ms: u64,
 }
 
 /// The registries.
@@ -73,6 +90,7 @@ pub struct Hub {
     by_user: DashMap<UserId, Vec<SessionKey>>,
     subscribers: DashMap<ChannelId, HashMap<SessionKey, Arc<Subscription>>>,
     deliveries: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -83,6 +101,7 @@ impl Hub {
         user: &UserId,
         outbound: Arc<Outbound>,
         max_per_user: usize,
+        info: SessionInfo,
     ) -> bool {
         let mut keys = self.by_user.entry(user.clone()).or_default();
         if keys.len() >= max_per_user {
@@ -95,6 +114,7 @@ impl Hub {
             SessionEntry {
                 user: user.clone(),
                 outbound,
+                info,
             },
         );
         true
@@ -169,10 +189,75 @@ impl Hub {
     pub fn deliveries(&self) -> u64 {
         self.deliveries.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Durable entries fanned out so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Subscriptions across all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscribers.iter().map(|s| s.len()).sum()
+    }
+
+    /// Sessions (of one user, or all) with their subscription counts, oldest first.
+    pub fn sessions(&self, user: Option<&UserId>) -> Vec<(SessionInfo, usize)> {
+        let mut subs: HashMap<SessionKey, usize> = HashMap::new();
+        for channel in self.subscribers.iter() {
+            for key in channel.keys() {
+                *subs.entry(*key).or_default() += 1;
+            }
+        }
+        let mut out: Vec<(SessionInfo, usize)> = self
+            .sessions
+            .iter()
+            .filter(|e| user.is_none_or(|u| &e.user == u))
+            .map(|e| (e.info.clone(), subs.get(e.key()).copied().unwrap_or(0)))
+            .collect();
+        out.sort_by(|a, b| {
+            (a.0.connected_at_ms, &a.0.session_id).cmp(&(b.0.connected_at_ms, &b.0.session_id))
+        });
+        out
+    }
+
+    /// Closes the session with this id; says whether it existed.
+    pub fn close_session(&self, session_id: &str, close: &crate::outbound::Close) -> bool {
+        let found = self
+            .sessions
+            .iter()
+            .find(|e| e.info.session_id == session_id)
+            .map(|e| e.outbound.clone());
+        match found {
+            Some(outbound) => {
+                outbound.close(close.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every session of a user; returns how many.
+    pub fn close_user(&self, user: &UserId, close: &crate::outbound::Close) -> usize {
+        let keys: Vec<SessionKey> = self
+            .by_user
+            .get(user)
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        let mut closed = 0;
+        for key in keys {
+            if let Some(entry) = self.sessions.get(&key) {
+                entry.outbound.close(close.clone());
+                closed += 1;
+            }
+        }
+        closed
+    }
 }
 
 impl CommitListener for Hub {
     fn on_commit(&self, entry: &Arc<LogEntry>) {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Ok(channel) = ChannelId::new(entry.event.channel_id.as_str()) else {
             return;
         };

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod dev;
 pub mod hub;
 pub mod observe;
@@ -31,6 +32,7 @@ pub mod quic;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod tls;
 
 pub use config::Config;

@@ -92,8 +92,7 @@ pub async fn accept_loop(
         let stop = connections_stop.clone();
         tracker.spawn(async move {
             let _admission = admission;
-            let deadline =
-                Duration::from_millis(u64::from(shared.config.limits.handshake_timeout_ms));
+            let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
             let connection = match tokio::time::timeout(deadline, incoming).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -115,7 +114,7 @@ pub async fn accept_loop(
                     return;
                 }
             };
-            let max_frame = shared.config.limits.max_frame_bytes as usize;
+            let max_frame = shared.limits().max_frame_bytes as usize;
             let source = QuicSource {
                 recv,
                 buf: BytesMut::new(),

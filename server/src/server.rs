@@ -37,6 +37,14 @@ pub enum StartError {
     /// The QUIC endpoint could not start.
     #[error("QUIC: {0}")]
     Quic(#[from] crate::quic::QuicError),
+    /// The control socket could not be created.
+    #[error("control socket {path}: {source}")]
+    Control {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// QUIC needs a certificate.
     #[error("QUIC needs TLS: configure a certificate or disable QUIC")]
     QuicWithoutTls,
@@ -56,7 +64,9 @@ pub struct Server {
     ws_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     quic: Option<quinn::Endpoint>,
-    stop_accepting: CancellationToken,
+    /// Cancelled at shutdown: HTTP, retention, sampling and the control socket stop (accepting
+    /// connections stops earlier, with `Shared::accepting`, which a drain also cancels).
+    stop: CancellationToken,
     connections_stop: CancellationToken,
     tracker: TaskTracker,
 }
@@ -107,6 +117,19 @@ impl Server {
             None => None,
         };
         crate::observe::recorder();
+        // Bound before anything is accepted, so that a second node on the same data directory
+        // fails here (the store lock already refused it) and admins can reach a node at once.
+        let control = match &config.control_socket {
+            Some(path) => {
+                Some(
+                    crate::control::bind(path).map_err(|source| StartError::Control {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared::new(store, hub, config, verifier));
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let server = Self {
@@ -114,7 +137,7 @@ impl Server {
             ws_addr,
             http_addr,
             quic,
-            stop_accepting: CancellationToken::new(),
+            stop: CancellationToken::new(),
             connections_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
@@ -122,14 +145,14 @@ impl Server {
             listener,
             tls,
             server.shared.clone(),
-            server.stop_accepting.clone(),
+            server.shared.accepting.clone(),
             server.connections_stop.clone(),
             server.tracker.clone(),
         ));
         tracing::info!(addr = %ws_addr, tls = server.shared.config.tls.is_some(), "websocket listener ready");
         if let Some(listener) = http {
             let router = crate::observe::router(server.shared.clone());
-            let stop = server.stop_accepting.clone();
+            let stop = server.stop.clone();
             server.tracker.spawn(async move {
                 let serve =
                     axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
@@ -145,19 +168,30 @@ impl Server {
             server.shared.store.clone(),
             Arc::downgrade(&server.shared),
             server.shared.config.retention_interval,
-            server.stop_accepting.clone(),
+            server.stop.clone(),
         ));
         if let Some(endpoint) = &server.quic {
             server.tracker.spawn(crate::quic::accept_loop(
                 endpoint.clone(),
                 server.shared.clone(),
-                server.stop_accepting.clone(),
+                server.shared.accepting.clone(),
                 server.connections_stop.clone(),
                 server.tracker.clone(),
             ));
             if let Ok(addr) = endpoint.local_addr() {
                 tracing::info!(%addr, "QUIC listener ready");
             }
+        }
+        server.tracker.spawn(crate::stats::sample(
+            Arc::downgrade(&server.shared),
+            server.stop.clone(),
+        ));
+        if let Some(path) = control {
+            server.tracker.spawn(crate::control::serve(
+                path,
+                server.shared.clone(),
+                server.stop.clone(),
+            ));
         }
         Ok(server)
     }
@@ -193,7 +227,8 @@ impl Server {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Release);
-        self.stop_accepting.cancel();
+        self.shared.accepting.cancel();
+        self.stop.cancel();
         self.shared.hub.close_all(&Close {
             code: CloseCode::GoingAway,
             reason: "node shutting down".into(),
@@ -297,7 +332,7 @@ fn sweep_idle_budgets(shared: &Shared) {
 /// Admission control before any work: connections per source address and new connections per
 /// second per address.
 pub(crate) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<Admission> {
-    let limits = &shared.config.limits;
+    let limits = &shared.limits();
     let mut entry = shared
         .per_ip
         .entry(ip)
@@ -365,7 +400,7 @@ async fn accept_loop(
                 None => crate::connection::serve(shared, tcp, peer, stop).await,
                 Some(acceptor) => {
                     let deadline =
-                        Duration::from_millis(u64::from(shared.config.limits.handshake_timeout_ms));
+                        Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
                     match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             crate::connection::serve(shared, stream, peer, stop).await

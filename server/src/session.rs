@@ -58,6 +58,15 @@ pub struct Shared {
     pub background: tokio_util::task::TaskTracker,
     /// Set when shutdown starts: `/readyz` turns 503.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The limits in force; `config reload` replaces them (new connections and new requests
+    /// see the new ones).
+    limits: std::sync::RwLock<Arc<crate::config::LimitsConfig>>,
+    /// When the node started.
+    pub started: std::time::Instant,
+    /// Cancelled to stop accepting connections (drain, shutdown).
+    pub accepting: tokio_util::sync::CancellationToken,
+    /// Live counters for `status`.
+    pub stats: crate::stats::NodeStats,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -67,14 +76,32 @@ impl Shared {
         Self {
             store,
             hub,
-            config,
             verifier,
             publish_buckets: DashMap::new(),
             per_ip: DashMap::new(),
             background: tokio_util::task::TaskTracker::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
+            started: std::time::Instant::now(),
+            accepting: tokio_util::sync::CancellationToken::new(),
+            stats: crate::stats::NodeStats::default(),
             next_key: std::sync::atomic::AtomicU64::new(1),
+            config,
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<crate::config::LimitsConfig> {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts new limits in force. Publish budgets restart with the new rates.
+    pub fn set_limits(&self, limits: crate::config::LimitsConfig) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
+        self.publish_buckets.clear();
     }
 
     /// A fresh session key.
@@ -119,7 +146,7 @@ fn user_id(field: &str, s: &str) -> Result<UserId, Error> {
     UserId::new(s).map_err(|e| invalid(field, e.to_string()))
 }
 
-fn random_id(prefix: &str) -> String {
+pub(crate) fn random_id(prefix: &str) -> String {
     format!("{prefix}{:016x}", rand::random::<u64>())
 }
 
@@ -169,12 +196,13 @@ impl Session {
     pub fn new(
         shared: Arc<Shared>,
         key: SessionKey,
+        session_id: String,
         identity: Identity,
         outbound: Arc<Outbound>,
     ) -> Self {
-        let rate = shared.config.limits.ephemeral_rate_per_sec;
+        let rate = shared.limits().ephemeral_rate_per_sec;
         Self {
-            session_id: random_id("s-"),
+            session_id,
             ephemeral: TokenBucket::new(rate, rate.max(1) * 2, Instant::now()),
             shared,
             key,
@@ -187,7 +215,7 @@ impl Session {
     /// The largest reply body sent: under both the frame limit and half the outbound budget,
     /// so that one reply can never close its own connection as a slow consumer.
     fn max_reply_bytes(&self) -> usize {
-        MAX_REPLY_BYTES.min(self.shared.config.limits.max_outbound_queue_bytes as usize / 2)
+        MAX_REPLY_BYTES.min(self.shared.limits().max_outbound_queue_bytes as usize / 2)
     }
 
     /// Channels this session is subscribed to.
@@ -449,7 +477,7 @@ impl Session {
         if c.name.len() > 256 || c.topic.len() > 1024 {
             return Err(err(ErrorCode::TooLarge, "name or topic too long"));
         }
-        if c.custom.len() > self.shared.config.limits.max_message_bytes as usize {
+        if c.custom.len() > self.shared.limits().max_message_bytes as usize {
             return Err(err(ErrorCode::TooLarge, "custom data too large").with_field("custom"));
         }
         let info = match kind {
@@ -529,11 +557,7 @@ impl Session {
     }
 
     fn list_channels(&self, l: v1::ListChannels) -> Result<reply::Result, Error> {
-        let limit = clamp_limit(
-            l.limit,
-            50,
-            self.shared.config.limits.announced().max_list_limit,
-        );
+        let limit = clamp_limit(l.limit, 50, self.shared.limits().announced().max_list_limit);
         let store = &self.shared.store;
         let after = if l.cursor.is_empty() {
             None
@@ -779,7 +803,7 @@ impl Session {
         let limit = clamp_limit(
             l.limit,
             100,
-            self.shared.config.limits.announced().max_list_limit,
+            self.shared.limits().announced().max_list_limit,
         );
         let after = if l.cursor.is_empty() {
             None
@@ -815,7 +839,7 @@ impl Session {
         let message = p
             .message
             .ok_or_else(|| invalid("message", "message is required"))?;
-        let limits = &self.shared.config.limits;
+        let limits = &self.shared.limits();
         if message.client_msg_id.is_empty() || message.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES
         {
             return Err(invalid(
@@ -868,7 +892,7 @@ impl Session {
             return Err(invalid("message.thread_parent_seq", "no such message"));
         }
         {
-            let limits = &self.shared.config.limits;
+            let limits = &self.shared.limits();
             let bucket = self
                 .shared
                 .publish_buckets
@@ -946,7 +970,7 @@ impl Session {
             self.subscriptions.remove(&id);
             metrics::gauge!("chorus_subscriptions").decrement(1.0);
         }
-        if self.subscriptions.len() >= self.shared.config.limits.max_subscriptions as usize {
+        if self.subscriptions.len() >= self.shared.limits().max_subscriptions as usize {
             return Err(err(ErrorCode::LimitExceeded, "too many subscriptions"));
         }
         self.readable(&id)?;
@@ -962,7 +986,7 @@ impl Session {
         metrics::gauge!("chorus_subscriptions").increment(1.0);
         let position = self.shared.store.position(&id).map_err(store_error)?;
         let head = position.head;
-        let max_replay = u64::from(self.shared.config.limits.max_recovery_entries);
+        let max_replay = u64::from(self.shared.limits().max_recovery_entries);
         let (failure, from) = match s.since {
             None => (RecoveryFailure::NoCursor, head),
             Some(c) if c.epoch != position.epoch.get() => (RecoveryFailure::EpochChanged, head),
@@ -1091,7 +1115,7 @@ impl Session {
     fn history(&self, h: v1::History) -> Result<reply::Result, Error> {
         let id = channel_id("channel_id", &h.channel_id)?;
         self.readable(&id)?;
-        let announced = self.shared.config.limits.announced();
+        let announced = self.shared.limits().announced();
         let limit = clamp_limit(
             h.limit,
             announced.default_history_limit as usize,
@@ -1243,7 +1267,7 @@ impl Session {
         if entry.event.author_id != self.identity.user.as_str() {
             return Err(err(ErrorCode::Forbidden, "only the author edits a message"));
         }
-        let limits = &self.shared.config.limits;
+        let limits = &self.shared.limits();
         let content = e.text.len()
             + e.custom.len()
             + e.attachments
@@ -1319,7 +1343,7 @@ impl Session {
         if patch
             .custom
             .as_ref()
-            .is_some_and(|c| c.len() > self.shared.config.limits.max_message_bytes as usize)
+            .is_some_and(|c| c.len() > self.shared.limits().max_message_bytes as usize)
         {
             return Err(err(ErrorCode::TooLarge, "custom data too large").with_field("custom"));
         }

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chorus_server::config::{Config, FileConfig, TokenKey};
+use chorus_server::config::{Config, FileConfig, LogFilterHandle, TokenKey};
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -69,13 +71,10 @@ struct Cli {
     /// Store engine: fjall or sled.
     #[arg(long, env = "CHORUS_STORE_ENGINE")]
     store_engine: Option<String>,
-    /// Log filter (tracing env-filter syntax), e.g. "info" or "chorus_server=debug".
-    #[arg(
-        long,
-        env = "CHORUS_LOG",
-        default_value = "info,fjall=warn,lsm_tree=warn"
-    )]
-    log: String,
+    /// Log filter (tracing env-filter syntax), e.g. "info" or "chorus_server=debug"; default:
+    /// the config file's `log`, else "info,fjall=warn,lsm_tree=warn".
+    #[arg(long, env = "CHORUS_LOG")]
+    log: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "CHORUS_LOG_JSON")]
     log_json: bool,
@@ -216,6 +215,15 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
     } else {
         Some(cli.http_listen.or(file.http_listen).unwrap_or(default_http))
     };
+    let control_socket = if file.control_disabled.unwrap_or(false) {
+        None
+    } else {
+        Some(
+            file.control_socket
+                .clone()
+                .unwrap_or_else(|| data_dir.join("control.sock")),
+        )
+    };
     let config = Config {
         node_id,
         data_dir,
@@ -232,6 +240,9 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
         retention_interval: Duration::from_millis(
             file.retention_interval_ms.unwrap_or(60_000).max(1_000),
         ),
+        control_socket,
+        config_file: cli.config.clone(),
+        log_filter: None,
     };
     config.validate()?;
     Ok(config)
@@ -263,18 +274,37 @@ async fn shutdown_signal() {
     });
 }
 
+/// The log filter when neither `--log` nor the config file sets one.
+const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("bad --log filter")?;
+    let file_log = match &cli.config {
+        Some(path) => FileConfig::load(path)?.log,
+        None => None,
+    };
+    let spec = cli
+        .log
+        .clone()
+        .or(file_log)
+        .unwrap_or_else(|| DEFAULT_LOG.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec).context("bad log filter")?;
+    // The filter sits behind a reload layer so that `chorusctl log-level set` and
+    // `config reload` can change it without a restart.
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if cli.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
+        registry
+            .with(tracing_subscriber::fmt::layer().json())
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        registry.with(tracing_subscriber::fmt::layer()).init();
     }
-    let config = resolve(&cli)?;
+    let mut config = resolve(&cli)?;
+    config.log_filter = Some(LogFilterHandle(std::sync::Arc::new(move |spec: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
+        reload.reload(filter).map_err(|e| e.to_string())
+    })));
     if let Some(Command::Token { user, ttl }) = &cli.command {
         let TokenKey::Hs256(secret) = &config.token_key else {
             bail!("tokens can only be minted with an HS256 secret");
