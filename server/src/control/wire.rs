@@ -360,9 +360,22 @@ pub fn parse_request(line: &[u8]) -> (Option<Value>, Result<Command, ControlErro
         }
         _ => return (id, Err(ControlError::bad_request("missing \"cmd\""))),
     }
-    let command = serde_json::from_value(Value::Object(map))
-        .map_err(|e| ControlError::bad_request(e.to_string()));
-    (id, command)
+    let command: Command = match serde_json::from_value(Value::Object(map.clone())) {
+        Ok(c) => c,
+        Err(e) => return (id, Err(ControlError::bad_request(e.to_string()))),
+    };
+    // serde ignores extra fields of argument-less commands: a typo must not pass silently.
+    if let Ok(Value::Object(known)) = serde_json::to_value(&command)
+        && let Some(extra) = map.keys().find(|k| !known.contains_key(*k))
+    {
+        return (
+            id,
+            Err(ControlError::bad_request(format!(
+                "unknown field {extra:?}"
+            ))),
+        );
+    }
+    (id, Ok(command))
 }
 
 impl Response {
@@ -443,7 +456,12 @@ mod tests {
         }
         for name in COMMANDS {
             let line = format!(r#"{{"v":1,"cmd":"{name}"}}"#);
-            assert_ne!(code(line.as_bytes()), "unknown_command", "{name}");
+            let parsed = parse_request(line.as_bytes()).1;
+            assert_ne!(
+                parsed.err().map(|e| e.code),
+                Some("unknown_command"),
+                "{name}"
+            );
         }
     }
 }
