@@ -22,7 +22,7 @@ use serde_json::Value;
     about = "Administer a running chorusd node"
 )]
 struct Cli {
-    /// The node's control socket (default: <data-dir>/control.sock).
+    /// The node's control socket (default: `<data-dir>/control.sock`).
     #[arg(long, env = "CHORUS_CONTROL_SOCKET", global = true)]
     socket: Option<PathBuf>,
     /// The node's data directory (default: ./chorus-data if it exists, else /var/lib/chorus).
