@@ -163,6 +163,7 @@ pub struct ClientConfig {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
     pub(crate) reconnect: bool,
+    pub(crate) local_addr: Option<std::net::IpAddr>,
     /// Replaces TCP for `ws://` URLs in unit tests: an in-memory stream lets tests run the
     /// connection task under paused time with a scripted server.
     #[cfg(test)]
@@ -203,6 +204,7 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             reconnect: true,
+            local_addr: None,
             #[cfg(test)]
             connector: None,
         })
@@ -289,6 +291,13 @@ impl ClientConfig {
     /// Whether to reconnect after the connection drops (default true).
     pub fn reconnect(mut self, reconnect: bool) -> Self {
         self.reconnect = reconnect;
+        self
+    }
+
+    /// The local address to connect from (multi-homed hosts; load tests spreading connections
+    /// over 127.0.0.2, .3, ... to avoid running out of ports).
+    pub fn local_addr(mut self, ip: std::net::IpAddr) -> Self {
+        self.local_addr = Some(ip);
         self
     }
 

@@ -68,6 +68,7 @@ mod driver;
 mod error;
 mod event;
 mod outbox;
+pub mod raw;
 mod status;
 mod tls;
 mod transport;

@@ -107,7 +107,7 @@ pub(crate) async fn connect(
                     .map_err(|e| Error::Transport(format!("connect {}: {e}", config.url)))?;
                 return upgrade(config, io).await;
             }
-            let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            let tcp = tcp_connect(config)
                 .await
                 .map_err(|e| Error::Transport(format!("connect {}: {e}", config.url)))?;
             tcp.set_nodelay(true)
@@ -127,6 +127,28 @@ pub(crate) async fn connect(
         }
         Scheme::Quic => quic_connect(config, quic, name).await,
     }
+}
+
+/// TCP to the endpoint, from the configured local address when one is set.
+async fn tcp_connect(config: &ClientConfig) -> std::io::Result<TcpStream> {
+    let endpoint = &config.endpoint;
+    let Some(local) = config.local_addr else {
+        return TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
 /// The WebSocket upgrade, offering the chorus subprotocol.
@@ -162,7 +184,9 @@ async fn quic_connect(
     let client = match quic {
         Some(e) if e.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) => e.clone(),
         _ => {
-            let bind: SocketAddr = if addr.is_ipv4() {
+            let bind: SocketAddr = if let Some(local) = config.local_addr {
+                SocketAddr::new(local, 0)
+            } else if addr.is_ipv4() {
                 SocketAddr::from(([0, 0, 0, 0], 0))
             } else {
                 SocketAddr::from(([0u16; 8], 0))

@@ -715,6 +715,9 @@ async fn chorusctl_prints_tables_json_and_exit_codes() {
     assert_eq!(code, 0);
     let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(exported["user"], "alice");
+    let (code, out, _) = chorusctl(&node, &["--json", "connections", "kick", "--all"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["kicked"], 1);
     let (code, _, err) = chorusctl(&node, &["channels", "show", "missing"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("not_found"), "{err}");

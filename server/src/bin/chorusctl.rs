@@ -89,6 +89,9 @@ enum Connections {
         /// All sessions of this user.
         #[arg(long, conflicts_with = "session")]
         user: Option<String>,
+        /// Every session of the node.
+        #[arg(long, conflicts_with_all = ["session", "user"])]
+        all: bool,
         /// Shown to the client.
         #[arg(long)]
         reason: Option<String>,
@@ -333,14 +336,16 @@ fn command(top: &Top) -> anyhow::Result<Command> {
         Top::Connections(Connections::Kick {
             session,
             user,
+            all,
             reason,
         }) => {
-            if session.is_none() && user.is_none() {
-                bail!("give a session id or --user");
+            if session.is_none() && user.is_none() && !all {
+                bail!("give a session id, --user or --all");
             }
             Command::ConnectionsKick {
                 session: session.clone(),
                 user: user.clone(),
+                all: *all,
                 reason: reason.clone(),
             }
         }

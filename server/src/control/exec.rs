@@ -158,15 +158,23 @@ pub(crate) async fn execute(
         Command::ConnectionsKick {
             session,
             user: u,
+            all,
             reason,
         } => {
             let reason = reason.unwrap_or_else(|| "kicked by an admin".into());
             let c = close(CloseCode::Kicked, &reason);
-            let kicked = match (session, u) {
-                (Some(s), None) => usize::from(shared.hub.close_session(&s, &c)),
-                (None, Some(u)) => shared.hub.close_user(&user(&u)?, &c),
+            let kicked = match (session, u, all) {
+                (Some(s), None, false) => usize::from(shared.hub.close_session(&s, &c)),
+                (None, Some(u), false) => shared.hub.close_user(&user(&u)?, &c),
+                (None, None, true) => {
+                    let n = shared.hub.session_count();
+                    shared.hub.close_all(&c);
+                    n
+                }
                 _ => {
-                    return Err(ControlError::bad_request("give either a session or a user"));
+                    return Err(ControlError::bad_request(
+                        "give one of: a session, a user, or all",
+                    ));
                 }
             };
             if kicked == 0 {

@@ -37,6 +37,9 @@ pub enum Command {
         /// Or all of this user's sessions.
         #[serde(default)]
         user: Option<String>,
+        /// Or every session of the node (a reconnect storm on purpose: load tests).
+        #[serde(default)]
+        all: bool,
         /// Shown to the client.
         #[serde(default)]
         reason: Option<String>,

@@ -1,0 +1,68 @@
+//! A bare connection: the SDK's transports and TLS without the connection task. For tools that
+//! speak the protocol themselves (the load tester, protocol tests): no reconnect, no resume, no
+//! queues; the caller sends frames and reads envelopes.
+
+use bytes::Bytes;
+use chorus_protocol::v1::{CloseCode, ServerEnvelope};
+
+use crate::config::ClientConfig;
+use crate::error::Error;
+use crate::transport::{self, Incoming, Reader, Writer};
+
+/// The receiving half of a bare connection.
+pub struct RawReader(Reader);
+
+/// The sending half of a bare connection.
+pub struct RawWriter(Writer);
+
+/// What one read produced.
+#[derive(Debug)]
+pub enum RawIncoming {
+    /// Envelopes, in order.
+    Frames(Vec<ServerEnvelope>),
+    /// The connection ended.
+    Closed {
+        /// The chorus close code, when the server sent one.
+        code: Option<CloseCode>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Opens the transport of `config` (TCP/TLS/WebSocket or QUIC); no `Hello` is sent.
+pub async fn connect(config: &ClientConfig) -> Result<(RawReader, RawWriter), Error> {
+    let mut quic = None;
+    let (reader, writer) = tokio::time::timeout(
+        config.connect_timeout,
+        transport::connect(config, &mut quic),
+    )
+    .await
+    .map_err(|_| Error::Timeout)??;
+    Ok((RawReader(reader), RawWriter(writer)))
+}
+
+impl RawReader {
+    /// The next envelopes (one WebSocket message, or what one QUIC read completed).
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> RawIncoming {
+        match self.0.next().await {
+            Incoming::Frames(frames) => RawIncoming::Frames(frames),
+            Incoming::Ended(e) => RawIncoming::Closed {
+                code: e.code,
+                reason: e.reason,
+            },
+        }
+    }
+}
+
+impl RawWriter {
+    /// Sends encoded frames (one WebSocket message; at most 256 frames per message).
+    pub async fn send(&mut self, frames: Bytes) -> Result<(), Error> {
+        self.0.send(frames).await.map_err(Error::Transport)
+    }
+
+    /// Closes with close code NORMAL.
+    pub async fn close(&mut self) {
+        self.0.close().await;
+    }
+}
