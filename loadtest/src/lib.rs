@@ -1,5 +1,22 @@
 //! `chorus-loadtest`: drives thousands of clients against one or more Chorus nodes and reports
 //! throughput, latency percentiles and delivery correctness (lost, duplicated, reordered).
 //!
-//! This crate is filled in by the load-test issue; today it holds only this description so the
-//! workspace layout is fixed.
+//! Every scenario is bounded in connections and time and refuses targets outside loopback.
+//! Clients are lean: a bare SDK connection ([`chorus_client::raw`]) per simulated user, one task
+//! each, decoding frames and checking every entry against the channel's sequence, with a local
+//! HDR histogram merged at the end; the reconnect-storm scenario uses full SDK clients, since
+//! their recovery is what it measures.
+//!
+//! - [`lean`]: a connection that has said `Hello`, with request helpers.
+//! - [`check`]: per-stream delivery checks (lost, duplicate, reordered).
+//! - [`payload`]: the send time and origin carried in each test message.
+//! - [`report`]: the report (JSON and table), server CPU and memory from `/proc`.
+//! - [`scenario`]: connect, fanout, pairs, rooms, reconnect-storm.
+//! - [`token`]: HS256 tokens for synthetic users.
+
+pub mod check;
+pub mod lean;
+pub mod payload;
+pub mod report;
+pub mod scenario;
+pub mod token;

@@ -1,0 +1,120 @@
+//! `chorus-loadtest`: load scenarios against Chorus nodes on this machine.
+//!
+//! ```text
+//! chorus-loadtest --target ws://127.0.0.1:8443/ --token-secret-file chorus-data/dev-token-secret \
+//!     --server-pid $(pgrep chorusd) --json fanout.json fanout --subscribers 1000 --window 64
+//! ```
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chorus_client::TlsTrust;
+use chorus_loadtest::scenario::{self, Setup};
+use chorus_loadtest::token::Minter;
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "chorus-loadtest", version, about = "Load scenarios for Chorus nodes (loopback only)")]
+struct Cli {
+    /// A node URL (repeat for several nodes; connections go to them in turn). Loopback only.
+    #[arg(long = "target", default_value = "ws://127.0.0.1:8443/", global = true)]
+    targets: Vec<String>,
+    /// Transport: ws (the targets' ws:// or wss://) or quic (same host and port over QUIC).
+    #[arg(long, default_value = "ws", value_parser = ["ws", "quic"], global = true)]
+    transport: String,
+    /// The node's HS256 token secret, to sign tokens for synthetic users.
+    #[arg(long, env = "CHORUS_TOKEN_SECRET_FILE", global = true)]
+    token_secret_file: Option<PathBuf>,
+    /// Trust exactly this certificate (a dev node's self-signed cert).
+    #[arg(long, global = true)]
+    pin_cert: Option<PathBuf>,
+    /// Trust the CAs in this PEM file.
+    #[arg(long, global = true, conflicts_with = "pin_cert")]
+    ca_file: Option<PathBuf>,
+    /// New connections per second.
+    #[arg(long, default_value_t = 2_000, global = true)]
+    connect_rate: u32,
+    /// Local source addresses to spread connections over (127.0.0.2 onwards).
+    #[arg(long, default_value_t = 8, global = true)]
+    source_ips: usize,
+    /// The node's pid: its CPU and memory go into the report.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Write the JSON report here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Worker threads (default: the machine's cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Open N connections at a rate and hold them; connect latency and memory per connection.
+    Connect(scenario::connect::Args),
+    /// One channel, S subscribers, P publishers; fixed rate or maximum throughput.
+    Fanout(scenario::fanout::Args),
+    /// N connections in N/2 direct channels at a fixed total rate.
+    Pairs(scenario::pairs::Args),
+    /// Users in rooms of Zipf-distributed popularity, with typing and read markers.
+    Rooms(scenario::rooms::Args),
+    /// Every session kicked at once; time until all SDK clients are back and caught up.
+    ReconnectStorm(scenario::storm::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = cli.threads {
+        runtime.worker_threads(t.max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
+    let report = runtime.block_on(run(&cli))?;
+    eprintln!("\n{}", report.table());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, format!("{:#}\n", serde_json::to_value(&report)?))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    let clean = report.lost == 0 && report.duplicates == 0 && report.reordered == 0;
+    if !clean {
+        eprintln!("DELIVERY CHECK FAILED: lost, duplicated or reordered entries");
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<chorus_loadtest::report::Report> {
+    let secret = cli
+        .token_secret_file
+        .as_deref()
+        .context("--token-secret-file is needed to sign tokens for synthetic users")?;
+    let trust = match (&cli.pin_cert, &cli.ca_file) {
+        (Some(p), _) => TlsTrust::PinnedCertFile(p.clone()),
+        (None, Some(c)) => TlsTrust::CaFile(c.clone()),
+        (None, None) => TlsTrust::WebPkiRoots,
+    };
+    let setup = Setup::new(
+        &cli.targets,
+        cli.transport == "quic",
+        trust,
+        Minter::from_file(secret)?,
+        cli.source_ips,
+        cli.connect_rate,
+        cli.server_pid,
+    )?;
+    match &cli.scenario {
+        Scenario::Connect(a) => scenario::connect::run(&setup, a).await,
+        Scenario::Fanout(a) => scenario::fanout::run(&setup, a).await,
+        Scenario::Pairs(a) => scenario::pairs::run(&setup, a).await,
+        Scenario::Rooms(a) => scenario::rooms::run(&setup, a).await,
+        Scenario::ReconnectStorm(a) => scenario::storm::run(&setup, a).await,
+    }
+}

@@ -1,0 +1,213 @@
+//! The report: a JSON document (`--json FILE`) and a human table on stderr; server and client
+//! CPU and memory read from `/proc`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// From a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// A histogram for microsecond latencies up to an hour.
+#[allow(clippy::expect_used)] // Constant, valid bounds: this cannot fail.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records a duration in microseconds (clamped into range).
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 3_600_000_000);
+    let _ = h.record(us);
+}
+
+/// CPU time (user + system) and resident memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ProcSample {
+    /// CPU seconds so far.
+    pub cpu_secs: f64,
+    /// Resident set, KiB.
+    pub rss_kib: u64,
+}
+
+/// Reads `/proc/<pid>` (`self` for this process).
+pub fn sample(pid: &str) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Linux reports in clock ticks of 1/100 s (USER_HZ) on every mainstream architecture.
+    Some(ProcSample {
+        cpu_secs: ticks / 100.0,
+        rss_kib,
+    })
+}
+
+/// A process's usage over the measured phase.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Usage {
+    /// Average cores used over the phase.
+    pub cpu_cores: f64,
+    /// Resident set at the start, KiB.
+    pub rss_start_kib: u64,
+    /// Resident set at the end, KiB.
+    pub rss_end_kib: u64,
+}
+
+impl Usage {
+    /// From two samples `wall` apart.
+    pub fn between(start: ProcSample, end: ProcSample, wall: Duration) -> Self {
+        Self {
+            cpu_cores: (end.cpu_secs - start.cpu_secs) / wall.as_secs_f64().max(1e-9),
+            rss_start_kib: start.rss_kib,
+            rss_end_kib: end.rss_kib,
+        }
+    }
+}
+
+/// Everything a run measured (the documented JSON report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// connect, fanout, pairs, rooms or reconnect-storm.
+    pub scenario: String,
+    /// The scenario's parameters as given.
+    pub parameters: Value,
+    /// ws or quic.
+    pub transport: String,
+    /// The node URLs.
+    pub targets: Vec<String>,
+    /// Connections opened.
+    pub connections: u64,
+    /// Publishes acknowledged.
+    pub published: u64,
+    /// Entries received by subscribers (each subscriber counts).
+    pub delivered: u64,
+    /// Seconds of the measured phase.
+    pub duration_secs: f64,
+    /// Acknowledged publishes per second.
+    pub published_per_sec: f64,
+    /// Deliveries per second.
+    pub delivered_per_sec: f64,
+    /// Entries a subscriber should have received and did not.
+    pub lost: u64,
+    /// Entries received twice.
+    pub duplicates: u64,
+    /// Entries received after a later one.
+    pub reordered: u64,
+    /// Publish to receipt, microseconds (same process).
+    pub latency_us: Percentiles,
+    /// Connect to `Welcome`, microseconds.
+    pub connect_us: Percentiles,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The node's CPU and memory (with `--server-pid`).
+    pub server: Option<Usage>,
+    /// This process's CPU and memory.
+    pub client: Option<Usage>,
+    /// Client CPU nanoseconds per delivery (how much of the machine the load tester took).
+    pub client_cpu_ns_per_delivery: Option<f64>,
+    /// Scenario-specific figures.
+    pub extra: Value,
+}
+
+impl Report {
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<28} {v}\n"));
+        row("scenario", format!("{} over {}", self.scenario, self.transport));
+        row("targets", self.targets.join(", "));
+        row("connections", self.connections.to_string());
+        row("duration", format!("{:.1} s", self.duration_secs));
+        row(
+            "published",
+            format!("{} ({:.0}/s)", self.published, self.published_per_sec),
+        );
+        row(
+            "delivered",
+            format!("{} ({:.0}/s)", self.delivered, self.delivered_per_sec),
+        );
+        row(
+            "lost / duplicates / reordered",
+            format!("{} / {} / {}", self.lost, self.duplicates, self.reordered),
+        );
+        let p = |p: &Percentiles| {
+            format!(
+                "p50 {} p90 {} p99 {} p99.9 {} max {} us (n={})",
+                p.p50, p.p90, p.p99, p.p999, p.max, p.count
+            )
+        };
+        if self.latency_us.count > 0 {
+            row("latency", p(&self.latency_us));
+        }
+        if self.connect_us.count > 0 {
+            row("connect", p(&self.connect_us));
+        }
+        if let Some(s) = &self.server {
+            row(
+                "server",
+                format!(
+                    "{:.2} cores, RSS {} -> {} KiB",
+                    s.cpu_cores, s.rss_start_kib, s.rss_end_kib
+                ),
+            );
+        }
+        if let Some(c) = &self.client {
+            row(
+                "load tester",
+                format!("{:.2} cores, RSS {} KiB", c.cpu_cores, c.rss_end_kib),
+            );
+        }
+        if let Some(ns) = self.client_cpu_ns_per_delivery {
+            row("load tester CPU/delivery", format!("{ns:.0} ns"));
+        }
+        for (k, v) in &self.errors {
+            row(&format!("error {k}"), v.to_string());
+        }
+        if let Value::Object(extra) = &self.extra {
+            for (k, v) in extra {
+                row(k, v.to_string());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,445 @@
+//! One simulated user on a lean connection: publishes to its channels (at a fixed rate or with a
+//! bounded window of unacknowledged publishes), checks every entry of its subscriptions, and
+//! records latency. Phases come from the coordinator: run, drain (stop publishing, wait for
+//! acks), settle (read until every subscription reached the channel's last acknowledged seq).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus_client::raw::RawIncoming;
+use chorus_protocol::v1::{
+    self, channel_event::Body, client_envelope::Request, push, reply, server_envelope,
+};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::check::StreamCheck;
+use crate::lean::Lean;
+use crate::payload::Payload;
+use crate::report;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Publish and receive.
+    Run,
+    /// Stop publishing; wait for outstanding acknowledgements.
+    Drain,
+    /// Read until caught up with the channels' last acknowledged seqs.
+    Settle,
+    /// Stop now.
+    Stop,
+}
+
+/// How an actor publishes.
+#[derive(Debug, Clone)]
+pub enum Pace {
+    /// Never.
+    Silent,
+    /// This many messages per second, spread evenly.
+    Rate(f64),
+    /// Keep this many publishes unacknowledged at all times (maximum throughput).
+    Window(usize),
+}
+
+/// What an actor does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Its id (the payload's sender).
+    pub id: u32,
+    /// Channels it publishes to, with weights (chosen at random by weight per message).
+    pub publish_to: Vec<(String, f64)>,
+    /// How fast.
+    pub pace: Pace,
+    /// Bytes of text per message.
+    pub body: usize,
+    /// Channels it is subscribed to, with their heads when the subscriptions started.
+    pub subscriptions: Vec<(String, u64)>,
+    /// Send `Typing` every this many publishes (0: never).
+    pub typing_every: u64,
+    /// Mark read every this many received entries (0: never).
+    pub mark_read_every: u64,
+}
+
+/// The channels' last acknowledged seqs, filled during the drain.
+#[derive(Debug, Default)]
+pub struct Finals {
+    seqs: Mutex<HashMap<String, u64>>,
+}
+
+impl Finals {
+    fn raise(&self, channel: &str, seq: u64) {
+        let mut seqs = self.seqs.lock().unwrap_or_else(|p| p.into_inner());
+        let e = seqs.entry(channel.to_owned()).or_default();
+        *e = (*e).max(seq);
+    }
+
+    /// Every channel's last acknowledged seq.
+    pub fn snapshot(&self) -> HashMap<String, u64> {
+        self.seqs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The last acknowledged seq of a channel.
+    pub fn get(&self, channel: &str) -> u64 {
+        self.seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// What an actor measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Publishes acknowledged.
+    pub acked: u64,
+    /// Its subscriptions' checks.
+    pub checks: HashMap<String, StreamCheck>,
+    /// Publish-to-receipt latency of others' messages, microseconds.
+    pub latency: Histogram<u64>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// When its last entry arrived.
+    pub last_delivery: Option<Instant>,
+    /// Whether it drained (all acks in) before the deadline.
+    pub drained: bool,
+}
+
+enum Sent {
+    Publish(usize),
+    Other,
+}
+
+/// Runs an actor until the coordinator says stop (or its connection ends).
+pub async fn run(
+    mut conn: Lean,
+    plan: Plan,
+    mut phase: watch::Receiver<Phase>,
+    finals: Arc<Finals>,
+    drained: Arc<tokio::sync::Semaphore>,
+) -> Outcome {
+    let mut out = Outcome {
+        acked: 0,
+        checks: plan
+            .subscriptions
+            .iter()
+            .map(|(c, head)| (c.clone(), StreamCheck::after(*head)))
+            .collect(),
+        latency: report::histogram(),
+        errors: BTreeMap::new(),
+        last_delivery: None,
+        drained: false,
+    };
+    let max_in_flight = conn
+        .welcome
+        .limits
+        .map_or(256, |l| l.max_in_flight_requests as usize)
+        .max(1);
+    let window = match plan.pace {
+        Pace::Window(w) => w.min(max_in_flight),
+        _ => max_in_flight,
+    };
+    let total_weight: f64 = plan.publish_to.iter().map(|(_, w)| w).sum();
+    let text = "x".repeat(plan.body);
+    let mut in_flight: HashMap<u64, Sent> = HashMap::new();
+    let mut acked_max: Vec<u64> = vec![0; plan.publish_to.len()];
+    let mut sent: u64 = 0;
+    let mut received_since_mark: u64 = 0;
+    let start = Instant::now();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    let mut current = *phase.borrow();
+    let mut reported_drain = false;
+    // Entries that arrived with the subscribe replies.
+    let mut backlog: Vec<v1::ServerEnvelope> = conn.pending.drain(..).collect();
+    loop {
+        // Publish what is due.
+        if current == Phase::Run && !plan.publish_to.is_empty() {
+            let due = match plan.pace {
+                Pace::Silent => 0,
+                Pace::Rate(r) => {
+                    let should = (start.elapsed().as_secs_f64() * r) as u64;
+                    should.saturating_sub(sent)
+                }
+                Pace::Window(_) => u64::MAX,
+            };
+            let room = window.saturating_sub(in_flight.len()) as u64;
+            let n = due.min(room).min(256);
+            if n > 0 {
+                let mut batch = Vec::with_capacity(n as usize + 1);
+                for _ in 0..n {
+                    let target = if plan.publish_to.len() == 1 {
+                        0
+                    } else {
+                        let mut pick = rng.random::<f64>() * total_weight;
+                        plan.publish_to
+                            .iter()
+                            .position(|(_, w)| {
+                                pick -= w;
+                                pick <= 0.0
+                            })
+                            .unwrap_or(0)
+                    };
+                    let id = conn.next_id();
+                    let payload = Payload::now(plan.id, sent);
+                    sent += 1;
+                    batch.push((
+                        id,
+                        Request::Publish(v1::Publish {
+                            channel_id: plan.publish_to[target].0.clone(),
+                            message: Some(v1::Message {
+                                client_msg_id: format!("{}-{}", plan.id, sent),
+                                text: text.clone(),
+                                custom: payload.encode(),
+                                ..Default::default()
+                            }),
+                        }),
+                    ));
+                    in_flight.insert(id, Sent::Publish(target));
+                    if plan.typing_every > 0 && sent % plan.typing_every == 0 {
+                        let id = conn.next_id();
+                        batch.push((
+                            id,
+                            Request::Typing(v1::Typing {
+                                channel_id: plan.publish_to[target].0.clone(),
+                                typing: true,
+                                thread_parent_seq: 0,
+                            }),
+                        ));
+                        in_flight.insert(id, Sent::Other);
+                    }
+                }
+                if let Err(e) = conn.send(batch).await {
+                    *out.errors.entry(format!("send: {e}")).or_default() += 1;
+                    return out;
+                }
+            }
+        }
+        if current == Phase::Drain && !reported_drain && !in_flight.values().any(|s| matches!(s, Sent::Publish(_))) {
+            for (i, (channel, _)) in plan.publish_to.iter().enumerate() {
+                if acked_max[i] > 0 {
+                    finals.raise(channel, acked_max[i]);
+                }
+            }
+            reported_drain = true;
+            out.drained = true;
+            drained.add_permits(1);
+        }
+        if current == Phase::Settle
+            && out
+                .checks
+                .iter()
+                .all(|(c, check)| check.last() >= finals.get(c))
+        {
+            return out;
+        }
+        if current == Phase::Stop {
+            return out;
+        }
+        // Wait for frames, the next publish, or a phase change.
+        let next_due = match plan.pace {
+            Pace::Rate(r) if current == Phase::Run && !plan.publish_to.is_empty() => {
+                start + Duration::from_secs_f64((sent + 1) as f64 / r)
+            }
+            _ => Instant::now() + Duration::from_secs(3600),
+        };
+        let frames = if !backlog.is_empty() {
+            Some(std::mem::take(&mut backlog))
+        } else {
+            tokio::select! {
+                incoming = conn.reader.next() => match incoming {
+                    RawIncoming::Frames(f) => Some(f),
+                    RawIncoming::Closed { code, reason } => {
+                        let kind = code.map_or_else(|| format!("closed: {reason}"), |c| format!("closed: {}", c.as_str_name()));
+                        *out.errors.entry(kind).or_default() += 1;
+                        if !reported_drain {
+                            drained.add_permits(1);
+                        }
+                        return out;
+                    }
+                },
+                () = sleep_until(next_due) => None,
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return out;
+                    }
+                    current = *phase.borrow();
+                    None
+                }
+            }
+        };
+        let Some(frames) = frames else {
+            continue;
+        };
+        let mut marks = Vec::new();
+        for env in frames {
+            match env.kind {
+                Some(server_envelope::Kind::Reply(r)) => match in_flight.remove(&r.request_id) {
+                    Some(Sent::Publish(target)) => match r.result {
+                        Some(reply::Result::Appended(a)) => {
+                            out.acked += 1;
+                            acked_max[target] = acked_max[target].max(a.seq);
+                        }
+                        Some(reply::Result::Error(e)) => {
+                            *out.errors.entry(format!("publish: {}", e.error_code().as_str_name())).or_default() += 1;
+                        }
+                        _ => *out.errors.entry("publish: unexpected reply".into()).or_default() += 1,
+                    },
+                    Some(Sent::Other) => {
+                        if let Some(reply::Result::Error(e)) = r.result {
+                            *out.errors.entry(format!("request: {}", e.error_code().as_str_name())).or_default() += 1;
+                        }
+                    }
+                    None => {}
+                },
+                Some(server_envelope::Kind::Push(v1::Push {
+                    push: Some(push::Push::Event(e)),
+                })) => {
+                    let Some(check) = out.checks.get_mut(&e.channel_id) else {
+                        continue;
+                    };
+                    check.observe(e.seq);
+                    out.last_delivery = Some(Instant::now());
+                    if let Some(Body::Message(m)) = &e.body
+                        && let Some(p) = Payload::decode(&m.custom)
+                        && p.sender != plan.id
+                    {
+                        report::record(&mut out.latency, p.age());
+                    }
+                    received_since_mark += 1;
+                    if plan.mark_read_every > 0 && received_since_mark >= plan.mark_read_every {
+                        received_since_mark = 0;
+                        marks.push((e.channel_id.clone(), e.seq));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !marks.is_empty() && current == Phase::Run {
+            let batch: Vec<(u64, Request)> = marks
+                .into_iter()
+                .map(|(channel_id, seq)| {
+                    let id = conn.next_id();
+                    in_flight.insert(id, Sent::Other);
+                    (id, Request::MarkRead(v1::MarkRead { channel_id, seq }))
+                })
+                .collect();
+            if let Err(e) = conn.send(batch).await {
+                *out.errors.entry(format!("send: {e}")).or_default() += 1;
+                return out;
+            }
+        }
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Finished {
+    /// Each actor's outcome.
+    pub outcomes: Vec<Outcome>,
+    /// When publishing started.
+    pub started: Instant,
+    /// Each channel's last acknowledged seq.
+    pub finals: HashMap<String, u64>,
+}
+
+/// Runs a set of actors through the phases: `run_for`, then drain (up to `drain_limit`), then
+/// settle (up to `settle_limit`).
+pub async fn orchestrate(
+    actors: Vec<(Lean, Plan)>,
+    run_for: Duration,
+    drain_limit: Duration,
+    settle_limit: Duration,
+) -> Finished {
+    let (tx, rx) = watch::channel(Phase::Run);
+    let finals = Arc::new(Finals::default());
+    let drained = Arc::new(tokio::sync::Semaphore::new(0));
+    let n = actors.len();
+    let started = Instant::now();
+    let tasks: Vec<_> = actors
+        .into_iter()
+        .map(|(conn, plan)| {
+            tokio::spawn(run(conn, plan, rx.clone(), finals.clone(), drained.clone()))
+        })
+        .collect();
+    tokio::time::sleep(run_for).await;
+    let _ = tx.send(Phase::Drain);
+    let all = u32::try_from(n).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(drain_limit, drained.acquire_many(all)).await;
+    let _ = tx.send(Phase::Settle);
+    let settle_deadline = Instant::now() + settle_limit;
+    let mut outcomes = Vec::with_capacity(n);
+    for t in tasks {
+        let left = settle_deadline.saturating_duration_since(Instant::now());
+        let mut t = t;
+        match tokio::time::timeout(left, &mut t).await {
+            Ok(Ok(o)) => outcomes.push(o),
+            Ok(Err(_)) => {}
+            Err(_) => {
+                let _ = tx.send(Phase::Stop);
+                if let Ok(o) = t.await {
+                    outcomes.push(o);
+                }
+            }
+        }
+    }
+    Finished {
+        outcomes,
+        started,
+        finals: finals.snapshot(),
+    }
+}
+
+/// Folds a run into the report: delivery counts and checks against the final seqs, latency.
+pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
+    let (outcomes, started) = (&run.outcomes, run.started);
+    let mut latency = report::histogram();
+    let mut last = started;
+    for o in outcomes {
+        report.published += o.acked;
+        let _ = latency.add(&o.latency);
+        for check in o.checks.values() {
+            report.delivered += check.received;
+            report.duplicates += check.duplicates;
+            report.reordered += check.reordered;
+        }
+        for (k, v) in &o.errors {
+            *report.errors.entry(k.clone()).or_default() += v;
+        }
+        if let Some(t) = o.last_delivery {
+            last = last.max(t);
+        }
+        if !o.drained {
+            *report.errors.entry("not drained in time".into()).or_default() += 1;
+        }
+    }
+    report.latency_us = crate::report::Percentiles::of(&latency);
+    let secs = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    report.duration_secs = secs;
+    report.delivered_per_sec = report.delivered as f64 / secs;
+    report.published_per_sec = report.published as f64 / secs;
+    report.lost = lost(run);
+}
+
+/// Entries lost: for each subscription, what is missing up to the channel's last acknowledged
+/// seq (or the highest any receiver saw, if higher).
+pub fn lost(run: &Finished) -> u64 {
+    let outcomes = &run.outcomes;
+    let mut finals: HashMap<&str, u64> =
+        run.finals.iter().map(|(c, s)| (c.as_str(), *s)).collect();
+    for o in outcomes {
+        for (c, check) in &o.checks {
+            let e = finals.entry(c.as_str()).or_default();
+            *e = (*e).max(check.last());
+        }
+    }
+    outcomes
+        .iter()
+        .flat_map(|o| o.checks.iter())
+        .map(|(c, check)| check.lost(finals.get(c.as_str()).copied().unwrap_or(0)))
+        .sum()
+}

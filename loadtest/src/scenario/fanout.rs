@@ -1,0 +1,128 @@
+//! One channel, many subscribers, a few publishers: at a fixed rate (latency) or with a window
+//! of unacknowledged publishes per publisher (maximum throughput).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
+use serde_json::json;
+
+use super::Setup;
+use super::actor::{self, Pace, Plan};
+use crate::report::{self, Percentiles, Report};
+
+/// `fanout` parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Subscribers.
+    #[arg(long, default_value_t = 1_000)]
+    pub subscribers: usize,
+    /// Publishers.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Total publishes per second (fixed rate).
+    #[arg(long, conflicts_with = "window")]
+    pub rate: Option<f64>,
+    /// Unacknowledged publishes per publisher (maximum throughput).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Message text bytes.
+    #[arg(long, default_value_t = 64)]
+    pub body: usize,
+}
+
+/// Runs `fanout`.
+pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
+    if args.subscribers == 0 || args.publishers == 0 {
+        bail!("fanout needs at least one subscriber and one publisher");
+    }
+    let pace = match (args.rate, args.window) {
+        (Some(r), None) => Pace::Rate(r / args.publishers as f64),
+        (None, w) => Pace::Window(w.unwrap_or(64)),
+        (Some(_), Some(_)) => bail!("give --rate or --window, not both"),
+    };
+    let mut report = setup.report("fanout", json!({
+        "subscribers": args.subscribers, "publishers": args.publishers, "rate": args.rate,
+        "window": args.window, "duration_secs": args.duration, "body_bytes": args.body,
+    }));
+    let channel = format!("lt{}-fanout", setup.run_id);
+    let mut connect = report::histogram();
+    let mut errors = BTreeMap::new();
+    let mut publishers = setup
+        .connect_many(args.publishers, |i| setup.user("pub", i), &mut connect, &mut errors)
+        .await;
+    let Some((_, owner)) = publishers.first_mut() else {
+        bail!("no publisher could connect: {errors:?}");
+    };
+    match owner
+        .request(Request::CreateChannel(v1::CreateChannel {
+            kind: ChannelKind::Public as i32,
+            channel_id: channel.clone(),
+            name: channel.clone(),
+            ..Default::default()
+        }))
+        .await?
+    {
+        reply::Result::Channel(_) => {}
+        other => bail!("creating the channel: {other:?}"),
+    }
+    eprintln!("connecting {} subscribers...", args.subscribers);
+    let subscribers = setup
+        .connect_many(args.subscribers, |i| setup.user("sub", i), &mut connect, &mut errors)
+        .await;
+    let mut actors = Vec::new();
+    for (_, mut conn) in subscribers.into_iter().chain(publishers) {
+        let publisher = conn.welcome.user_id.contains("-pub-");
+        join(&mut conn, &channel).await?;
+        let subscriptions = if publisher {
+            Vec::new()
+        } else {
+            vec![(channel.clone(), conn.subscribe(&channel).await?)]
+        };
+        let id = u32::try_from(actors.len()).unwrap_or(u32::MAX);
+        actors.push((
+            conn,
+            Plan {
+                id,
+                publish_to: if publisher { vec![(channel.clone(), 1.0)] } else { Vec::new() },
+                pace: if publisher { pace.clone() } else { Pace::Silent },
+                body: args.body,
+                subscriptions,
+                typing_every: 0,
+                mark_read_every: 0,
+            },
+        ));
+    }
+    report.connections = actors.len() as u64;
+    report.connect_us = Percentiles::of(&connect);
+    report.errors = errors;
+    eprintln!("publishing for {} s...", args.duration);
+    let meter = setup.meter();
+    let run = actor::orchestrate(
+        actors,
+        Duration::from_secs(args.duration),
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    )
+    .await;
+    actor::summarize(&run, &mut report);
+    meter.finish(&mut report);
+    Ok(report)
+}
+
+/// Joins a public channel (a no-op for its creator, who is a member).
+pub async fn join(conn: &mut crate::lean::Lean, channel: &str) -> anyhow::Result<()> {
+    match conn
+        .request(Request::JoinChannel(v1::JoinChannel {
+            channel_id: channel.to_owned(),
+        }))
+        .await?
+    {
+        reply::Result::Channel(_) => Ok(()),
+        other => bail!("joining {channel}: {other:?}"),
+    }
+}

@@ -1,0 +1,218 @@
+//! The scenarios and what they share: targets, trust, tokens, source addresses, paced
+//! connecting, and the report's common parts.
+
+pub mod actor;
+pub mod connect;
+pub mod fanout;
+pub mod pairs;
+pub mod rooms;
+pub mod storm;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chorus_client::{ClientConfig, Endpoint, Scheme, TlsTrust};
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+
+use crate::lean::Lean;
+use crate::report::{self, Report, Usage};
+use crate::token::Minter;
+
+/// Handshakes in flight at once while connecting.
+const CONNECT_CONCURRENCY: usize = 256;
+
+/// What every scenario needs.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Node URLs, with the transport's scheme.
+    pub targets: Vec<String>,
+    /// "ws" or "quic".
+    pub transport: &'static str,
+    /// TLS trust for wss and quic.
+    pub trust: TlsTrust,
+    /// Tokens for synthetic users.
+    pub minter: Minter,
+    /// Local addresses connections are spread over.
+    pub source_ips: Vec<IpAddr>,
+    /// New connections per second.
+    pub connect_rate: u32,
+    /// The node's pid, for its CPU and memory.
+    pub server_pid: Option<u32>,
+    /// A prefix making this run's users and channels unique.
+    pub run_id: String,
+}
+
+impl Setup {
+    /// Checks the targets (loopback only) and rewrites their scheme for the transport.
+    pub fn new(
+        targets: &[String],
+        quic: bool,
+        trust: TlsTrust,
+        minter: Minter,
+        source_ips: usize,
+        connect_rate: u32,
+        server_pid: Option<u32>,
+    ) -> anyhow::Result<Self> {
+        if targets.is_empty() {
+            bail!("give at least one --target");
+        }
+        let mut out = Vec::new();
+        for t in targets {
+            let e = Endpoint::parse(t).with_context(|| format!("target {t}"))?;
+            let loopback = match e.host.parse::<IpAddr>() {
+                Ok(ip) => ip.is_loopback(),
+                Err(_) => e.host == "localhost",
+            };
+            if !loopback {
+                bail!("target {t}: load is only sent to loopback addresses (127.0.0.0/8, ::1, localhost)");
+            }
+            let host = if e.host.contains(':') {
+                format!("[{}]", e.host)
+            } else {
+                e.host.clone()
+            };
+            let url = match (quic, e.scheme) {
+                (true, _) => format!("quic://{host}:{}", e.port),
+                (false, Scheme::Quic) => format!("wss://{host}:{}{}", e.port, e.path),
+                (false, _) => t.clone(),
+            };
+            out.push(url);
+        }
+        let source_ips = (0..source_ips.max(1))
+            .map(|i| IpAddr::from([127, 0, 0, 2 + (i % 250) as u8]))
+            .collect();
+        Ok(Self {
+            targets: out,
+            transport: if quic { "quic" } else { "ws" },
+            trust,
+            minter,
+            source_ips,
+            connect_rate: connect_rate.max(1),
+            server_pid,
+            run_id: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+        })
+    }
+
+    /// The client config of connection `i`: targets and source addresses in turn.
+    pub fn config(&self, i: usize, token: &str) -> anyhow::Result<ClientConfig> {
+        let url = &self.targets[i % self.targets.len()];
+        let mut config = ClientConfig::new(url, token)?
+            .trust(self.trust.clone())
+            .connect_timeout(Duration::from_secs(20));
+        // Loopback targets can be reached from any 127/8 address; spreading avoids running out
+        // of ephemeral ports with tens of thousands of connections.
+        if url.contains("127.") || url.contains("localhost") {
+            config = config.local_addr(self.source_ips[i % self.source_ips.len()]);
+        }
+        Ok(config)
+    }
+
+    /// A user name unique to this run.
+    pub fn user(&self, role: &str, i: usize) -> String {
+        format!("lt{}-{role}-{i}", self.run_id)
+    }
+
+    /// Opens `n` lean connections at the configured rate; connect latency goes to `hist`.
+    /// Failed connections are counted in `errors` and left out.
+    pub async fn connect_many(
+        &self,
+        n: usize,
+        name: impl Fn(usize) -> String,
+        hist: &mut Histogram<u64>,
+        errors: &mut std::collections::BTreeMap<String, u64>,
+    ) -> Vec<(usize, Lean)> {
+        let slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+        let interval = Duration::from_secs_f64(1.0 / f64::from(self.connect_rate));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let user = name(i);
+            let prepared = self
+                .minter
+                .token(&user)
+                .and_then(|t| Ok((self.config(i, &t)?, t)));
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                let (config, token) = prepared?;
+                let begun = Instant::now();
+                let lean = Lean::connect(&config, &token).await?;
+                Ok::<_, anyhow::Error>((i, lean, begun.elapsed()))
+            }));
+        }
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            match t.await {
+                Ok(Ok((i, lean, took))) => {
+                    report::record(hist, took);
+                    out.push((i, lean));
+                }
+                Ok(Err(e)) => *errors.entry(format!("connect: {}", short(&e))).or_default() += 1,
+                Err(e) => *errors.entry(format!("connect task: {e}")).or_default() += 1,
+            }
+        }
+        out
+    }
+
+    /// Starts measuring this process and the node.
+    pub fn meter(&self) -> Meter {
+        Meter {
+            at: Instant::now(),
+            client: report::sample("self"),
+            server: self.server_pid.and_then(|p| report::sample(&p.to_string())),
+            pid: self.server_pid,
+        }
+    }
+
+    /// A report with the common fields filled.
+    pub fn report(&self, scenario: &str, parameters: serde_json::Value) -> Report {
+        Report {
+            scenario: scenario.to_owned(),
+            parameters,
+            transport: self.transport.to_owned(),
+            targets: self.targets.clone(),
+            ..Report::default()
+        }
+    }
+}
+
+/// CPU and memory at the start of a phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    at: Instant,
+    client: Option<report::ProcSample>,
+    server: Option<report::ProcSample>,
+    pid: Option<u32>,
+}
+
+impl Meter {
+    /// Fills the report's usage fields for the phase since the meter started.
+    pub fn finish(&self, report: &mut Report) {
+        let wall = self.at.elapsed();
+        if let (Some(a), Some(b)) = (self.client, report::sample("self")) {
+            let usage = Usage::between(a, b, wall);
+            if report.delivered > 0 {
+                report.client_cpu_ns_per_delivery =
+                    Some((b.cpu_secs - a.cpu_secs) * 1e9 / report.delivered as f64);
+            }
+            report.client = Some(usage);
+        }
+        if let (Some(a), Some(pid)) = (self.server, self.pid)
+            && let Some(b) = report::sample(&pid.to_string())
+        {
+            report.server = Some(Usage::between(a, b, wall));
+        }
+    }
+}
+
+/// The first line of an error chain, for grouping errors by kind.
+pub fn short(e: &anyhow::Error) -> String {
+    let s = format!("{e:#}");
+    s.chars().take(120).collect()
+}

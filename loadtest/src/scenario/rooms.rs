@@ -1,0 +1,143 @@
+//! A realistic mix: users in public rooms whose popularity follows a Zipf law, publishing at a
+//! fixed total rate into their rooms (busier rooms more often), typing now and then, moving
+//! their read markers as they read.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::bail;
+use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
+use rand::Rng;
+use serde_json::json;
+
+use super::Setup;
+use super::actor::{self, Pace, Plan};
+use super::fanout::join;
+use crate::report::{self, Percentiles, Report};
+
+/// `rooms` parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Users (one connection each).
+    #[arg(long, default_value_t = 1_000)]
+    pub users: usize,
+    /// Rooms (public channels).
+    #[arg(long, default_value_t = 50)]
+    pub channels: usize,
+    /// Rooms each user is in.
+    #[arg(long, default_value_t = 5)]
+    pub rooms_per_user: usize,
+    /// Zipf exponent of room popularity.
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf: f64,
+    /// Messages per second, all users together.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub rate: f64,
+    /// Seconds of activity.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Message text bytes.
+    #[arg(long, default_value_t = 64)]
+    pub body: usize,
+}
+
+/// Weights 1/k^s for ranks 1..=n.
+fn zipf_weights(n: usize, s: f64) -> Vec<f64> {
+    (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect()
+}
+
+/// Draws an index by weight.
+fn draw(weights: &[f64], total: f64, rng: &mut impl Rng) -> usize {
+    let mut pick = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        pick -= w;
+        if pick <= 0.0 {
+            return i;
+        }
+    }
+    weights.len() - 1
+}
+
+/// Runs `rooms`.
+pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
+    if args.users == 0 || args.channels == 0 {
+        bail!("rooms needs users and channels");
+    }
+    let per_user = args.rooms_per_user.clamp(1, args.channels);
+    let mut report = setup.report("rooms", json!({
+        "users": args.users, "channels": args.channels, "rooms_per_user": per_user,
+        "zipf": args.zipf, "rate": args.rate, "duration_secs": args.duration, "body_bytes": args.body,
+    }));
+    let mut connect = report::histogram();
+    let mut errors = BTreeMap::new();
+    eprintln!("connecting {} users...", args.users);
+    let mut conns = setup
+        .connect_many(args.users, |i| setup.user("room-user", i), &mut connect, &mut errors)
+        .await;
+    let Some((_, first)) = conns.first_mut() else {
+        bail!("no user could connect: {errors:?}");
+    };
+    let rooms: Vec<String> = (0..args.channels)
+        .map(|i| format!("lt{}-room-{i}", setup.run_id))
+        .collect();
+    for room in &rooms {
+        match first
+            .request(Request::CreateChannel(v1::CreateChannel {
+                kind: ChannelKind::Public as i32,
+                channel_id: room.clone(),
+                name: room.clone(),
+                ..Default::default()
+            }))
+            .await?
+        {
+            reply::Result::Channel(_) => {}
+            other => bail!("creating {room}: {other:?}"),
+        }
+    }
+    let weights = zipf_weights(args.channels, args.zipf);
+    let total: f64 = weights.iter().sum();
+    let mut rng = rand::rng();
+    let mut actors = Vec::new();
+    for (_, mut conn) in conns {
+        let mut mine = HashSet::new();
+        while mine.len() < per_user {
+            mine.insert(draw(&weights, total, &mut rng));
+        }
+        let mut publish_to = Vec::new();
+        let mut subscriptions = Vec::new();
+        for r in mine {
+            join(&mut conn, &rooms[r]).await?;
+            let head = conn.subscribe(&rooms[r]).await?;
+            publish_to.push((rooms[r].clone(), weights[r]));
+            subscriptions.push((rooms[r].clone(), head));
+        }
+        let id = u32::try_from(actors.len()).unwrap_or(u32::MAX);
+        actors.push((
+            conn,
+            Plan {
+                id,
+                publish_to,
+                pace: Pace::Rate(args.rate / args.users as f64),
+                body: args.body,
+                subscriptions,
+                typing_every: 5,
+                mark_read_every: 20,
+            },
+        ));
+    }
+    report.connections = actors.len() as u64;
+    report.connect_us = Percentiles::of(&connect);
+    report.errors = errors;
+    eprintln!("{} users active for {} s...", actors.len(), args.duration);
+    let meter = setup.meter();
+    let run = actor::orchestrate(
+        actors,
+        Duration::from_secs(args.duration),
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    )
+    .await;
+    actor::summarize(&run, &mut report);
+    meter.finish(&mut report);
+    Ok(report)
+}

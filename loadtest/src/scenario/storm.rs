@@ -1,0 +1,290 @@
+//! Reconnect storm: C SDK clients, each subscribed to a channel, lose their connections at once
+//! (the node kicks every session, through its control socket); a publisher keeps publishing.
+//! Measures the time until every client has reconnected and caught up, and checks that each
+//! client's stream stayed gapless and duplicate-free through it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chorus_client::{ChannelId, Client, Event};
+use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
+
+use super::Setup;
+use crate::check::StreamCheck;
+use crate::report::{self, Percentiles, Report};
+
+/// `reconnect-storm` parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// SDK clients.
+    #[arg(long, default_value_t = 1_000)]
+    pub clients: usize,
+    /// Channels the clients are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
+    /// Publishes per second (all channels) before, during and after the storm.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// The node's control socket (used to kick every session at once).
+    #[arg(long)]
+    pub control_socket: PathBuf,
+    /// Seconds of steady state before the storm.
+    #[arg(long, default_value_t = 3)]
+    pub before: u64,
+    /// Seconds allowed for everyone to catch up.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+struct ClientResult {
+    check: StreamCheck,
+    reconnected_at: Option<Instant>,
+    caught_up_at: Option<Instant>,
+    reloads: u64,
+}
+
+/// Runs `reconnect-storm`.
+pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
+    if args.clients == 0 || args.channels == 0 {
+        bail!("reconnect-storm needs clients and channels");
+    }
+    let mut report = setup.report("reconnect-storm", json!({
+        "clients": args.clients, "channels": args.channels, "rate": args.rate,
+        "before_secs": args.before,
+    }));
+    let channels: Vec<String> = (0..args.channels)
+        .map(|i| format!("lt{}-storm-{i}", setup.run_id))
+        .collect();
+    // The publisher: a lean connection (the control socket's kick spares no one, so it
+    // reconnects too).
+    let mut errors = BTreeMap::new();
+    let mut connect = report::histogram();
+    let mut owner = setup
+        .connect_many(1, |i| setup.user("storm-pub", i), &mut connect, &mut errors)
+        .await;
+    let Some((_, mut owner)) = owner.pop() else {
+        bail!("the publisher could not connect: {errors:?}");
+    };
+    for c in &channels {
+        match owner
+            .request(Request::CreateChannel(v1::CreateChannel {
+                kind: ChannelKind::Public as i32,
+                channel_id: c.clone(),
+                name: c.clone(),
+                ..Default::default()
+            }))
+            .await?
+        {
+            reply::Result::Channel(_) => {}
+            other => bail!("creating {c}: {other:?}"),
+        }
+    }
+    drop(owner);
+
+    eprintln!("connecting {} SDK clients...", args.clients);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(setup.connect_rate));
+    // Each channel's last acknowledged seq when the storm hit: a client has caught up once it
+    // reconnected and holds everything up to there.
+    let storm_heads = Arc::new(tokio::sync::OnceCell::<Vec<u64>>::new());
+    let acked = Arc::new(tokio::sync::watch::channel(vec![0u64; args.channels]).0);
+    let last_published = Arc::new(tokio::sync::watch::channel(vec![0u64; args.channels]).0);
+    let mut tasks = Vec::new();
+    let start_connect = Instant::now();
+    for i in 0..args.clients {
+        tokio::time::sleep_until(start_connect + interval.mul_f64(i as f64)).await;
+        let user = setup.user("storm", i);
+        let token = setup.minter.token(&user)?;
+        let config = setup
+            .config(i, &token)?
+            .backoff(Duration::from_millis(500), Duration::from_secs(10))
+            .event_capacity(1_024);
+        let channel = ChannelId::new(channels[i % args.channels].as_str())?;
+        let index = i % args.channels;
+        let (storm_heads, mut finals) = (storm_heads.clone(), last_published.subscribe());
+        let begun = std::time::Instant::now();
+        let (client, mut events) = match Client::connect(config).await {
+            Ok(c) => c,
+            Err(e) => {
+                *errors.entry(format!("connect: {e}")).or_default() += 1;
+                continue;
+            }
+        };
+        report::record(&mut connect, begun.elapsed());
+        client.join_channel(&channel).await?;
+        let sub = client.subscribe(&channel).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut r = ClientResult {
+                check: StreamCheck::after(sub.head.get()),
+                reconnected_at: None,
+                caught_up_at: None,
+                reloads: 0,
+            };
+            let deadline_check = |r: &ClientResult, finals: &[u64]| {
+                finals[index] > 0 && r.check.last() >= finals[index]
+            };
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    changed = finals.changed() => {
+                        if changed.is_err() { break; }
+                        if deadline_check(&r, &finals.borrow()) { break; }
+                        continue;
+                    }
+                };
+                match event {
+                    Some(Event::Entry(e)) => {
+                        r.check.observe(e.seq);
+                        if deadline_check(&r, &finals.borrow()) {
+                            mark_caught_up(&mut r, storm_heads.get(), index);
+                            break;
+                        }
+                    }
+                    Some(Event::Connected { reconnect: true, .. }) => {
+                        r.reconnected_at = Some(Instant::now());
+                    }
+                    Some(Event::Reload { .. }) => r.reloads += 1,
+                    Some(Event::Closed { .. }) | None => break,
+                    Some(_) => {}
+                }
+                mark_caught_up(&mut r, storm_heads.get(), index);
+            }
+            client.close().await;
+            r
+        }));
+    }
+    report.connections = tasks.len() as u64;
+    report.connect_us = Percentiles::of(&connect);
+
+    // Publisher: SDK client too, so that it survives the storm by itself.
+    let pub_token = setup.minter.token(&setup.user("storm-pub", 0))?;
+    let (publisher, _pub_events) = Client::connect(setup.config(0, &pub_token)?).await?;
+    let meter = setup.meter();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let publishing = {
+        let (publisher, channels, stop, acked) =
+            (publisher.clone(), channels.clone(), stop.clone(), acked.clone());
+        let rate = args.rate.max(0.1);
+        tokio::spawn(async move {
+            let mut last = vec![0u64; channels.len()];
+            let mut n = 0u64;
+            let start = Instant::now();
+            let mut pending = tokio::task::JoinSet::new();
+            loop {
+                let due = start + Duration::from_secs_f64(n as f64 / rate);
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = stop.notified() => break,
+                }
+                let idx = (n as usize) % channels.len();
+                let (p, c) = (publisher.clone(), ChannelId::new(channels[idx].as_str()));
+                pending.spawn(async move {
+                    let c = c.ok()?;
+                    p.send_text(&c, format!("storm {n}")).await.ok().map(|a| (idx, a.seq.get()))
+                });
+                n += 1;
+                while let Some(Ok(done)) = pending.try_join_next() {
+                    if let Some((i, s)) = done {
+                        last[i] = last[i].max(s);
+                        let _ = acked.send(last.clone());
+                    }
+                }
+            }
+            while let Some(done) = pending.join_next().await {
+                if let Ok(Some((i, s))) = done {
+                    last[i] = last[i].max(s);
+                }
+            }
+            (n, last)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(args.before)).await;
+    eprintln!("kicking every session...");
+    let kicked = kick_all(&args.control_socket).await?;
+    let storm = Instant::now();
+    let _ = storm_heads.set(acked.borrow().clone());
+    // Keep publishing through the storm for a few seconds, then stop and wait for catch-up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.notify_one();
+    let (published, last) = publishing.await?;
+    let _ = last_published.send(last.clone());
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut results = Vec::new();
+    for t in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, t).await {
+            Ok(Ok(r)) => results.push((r, true)),
+            Ok(Err(e)) => *errors.entry(format!("client task: {e}")).or_default() += 1,
+            Err(_) => *errors.entry("not caught up before the timeout".into()).or_default() += 1,
+        }
+    }
+    publisher.close().await;
+    let mut reconnect_times = report::histogram();
+    let mut caught_up_last = storm;
+    let mut reconnected = 0u64;
+    let mut reloads = 0;
+    let mut not_caught_up = 0u64;
+    for (i, (r, _)) in results.iter().enumerate() {
+        let idx = i % args.channels;
+        report.delivered += r.check.received;
+        report.duplicates += r.check.duplicates;
+        report.reordered += r.check.reordered;
+        report.lost += r.check.lost(last[idx]);
+        reloads += r.reloads;
+        if let Some(t) = r.reconnected_at {
+            reconnected += 1;
+            report::record(&mut reconnect_times, t.saturating_duration_since(storm));
+        }
+        match r.caught_up_at {
+            Some(t) => caught_up_last = caught_up_last.max(t),
+            None => not_caught_up += 1,
+        }
+    }
+    report.published = published;
+    report.errors = errors;
+    report.duration_secs = caught_up_last.saturating_duration_since(storm).as_secs_f64();
+    report.latency_us = Percentiles::of(&reconnect_times);
+    meter.finish(&mut report);
+    report.extra = json!({
+        "sessions_kicked": kicked,
+        "clients_reconnected": reconnected,
+        "clients_not_caught_up": not_caught_up,
+        "all_caught_up_secs": report.duration_secs,
+        "reload_events": reloads,
+        "note": "latency_us here is kick-to-reconnected per client",
+    });
+    Ok(report)
+}
+
+/// Records when a reconnected client first holds everything published before the storm.
+fn mark_caught_up(r: &mut ClientResult, heads: Option<&Vec<u64>>, index: usize) {
+    if r.caught_up_at.is_none()
+        && r.reconnected_at.is_some()
+        && let Some(heads) = heads
+        && r.check.last() >= heads[index]
+    {
+        r.caught_up_at = Some(Instant::now());
+    }
+}
+
+/// Kicks every session of the node through its control socket.
+async fn kick_all(path: &std::path::Path) -> anyhow::Result<u64> {
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .with_context(|| format!("control socket {}", path.display()))?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(b"{\"v\":1,\"cmd\":\"connections.kick\",\"all\":true,\"reason\":\"load test storm\"}\n")
+        .await?;
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    if v["ok"] != true {
+        bail!("kick refused: {line}");
+    }
+    Ok(v["result"]["kicked"].as_u64().unwrap_or(0))
+}
