@@ -443,8 +443,9 @@ impl Client {
     }
 
     /// Subscribes to a channel's entries: they arrive as [`Event::Entry`](crate::Event::Entry),
-    /// exactly once and in order, across reconnects. If the client was subscribed before (and
-    /// unsubscribed), this resumes from where the app's stream stopped.
+    /// exactly once and in order, across reconnects, from the channel's head at this moment
+    /// (load older ones with [`Client::history`]). After [`Client::unsubscribe`] the cursor is
+    /// forgotten: subscribing again starts at the new head.
     pub async fn subscribe(&self, id: &ChannelId) -> Result<Subscription, Error> {
         let r = self
             .call(

@@ -46,6 +46,8 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 /// Heartbeat and idle timeout used until the server announces its own.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
 const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+/// How long a stopping client waits for the app to take its last events.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// A failed in-band token refresh is retried this much later.
 const REFRESH_RETRY: Duration = Duration::from_secs(10);
 
@@ -212,6 +214,12 @@ pub(crate) struct Driver {
     connections: u64,
 }
 
+fn too_large(size: usize, max: u32) -> Error {
+    Error::InvalidArgument(format!(
+        "the request encodes to {size} bytes, over the server's frame limit of {max}"
+    ))
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -347,17 +355,27 @@ impl Driver {
                         match self.offline_until(&mut task).await {
                             Err(done) => {
                                 task.abort();
-                                return self.finish(None, "closed by the app".into(), done);
+                                return self.finish(None, "closed by the app".into(), done).await;
                             }
                             Ok(Ok(token)) => {
                                 self.token = token;
+                                // Backoff still applies: a server that keeps refusing the
+                                // fresh token must not be hammered.
+                                let delay = self.backoff.next_delay(rand::random());
+                                if let Some(done) = self.offline(delay).await {
+                                    return self
+                                        .finish(None, "closed by the app".into(), done)
+                                        .await;
+                                }
                                 break;
                             }
                             Ok(Err(e)) => {
                                 let delay = self.backoff.next_delay(rand::random());
                                 tracing::warn!(error = %e, ?delay, "token refresh failed");
                                 if let Some(done) = self.offline(delay).await {
-                                    return self.finish(None, "closed by the app".into(), done);
+                                    return self
+                                        .finish(None, "closed by the app".into(), done)
+                                        .await;
                                 }
                             }
                         }
@@ -365,10 +383,10 @@ impl Driver {
                 }
             }
         };
-        self.finish(code, reason, done);
+        self.finish(code, reason, done).await;
     }
 
-    fn finish(
+    async fn finish(
         mut self,
         code: Option<CloseCode>,
         reason: String,
@@ -382,11 +400,13 @@ impl Driver {
             _ => Error::Shutdown,
         };
         self.shutdown(&error);
-        self.emit(Event::Closed { code, reason });
-        // Whatever the app has not taken yet stays readable; the channel ends after it.
+        self.backlog.push_back(Event::Closed { code, reason });
+        // Whatever the app has not taken yet stays readable, `Closed` last; an app that reads
+        // nothing for a while gets the rest dropped rather than a task that never ends.
         while let Some(event) = self.backlog.pop_front() {
-            if self.events.try_send(event).is_err() {
-                break;
+            match timeout(CLOSE_FLUSH, self.events.send(event)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
         if let Some(done) = done {
@@ -440,12 +460,27 @@ impl Driver {
             .await
             .map_err(Attempt::Failed)?;
         let id = self.alloc_id();
-        let resume = self
+        let mut resume = self
             .tracker
             .channels()
             .next()
             .is_some()
             .then(|| self.tracker.resume_data(&self.session_id));
+        // Resume only what fits in one frame; the channels left out are not answered in the
+        // Welcome and get resubscribed one by one afterwards.
+        if let Some(r) = &mut resume {
+            let max = self.limits.max_frame_bytes as usize;
+            let mut size = 1024;
+            let mut keep = 0;
+            for sub in &r.subscriptions {
+                size += prost::Message::encoded_len(sub) + 4;
+                if size > max {
+                    break;
+                }
+                keep += 1;
+            }
+            r.subscriptions.truncate(keep);
+        }
         let app = &self.config.app;
         let hello = v1::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -742,7 +777,8 @@ impl Driver {
             if !self.lagging.is_empty() || !self.backlog.is_empty() {
                 wake = wake.min(now + LAG_POLL);
             }
-            if self.outbox.has_unsent() {
+            let room = self.in_flight.len() < self.limits.max_in_flight_requests.max(1) as usize;
+            if self.outbox.has_unsent() && room {
                 if let Some(pause) = self.publish_pause {
                     wake = wake.min(pause);
                 } else {
@@ -860,8 +896,20 @@ impl Driver {
                 RequestKind::Subscribe(channel) => {
                     Request::Subscribe(self.tracker.subscribe_request(channel))
                 }
+                RequestKind::Unsubscribe(channel) => {
+                    // A resync in progress must not bring the channel back.
+                    self.lagging.remove(channel);
+                    w.request
+                }
                 _ => w.request,
             };
+            let size = chorus_protocol::codec::frame_len(&ClientEnvelope::new(0, request.clone()));
+            if size > self.limits.max_frame_bytes as usize {
+                let _ = w
+                    .reply
+                    .send(Err(too_large(size, self.limits.max_frame_bytes)));
+                continue;
+            }
             let id = self.alloc_id();
             self.queue(id, request);
             self.in_flight.insert(
@@ -877,6 +925,17 @@ impl Driver {
         }
         let now = Instant::now();
         while self.in_flight.len() < max && self.outbox.has_unsent() && self.bucket.take(now) {
+            // A publish the server would refuse by closing the connection must fail here, or it
+            // would be resent after every reconnect.
+            if let Some(size) = self
+                .outbox
+                .next_unsent_len()
+                .filter(|n| *n > self.limits.max_frame_bytes as usize)
+            {
+                self.outbox
+                    .fail_next_unsent(too_large(size, self.limits.max_frame_bytes));
+                continue;
+            }
             let id = self.alloc_id();
             let Some(publish) = self.outbox.send_next(id).cloned() else {
                 break;
@@ -920,10 +979,15 @@ impl Driver {
             .filter(|(_, l)| **l == Lag::Waiting)
             .map(|(c, _)| c.clone())
             .collect();
+        let max = self.limits.max_in_flight_requests.max(1) as usize;
         for channel in channels {
             if self.tracker.cursor(&channel).is_none() {
                 self.lagging.remove(&channel);
                 continue;
+            }
+            // Two requests per channel; the rest wait for the next round.
+            if self.in_flight.len() + 2 > max {
+                break;
             }
             self.lagging.insert(channel.clone(), Lag::Resubscribing);
             let id = self.alloc_id();
@@ -954,8 +1018,18 @@ impl Driver {
             self.backlog.push_back(event);
         }
         if self.backlog.len() > MAX_BACKLOG {
-            tracing::warn!("the app is not reading events; dropping the oldest control event");
-            self.backlog.pop_front();
+            // Reloads and ended subscriptions are never dropped (at most one pending per
+            // tracked channel); connection-state and informational events go first.
+            let droppable = self.backlog.iter().position(|e| {
+                !matches!(
+                    e,
+                    Event::Reload { .. } | Event::SubscriptionEnded { .. } | Event::Closed { .. }
+                )
+            });
+            if let Some(i) = droppable {
+                tracing::warn!("the app is not reading events; dropping an old control event");
+                self.backlog.remove(i);
+            }
         }
     }
 
@@ -1065,7 +1139,12 @@ impl Driver {
                     Some(reply::Result::Appended(a)) => Ok(a),
                     Some(reply::Result::Error(e)) => {
                         let e = ServerError::from(e);
-                        if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
+                        // Retryable, or INTERNAL (outcome unknown): resend with the same
+                        // client_msg_id after a pause; idempotency makes it land once.
+                        if matches!(
+                            e.code,
+                            ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal
+                        ) {
                             let wait = e.retry_after.unwrap_or(Duration::from_secs(1));
                             self.publish_pause = Some(Instant::now() + wait);
                             self.outbox.requeue(r.request_id);
@@ -1095,8 +1174,15 @@ impl Driver {
                 }
             },
             InFlight::ResyncUnsubscribe => {}
+            // The app may have unsubscribed meanwhile: then the answer is stale.
+            InFlight::Resubscribe(channel)
+                if self.lagging.get(&channel) != Some(&Lag::Resubscribing) => {}
             InFlight::Resubscribe(channel) => match result {
                 Some(reply::Result::Subscribed(s)) => self.apply_resubscribed(channel, &s),
+                Some(reply::Result::Error(e)) if e.error_code().is_retryable() => {
+                    // Keep the cursor; try again once there is room.
+                    self.lagging.insert(channel, Lag::Waiting);
+                }
                 Some(reply::Result::Error(e)) => {
                     self.lagging.remove(&channel);
                     self.tracker.unsubscribed(&channel);

@@ -15,6 +15,8 @@ pub(crate) type PublishReply = oneshot::Sender<Result<v1::Appended, Error>>;
 /// One publish in the outbox.
 #[derive(Debug)]
 struct Entry {
+    /// Its place in call order, kept when it is put back.
+    order: u64,
     publish: v1::Publish,
     reply: Option<PublishReply>,
     /// The request id it was sent under on the current connection.
@@ -29,6 +31,7 @@ pub(crate) struct Outbox {
     capacity: usize,
     /// Entries at the front that were sent on the current connection.
     sent: usize,
+    next_order: u64,
 }
 
 impl Outbox {
@@ -37,6 +40,7 @@ impl Outbox {
             entries: VecDeque::new(),
             capacity,
             sent: 0,
+            next_order: 0,
         }
     }
 
@@ -57,7 +61,9 @@ impl Outbox {
         if self.entries.len() >= self.capacity {
             return Err(reply);
         }
+        self.next_order += 1;
         self.entries.push_back(Entry {
+            order: self.next_order,
             publish,
             reply: Some(reply),
             sent_as: None,
@@ -68,6 +74,24 @@ impl Outbox {
     /// Whether a publish waits to be sent on the current connection.
     pub(crate) fn has_unsent(&self) -> bool {
         self.sent < self.entries.len()
+    }
+
+    /// The encoded frame size of the next unsent publish.
+    pub(crate) fn next_unsent_len(&self) -> Option<usize> {
+        let entry = self.entries.get(self.sent)?;
+        Some(chorus_protocol::codec::frame_len(&v1::ClientEnvelope::new(
+            u64::MAX,
+            v1::client_envelope::Request::Publish(entry.publish.clone()),
+        )))
+    }
+
+    /// Fails and removes the next unsent publish.
+    pub(crate) fn fail_next_unsent(&mut self, error: Error) {
+        if let Some(mut entry) = self.entries.remove(self.sent)
+            && let Some(reply) = entry.reply.take()
+        {
+            let _ = reply.send(Err(error));
+        }
     }
 
     /// The next unsent publish, marked as sent under `request_id`.
@@ -105,14 +129,21 @@ impl Outbox {
         }
     }
 
-    /// Puts the publish sent under `request_id` back, unsent, at the front of the unsent part,
-    /// so it goes out again before anything queued after it. Returns false if unknown.
+    /// Puts the publish sent under `request_id` back among the unsent ones, in call order, so
+    /// that several refused publishes go out again in the order the app made them. Returns
+    /// false if unknown.
     pub(crate) fn requeue(&mut self, request_id: u64) -> bool {
         let Some(mut entry) = self.take(request_id) else {
             return false;
         };
         entry.sent_as = None;
-        self.entries.insert(self.sent, entry);
+        let at = self
+            .entries
+            .iter()
+            .skip(self.sent)
+            .position(|e| e.order > entry.order)
+            .map_or(self.entries.len(), |p| p + self.sent);
+        self.entries.insert(at, entry);
         true
     }
 
@@ -180,7 +211,12 @@ mod tests {
         assert_eq!(msg_id(outbox.send_next(5)).as_deref(), Some("a"));
         assert_eq!(msg_id(outbox.send_next(6)).as_deref(), Some("c"));
         assert!(!outbox.has_unsent());
-        assert!(outbox.resolve(4, Ok(v1::Appended::default())));
+        // b (sent as 4) and c (6) refused in turn: they go out again in call order.
+        assert!(outbox.requeue(6));
+        assert!(outbox.requeue(4));
+        assert_eq!(msg_id(outbox.send_next(7)).as_deref(), Some("b"));
+        assert_eq!(msg_id(outbox.send_next(8)).as_deref(), Some("c"));
+        assert!(outbox.resolve(7, Ok(v1::Appended::default())));
         assert!(outbox.resolve(5, Ok(v1::Appended::default())));
         assert_eq!(outbox.len(), 1);
         outbox.fail_all(&Error::Shutdown);

@@ -300,4 +300,22 @@ async fn refusals_are_typed_errors() {
     }
     let twice = alice.subscribe(&channel("private")).await.unwrap_err();
     assert_eq!(twice.server_code(), Some(ErrorCode::Conflict));
+
+    // Over the message limit: the server refuses it. Over the frame limit: the SDK refuses it
+    // itself (sent, it would close the connection, and be resent after every reconnect).
+    let big = alice
+        .send_text(&channel("private"), "x".repeat(20_000))
+        .await
+        .unwrap_err();
+    assert_eq!(big.server_code(), Some(ErrorCode::TooLarge), "{big:?}");
+    let huge = alice
+        .send_text(&channel("private"), "x".repeat(70_000))
+        .await
+        .unwrap_err();
+    assert!(matches!(huge, Error::InvalidArgument(_)), "{huge:?}");
+    alice
+        .send_text(&channel("private"), "still connected")
+        .await
+        .unwrap();
+    assert_eq!(alice.status().outbox_len, 0);
 }

@@ -79,6 +79,9 @@ mod tests {
         assert_eq!(c.lost(18), 3, "and the tail");
         let mut clean = StreamCheck::after(0);
         (1..=100).for_each(|s| clean.observe(s));
-        assert_eq!((clean.lost(100), clean.duplicates, clean.reordered), (0, 0, 0));
+        assert_eq!(
+            (clean.lost(100), clean.duplicates, clean.reordered),
+            (0, 0, 0)
+        );
     }
 }

@@ -97,7 +97,9 @@ impl Lean {
             let mut found = None;
             for env in frames {
                 match &env.kind {
-                    Some(server_envelope::Kind::Reply(r)) if r.request_id == id && found.is_none() => {
+                    Some(server_envelope::Kind::Reply(r))
+                        if r.request_id == id && found.is_none() =>
+                    {
                         found = Some(r.result.clone().context("empty reply")?);
                     }
                     _ => kept.push_back(env),

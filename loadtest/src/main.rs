@@ -19,7 +19,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "chorus-loadtest", version, about = "Load scenarios for Chorus nodes (loopback only)")]
+#[command(
+    name = "chorus-loadtest",
+    version,
+    about = "Load scenarios for Chorus nodes (loopback only)"
+)]
 struct Cli {
     /// A node URL (repeat for several nodes; connections go to them in turn). Loopback only.
     #[arg(long = "target", default_value = "ws://127.0.0.1:8443/", global = true)]

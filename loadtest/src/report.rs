@@ -47,7 +47,9 @@ pub fn histogram() -> Histogram<u64> {
 
 /// Records a duration in microseconds (clamped into range).
 pub fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 3_600_000_000);
+    let us = u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 3_600_000_000);
     let _ = h.record(us);
 }
 
@@ -154,7 +156,10 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<28} {v}\n"));
-        row("scenario", format!("{} over {}", self.scenario, self.transport));
+        row(
+            "scenario",
+            format!("{} over {}", self.scenario, self.transport),
+        );
         row("targets", self.targets.join(", "));
         row("connections", self.connections.to_string());
         row("duration", format!("{:.1} s", self.duration_secs));

@@ -120,14 +120,17 @@ impl ResumeTracker {
             return SubscribeOutcome::Recovered;
         }
         // Not recovered (or nothing tracked): the app reloads up to `head`; live entries follow.
-        self.cursors
-            .insert(channel.clone(), ChannelCursor { epoch, last: head });
+        let had_cursor = self
+            .cursors
+            .insert(channel.clone(), ChannelCursor { epoch, last: head })
+            .is_some();
         let reason =
             RecoveryFailure::try_from(reply.failure).unwrap_or(RecoveryFailure::Unspecified);
         match reason {
-            RecoveryFailure::NoCursor | RecoveryFailure::Unspecified => {
-                SubscribeOutcome::Fresh { head }
-            }
+            RecoveryFailure::NoCursor => SubscribeOutcome::Fresh { head },
+            // A cursor was sent and not honoured for a reason this client does not know (a
+            // newer server): entries may be missing, so the app must reload.
+            RecoveryFailure::Unspecified if !had_cursor => SubscribeOutcome::Fresh { head },
             reason => SubscribeOutcome::Reload { reason, head },
         }
     }
@@ -240,6 +243,17 @@ mod tests {
             }
         );
         assert_eq!(t.on_event(&event(51, 7)), Accept::Deliver);
+        let unknown = Subscribed {
+            failure: 99,
+            ..subscribed(60, false, RecoveryFailure::Unspecified)
+        };
+        assert!(
+            matches!(
+                t.subscribed(&ch(), &unknown),
+                SubscribeOutcome::Reload { .. }
+            ),
+            "an unknown failure after a cursor means reload"
+        );
         t.unsubscribed(&ch());
         assert_eq!(t.on_event(&event(52, 7)), Accept::Untracked);
     }

@@ -473,6 +473,14 @@ pub(crate) fn admissible(
         }
     }
     match store.user(&identity.user) {
+        Ok(Some(user)) if user.erased => {
+            metrics::counter!("chorus_auth_failures_total", "reason" => "erased").increment(1);
+            Err((
+                ErrorCode::Unauthenticated,
+                "account erased",
+                CloseCode::AuthInvalid,
+            ))
+        }
         Ok(Some(user)) if identity.issued_at_ms < user.tokens_valid_after_ms => {
             metrics::counter!("chorus_auth_failures_total", "reason" => "revoked").increment(1);
             Err((

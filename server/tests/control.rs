@@ -621,6 +621,11 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
         !admitted(&node, &token("alice")).await,
         "her old tokens are refused"
     );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(
+        !admitted(&node, &token("alice")).await,
+        "new ones too: the account is erased"
+    );
 
     // Bob's history: gapless, his message intact, nothing of alice readable.
     let page = match bob

@@ -74,7 +74,53 @@ impl Store {
     }
 }
 
+/// Copies into a sibling directory and renames it to `target` only when complete, so that a
+/// copy that fails half-way (a full disk) never looks like a store.
 fn copy(
+    source: &dyn Engine,
+    gate: &std::sync::RwLock<()>,
+    kind: crate::config::EngineKind,
+    cache: u64,
+    target: &Path,
+) -> Result<BackupReport, StoreError> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    let partial = target.with_file_name(format!(".{name}.partial-{:016x}", rand_id()));
+    let result = copy_into(source, gate, kind, cache, &partial).and_then(|mut report| {
+        let io = |e: std::io::Error| StoreError::Engine(format!("{}: {e}", target.display()));
+        if target.exists() {
+            std::fs::remove_dir(target).map_err(io)?;
+        }
+        std::fs::rename(&partial, target).map_err(io)?;
+        if let Some(parent) = target.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        report.dir = target.to_path_buf();
+        Ok(report)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    result
+}
+
+/// A name suffix unlikely to collide, without a random-number dependency.
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+fn copy_into(
     source: &dyn Engine,
     gate: &std::sync::RwLock<()>,
     kind: crate::config::EngineKind,
@@ -129,9 +175,11 @@ fn copy(
         dest.write(&batch)?;
     }
     dest.sync()?;
+    let engine = dest.name();
+    drop(dest);
     Ok(BackupReport {
         dir: target.to_path_buf(),
-        engine: dest.name(),
+        engine,
         pairs,
         bytes,
         paused_writes,

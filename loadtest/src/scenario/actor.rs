@@ -200,7 +200,7 @@ pub async fn run(
                         }),
                     ));
                     in_flight.insert(id, Sent::Publish(target));
-                    if plan.typing_every > 0 && sent % plan.typing_every == 0 {
+                    if plan.typing_every > 0 && sent.is_multiple_of(plan.typing_every) {
                         let id = conn.next_id();
                         batch.push((
                             id,
@@ -219,7 +219,10 @@ pub async fn run(
                 }
             }
         }
-        if current == Phase::Drain && !reported_drain && !in_flight.values().any(|s| matches!(s, Sent::Publish(_))) {
+        if current == Phase::Drain
+            && !reported_drain
+            && !in_flight.values().any(|s| matches!(s, Sent::Publish(_)))
+        {
             for (i, (channel, _)) in plan.publish_to.iter().enumerate() {
                 if acked_max[i] > 0 {
                     finals.raise(channel, acked_max[i]);
@@ -285,13 +288,21 @@ pub async fn run(
                             acked_max[target] = acked_max[target].max(a.seq);
                         }
                         Some(reply::Result::Error(e)) => {
-                            *out.errors.entry(format!("publish: {}", e.error_code().as_str_name())).or_default() += 1;
+                            *out.errors
+                                .entry(format!("publish: {}", e.error_code().as_str_name()))
+                                .or_default() += 1;
                         }
-                        _ => *out.errors.entry("publish: unexpected reply".into()).or_default() += 1,
+                        _ => {
+                            *out.errors
+                                .entry("publish: unexpected reply".into())
+                                .or_default() += 1
+                        }
                     },
                     Some(Sent::Other) => {
                         if let Some(reply::Result::Error(e)) = r.result {
-                            *out.errors.entry(format!("request: {}", e.error_code().as_str_name())).or_default() += 1;
+                            *out.errors
+                                .entry(format!("request: {}", e.error_code().as_str_name()))
+                                .or_default() += 1;
                         }
                     }
                     None => {}
@@ -414,11 +425,17 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
             last = last.max(t);
         }
         if !o.drained {
-            *report.errors.entry("not drained in time".into()).or_default() += 1;
+            *report
+                .errors
+                .entry("not drained in time".into())
+                .or_default() += 1;
         }
     }
     report.latency_us = crate::report::Percentiles::of(&latency);
-    let secs = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    let secs = last
+        .saturating_duration_since(started)
+        .as_secs_f64()
+        .max(1e-9);
     report.duration_secs = secs;
     report.delivered_per_sec = report.delivered as f64 / secs;
     report.published_per_sec = report.published as f64 / secs;
@@ -429,8 +446,7 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
 /// seq (or the highest any receiver saw, if higher).
 pub fn lost(run: &Finished) -> u64 {
     let outcomes = &run.outcomes;
-    let mut finals: HashMap<&str, u64> =
-        run.finals.iter().map(|(c, s)| (c.as_str(), *s)).collect();
+    let mut finals: HashMap<&str, u64> = run.finals.iter().map(|(c, s)| (c.as_str(), *s)).collect();
     for o in outcomes {
         for (c, check) in &o.checks {
             let e = finals.entry(c.as_str()).or_default();

@@ -27,17 +27,30 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if args.connections == 0 {
         bail!("connect needs --connections > 0");
     }
-    let mut report = setup.report("connect", json!({
-        "connections": args.connections, "rate": setup.connect_rate, "hold_secs": args.hold,
-    }));
+    let mut report = setup.report(
+        "connect",
+        json!({
+            "connections": args.connections, "rate": setup.connect_rate, "hold_secs": args.hold,
+        }),
+    );
     let mut hist = report::histogram();
     let mut errors = BTreeMap::new();
-    let before = setup.server_pid.and_then(|p| report::sample(&p.to_string()));
+    let before = setup
+        .server_pid
+        .and_then(|p| report::sample(&p.to_string()));
     let meter = setup.meter();
     let start = Instant::now();
-    eprintln!("opening {} connections at {}/s...", args.connections, setup.connect_rate);
+    eprintln!(
+        "opening {} connections at {}/s...",
+        args.connections, setup.connect_rate
+    );
     let mut conns = setup
-        .connect_many(args.connections, |i| setup.user("idle", i), &mut hist, &mut errors)
+        .connect_many(
+            args.connections,
+            |i| setup.user("idle", i),
+            &mut hist,
+            &mut errors,
+        )
         .await;
     let took = start.elapsed();
     report.connections = conns.len() as u64;
@@ -48,7 +61,9 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let hold_until = Instant::now() + Duration::from_secs(args.hold);
     let settle = Duration::from_secs(2).min(Duration::from_secs(args.hold));
     tokio::time::sleep(settle).await;
-    let held = setup.server_pid.and_then(|p| report::sample(&p.to_string()));
+    let held = setup
+        .server_pid
+        .and_then(|p| report::sample(&p.to_string()));
     while Instant::now() < hold_until {
         let wait = hold_until
             .saturating_duration_since(Instant::now())

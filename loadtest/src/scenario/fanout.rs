@@ -45,15 +45,23 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         (None, w) => Pace::Window(w.unwrap_or(64)),
         (Some(_), Some(_)) => bail!("give --rate or --window, not both"),
     };
-    let mut report = setup.report("fanout", json!({
-        "subscribers": args.subscribers, "publishers": args.publishers, "rate": args.rate,
-        "window": args.window, "duration_secs": args.duration, "body_bytes": args.body,
-    }));
-    let channel = format!("lt{}-fanout", setup.run_id);
+    let mut report = setup.report(
+        "fanout",
+        json!({
+            "subscribers": args.subscribers, "publishers": args.publishers, "rate": args.rate,
+            "window": args.window, "duration_secs": args.duration, "body_bytes": args.body,
+        }),
+    );
+    let channel = format!("lt{}-fanout-{:04x}", setup.run_id, rand::random::<u16>());
     let mut connect = report::histogram();
     let mut errors = BTreeMap::new();
     let mut publishers = setup
-        .connect_many(args.publishers, |i| setup.user("pub", i), &mut connect, &mut errors)
+        .connect_many(
+            args.publishers,
+            |i| setup.user("pub", i),
+            &mut connect,
+            &mut errors,
+        )
         .await;
     let Some((_, owner)) = publishers.first_mut() else {
         bail!("no publisher could connect: {errors:?}");
@@ -72,7 +80,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     }
     eprintln!("connecting {} subscribers...", args.subscribers);
     let subscribers = setup
-        .connect_many(args.subscribers, |i| setup.user("sub", i), &mut connect, &mut errors)
+        .connect_many(
+            args.subscribers,
+            |i| setup.user("sub", i),
+            &mut connect,
+            &mut errors,
+        )
         .await;
     let mut actors = Vec::new();
     for (_, mut conn) in subscribers.into_iter().chain(publishers) {
@@ -88,8 +101,16 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             conn,
             Plan {
                 id,
-                publish_to: if publisher { vec![(channel.clone(), 1.0)] } else { Vec::new() },
-                pace: if publisher { pace.clone() } else { Pace::Silent },
+                publish_to: if publisher {
+                    vec![(channel.clone(), 1.0)]
+                } else {
+                    Vec::new()
+                },
+                pace: if publisher {
+                    pace.clone()
+                } else {
+                    Pace::Silent
+                },
                 body: args.body,
                 subscriptions,
                 typing_every: 0,

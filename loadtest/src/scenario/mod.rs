@@ -67,7 +67,9 @@ impl Setup {
                 Err(_) => e.host == "localhost",
             };
             if !loopback {
-                bail!("target {t}: load is only sent to loopback addresses (127.0.0.0/8, ::1, localhost)");
+                bail!(
+                    "target {t}: load is only sent to loopback addresses (127.0.0.0/8, ::1, localhost)"
+                );
             }
             let host = if e.host.contains(':') {
                 format!("[{}]", e.host)

@@ -49,8 +49,13 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let per_conn = args.rate / n as f64;
     let mut actors = Vec::new();
     for pair in 0..n / 2 {
-        let (Some(mut a), Some(mut b)) = (by_index.remove(&(2 * pair)), by_index.remove(&(2 * pair + 1))) else {
-            *errors.entry("pair incomplete (a connect failed)".into()).or_default() += 1;
+        let (Some(mut a), Some(mut b)) = (
+            by_index.remove(&(2 * pair)),
+            by_index.remove(&(2 * pair + 1)),
+        ) else {
+            *errors
+                .entry("pair incomplete (a connect failed)".into())
+                .or_default() += 1;
             continue;
         };
         let channel = match a
@@ -84,7 +89,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     report.connections = actors.len() as u64;
     report.connect_us = Percentiles::of(&connect);
     report.errors = errors;
-    eprintln!("{} pairs exchanging {} msg/s for {} s...", actors.len() / 2, args.rate, args.duration);
+    eprintln!(
+        "{} pairs exchanging {} msg/s for {} s...",
+        actors.len() / 2,
+        args.rate,
+        args.duration
+    );
     let meter = setup.meter();
     let run = actor::orchestrate(
         actors,

@@ -72,13 +72,19 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let mut errors = BTreeMap::new();
     eprintln!("connecting {} users...", args.users);
     let mut conns = setup
-        .connect_many(args.users, |i| setup.user("room-user", i), &mut connect, &mut errors)
+        .connect_many(
+            args.users,
+            |i| setup.user("room-user", i),
+            &mut connect,
+            &mut errors,
+        )
         .await;
     let Some((_, first)) = conns.first_mut() else {
         bail!("no user could connect: {errors:?}");
     };
+    let tag = rand::random::<u16>();
     let rooms: Vec<String> = (0..args.channels)
-        .map(|i| format!("lt{}-room-{i}", setup.run_id))
+        .map(|i| format!("lt{}-{tag:04x}-room-{i}", setup.run_id))
         .collect();
     for room in &rooms {
         match first

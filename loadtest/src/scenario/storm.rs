@@ -54,12 +54,16 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if args.clients == 0 || args.channels == 0 {
         bail!("reconnect-storm needs clients and channels");
     }
-    let mut report = setup.report("reconnect-storm", json!({
-        "clients": args.clients, "channels": args.channels, "rate": args.rate,
-        "before_secs": args.before,
-    }));
+    let mut report = setup.report(
+        "reconnect-storm",
+        json!({
+            "clients": args.clients, "channels": args.channels, "rate": args.rate,
+            "before_secs": args.before,
+        }),
+    );
+    let tag = rand::random::<u16>();
     let channels: Vec<String> = (0..args.channels)
-        .map(|i| format!("lt{}-storm-{i}", setup.run_id))
+        .map(|i| format!("lt{}-{tag:04x}-storm-{i}", setup.run_id))
         .collect();
     // The publisher: a lean connection (the control socket's kick spares no one, so it
     // reconnects too).
@@ -145,7 +149,9 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                             break;
                         }
                     }
-                    Some(Event::Connected { reconnect: true, .. }) => {
+                    Some(Event::Connected {
+                        reconnect: true, ..
+                    }) => {
                         r.reconnected_at = Some(Instant::now());
                     }
                     Some(Event::Reload { .. }) => r.reloads += 1,
@@ -167,8 +173,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let meter = setup.meter();
     let stop = Arc::new(tokio::sync::Notify::new());
     let publishing = {
-        let (publisher, channels, stop, acked) =
-            (publisher.clone(), channels.clone(), stop.clone(), acked.clone());
+        let (publisher, channels, stop, acked) = (
+            publisher.clone(),
+            channels.clone(),
+            stop.clone(),
+            acked.clone(),
+        );
         let rate = args.rate.max(0.1);
         tokio::spawn(async move {
             let mut last = vec![0u64; channels.len()];
@@ -185,7 +195,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 let (p, c) = (publisher.clone(), ChannelId::new(channels[idx].as_str()));
                 pending.spawn(async move {
                     let c = c.ok()?;
-                    p.send_text(&c, format!("storm {n}")).await.ok().map(|a| (idx, a.seq.get()))
+                    p.send_text(&c, format!("storm {n}"))
+                        .await
+                        .ok()
+                        .map(|a| (idx, a.seq.get()))
                 });
                 n += 1;
                 while let Some(Ok(done)) = pending.try_join_next() {
@@ -220,7 +233,11 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         match tokio::time::timeout(left, t).await {
             Ok(Ok(r)) => results.push((r, true)),
             Ok(Err(e)) => *errors.entry(format!("client task: {e}")).or_default() += 1,
-            Err(_) => *errors.entry("not caught up before the timeout".into()).or_default() += 1,
+            Err(_) => {
+                *errors
+                    .entry("not caught up before the timeout".into())
+                    .or_default() += 1
+            }
         }
     }
     publisher.close().await;
@@ -247,7 +264,9 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     }
     report.published = published;
     report.errors = errors;
-    report.duration_secs = caught_up_last.saturating_duration_since(storm).as_secs_f64();
+    report.duration_secs = caught_up_last
+        .saturating_duration_since(storm)
+        .as_secs_f64();
     report.latency_us = Percentiles::of(&reconnect_times);
     meter.finish(&mut report);
     report.extra = json!({
@@ -278,8 +297,10 @@ async fn kick_all(path: &std::path::Path) -> anyhow::Result<u64> {
         .await
         .with_context(|| format!("control socket {}", path.display()))?;
     let (r, mut w) = stream.into_split();
-    w.write_all(b"{\"v\":1,\"cmd\":\"connections.kick\",\"all\":true,\"reason\":\"load test storm\"}\n")
-        .await?;
+    w.write_all(
+        b"{\"v\":1,\"cmd\":\"connections.kick\",\"all\":true,\"reason\":\"load test storm\"}\n",
+    )
+    .await?;
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
     let v: serde_json::Value = serde_json::from_str(&line)?;

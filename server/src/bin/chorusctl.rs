@@ -315,16 +315,17 @@ fn parse_since(s: &str) -> anyhow::Result<u64> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(ms);
     }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().with_context(|| format!("bad --since {s:?}"))?;
+    let bad = || anyhow::anyhow!("bad --since {s:?}: use unix ms or 90s, 30m, 12h, 7d");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3_600,
-        "d" => n * 86_400,
-        _ => bail!("bad --since {s:?}: use unix ms or 90s, 30m, 12h, 7d"),
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3_600),
+        'd' => n.saturating_mul(86_400),
+        _ => return Err(bad()),
     };
-    Ok(chorus_server::clock::unix_ms().saturating_sub(secs * 1_000))
+    Ok(chorus_server::clock::unix_ms().saturating_sub(secs.saturating_mul(1_000)))
 }
 
 fn command(top: &Top) -> anyhow::Result<Command> {

@@ -220,7 +220,9 @@ pub(crate) async fn execute(
         }
         Command::UsersRevoke { user: u } => {
             let u = user(&u)?;
-            let now = unix_ms();
+            // Tokens carry their issue time in whole seconds: a cut mid-second would also refuse
+            // a token minted later in the same second.
+            let now = unix_ms() / 1000 * 1000;
             store
                 .update_user(&u, |r| r.tokens_valid_after_ms = now)
                 .await
@@ -468,6 +470,12 @@ pub(crate) async fn execute(
                 return Err(ControlError::bad_request(
                     "the backup directory must be an absolute path",
                 ));
+            }
+            if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(ControlError::bad_request(format!(
+                    "{} is not empty",
+                    dir.display()
+                )));
             }
             let report = store
                 .backup(&dir.join("store"))

@@ -186,7 +186,8 @@ pub(crate) async fn export(shared: &Shared, user: &UserId) -> Result<Value, Cont
 pub(crate) async fn erase(shared: &Shared, user: &UserId) -> Result<Value, ControlError> {
     let store = &shared.store;
     let anonymous = format!("erased-{:016x}", rand::random::<u64>());
-    let now = unix_ms();
+    // Whole seconds, like the tokens' issue times (see `users.revoke`).
+    let now = unix_ms() / 1000 * 1000;
     // Refuse new sessions first, so that nothing new is written while the pass runs.
     store
         .update_user(user, |u| {

@@ -1,0 +1,204 @@
+//! Each scenario, small, against a real node on 127.0.0.1:0: it runs, connects what it says,
+//! delivers everything once and in order, and fills the report.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chorus_client::TlsTrust;
+use chorus_loadtest::scenario::{self, Setup};
+use chorus_loadtest::token::Minter;
+use chorus_server::config::Config;
+
+const SECRET: &[u8] = b"loadtest-integration-secret-0123456789abcdef";
+
+async fn node(dir: &std::path::Path) -> chorus_server::Server {
+    let mut config = Config::for_tests(dir, SECRET);
+    config.limits.publish_rate_per_sec = 100_000;
+    config.limits.publish_burst = 100_000;
+    config.control_socket = Some(dir.join("control.sock"));
+    chorus_server::Server::start(config).await.unwrap()
+}
+
+fn setup(server: &chorus_server::Server) -> Setup {
+    Setup::new(
+        &[format!("ws://{}/", server.ws_addr())],
+        false,
+        TlsTrust::WebPkiRoots,
+        Minter::new(SECRET),
+        4,
+        500,
+        Some(std::process::id()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_delivers_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = node(dir.path()).await;
+    let setup = setup(&server);
+
+    let r = scenario::fanout::run(
+        &setup,
+        &scenario::fanout::Args {
+            subscribers: 20,
+            publishers: 2,
+            rate: Some(400.0),
+            window: None,
+            duration: 1,
+            body: 64,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(r.published >= 300, "{}", r.table());
+    // Each subscriber sees every publish (and the joins after its own).
+    assert!(r.delivered >= r.published * 20, "{}", r.table());
+    assert_eq!(r.connections, 22);
+    assert!(r.latency_us.count > 0 && r.connect_us.count == 22);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let json = serde_json::to_value(&r).unwrap();
+    for key in [
+        "scenario",
+        "delivered_per_sec",
+        "lost",
+        "latency_us",
+        "connect_us",
+        "errors",
+        "server",
+    ] {
+        assert!(json.get(key).is_some(), "{key} in the report");
+    }
+
+    let r = scenario::fanout::run(
+        &setup,
+        &scenario::fanout::Args {
+            subscribers: 10,
+            publishers: 1,
+            rate: None,
+            window: Some(16),
+            duration: 1,
+            body: 64,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(r.published > 0);
+
+    let r = scenario::pairs::run(
+        &setup,
+        &scenario::pairs::Args {
+            connections: 20,
+            rate: 400.0,
+            duration: 1,
+            body: 64,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(r.connections, 20);
+    assert!(
+        r.delivered >= r.published * 2 - 20,
+        "both ends see each message: {}",
+        r.table()
+    );
+
+    let r = scenario::rooms::run(
+        &setup,
+        &scenario::rooms::Args {
+            users: 30,
+            channels: 6,
+            rooms_per_user: 2,
+            zipf: 1.1,
+            rate: 200.0,
+            duration: 1,
+            body: 64,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(r.published > 100, "{}", r.table());
+
+    let r = scenario::connect::run(
+        &setup,
+        &scenario::connect::Args {
+            connections: 50,
+            hold: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.connections, 50);
+    assert!(r.extra["connects_per_sec"].as_f64().unwrap() > 0.0);
+
+    let r = scenario::storm::run(
+        &setup,
+        &scenario::storm::Args {
+            clients: 30,
+            channels: 3,
+            rate: 50.0,
+            control_socket: dir.path().join("control.sock"),
+            before: 1,
+            timeout: 30,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(r.extra["clients_reconnected"], 30, "{}", r.table());
+    assert_eq!(r.extra["clients_not_caught_up"], 0, "{}", r.table());
+    server.shutdown().await;
+}
+
+#[test]
+fn targets_outside_loopback_are_refused() {
+    let refused = Setup::new(
+        &["ws://10.0.0.1:8443/".to_owned()],
+        false,
+        TlsTrust::WebPkiRoots,
+        Minter::new(SECRET),
+        1,
+        1,
+        None,
+    );
+    assert!(refused.is_err());
+    let quic = Setup::new(
+        &["wss://localhost:8443/".to_owned()],
+        true,
+        TlsTrust::WebPkiRoots,
+        Minter::new(SECRET),
+        1,
+        1,
+        None,
+    )
+    .unwrap();
+    assert_eq!(quic.targets, ["quic://localhost:8443"]);
+}
