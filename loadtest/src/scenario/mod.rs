@@ -21,6 +21,8 @@ use crate::lean::Lean;
 use crate::report::{self, Report, Usage};
 use crate::token::Minter;
 
+/// Longest wait for one connection's `Welcome`.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(15);
 /// Handshakes in flight at once while connecting.
 const CONNECT_CONCURRENCY: usize = 256;
 
@@ -144,7 +146,10 @@ impl Setup {
                 let _permit = permit;
                 let (config, token) = prepared?;
                 let begun = Instant::now();
-                let lean = Lean::connect(&config, &token).await?;
+                // A handshake that never completes must not stall the whole run.
+                let lean = tokio::time::timeout(HANDSHAKE_LIMIT, Lean::connect(&config, &token))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no Welcome within {HANDSHAKE_LIMIT:?}"))??;
                 Ok::<_, anyhow::Error>((i, lean, begun.elapsed()))
             }));
         }

@@ -45,10 +45,14 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         .connect_many(n, |i| setup.user("pair", i), &mut connect, &mut errors)
         .await;
     conns.sort_by_key(|(i, _)| *i);
+    eprintln!("{} connected", conns.len());
     let mut by_index: BTreeMap<usize, crate::lean::Lean> = conns.into_iter().collect();
     let per_conn = args.rate / n as f64;
     let mut actors = Vec::new();
     for pair in 0..n / 2 {
+        if pair % 100 == 0 {
+            eprintln!("pairing {pair}...");
+        }
         let (Some(mut a), Some(mut b)) = (
             by_index.remove(&(2 * pair)),
             by_index.remove(&(2 * pair + 1)),
