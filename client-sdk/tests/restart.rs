@@ -127,11 +127,14 @@ async fn the_outbox_keeps_publishes_across_a_restart() {
         pending.push(tokio::spawn(async move {
             alice.send_text(&room, format!("offline {i}")).await
         }));
-        // Keep the call order deterministic.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Keep the call order deterministic: the next publish is made once this one is queued.
+        alice
+            .watch_status()
+            .wait_for(|s| s.outbox_len == i + 1)
+            .await
+            .unwrap();
     }
-    let mut status = alice.watch_status();
-    status.wait_for(|s| s.outbox_len == 20).await.unwrap();
+    assert_eq!(alice.status().outbox_len, 20);
     assert!(!alice.status().connected);
 
     node.spawn().await;
