@@ -122,10 +122,10 @@ async fn the_outbox_keeps_publishes_across_a_restart() {
     }
     let mut pending = Vec::new();
     for i in 0..20 {
-        let alice = alice.clone();
+        let client = alice.clone();
         let room = room.clone();
         pending.push(tokio::spawn(async move {
-            alice.send_text(&room, format!("offline {i}")).await
+            client.send_text(&room, format!("offline {i}")).await
         }));
         // Keep the call order deterministic: the next publish is made once this one is queued.
         alice
