@@ -317,5 +317,10 @@ async fn refusals_are_typed_errors() {
         .send_text(&channel("private"), "still connected")
         .await
         .unwrap();
-    assert_eq!(alice.status().outbox_len, 0);
+    // The status follows the acknowledgement (it is updated right after the reply is sent).
+    alice
+        .watch_status()
+        .wait_for(|s| s.outbox_len == 0)
+        .await
+        .unwrap();
 }
