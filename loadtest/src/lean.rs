@@ -113,6 +113,22 @@ impl Lean {
         Ok(result)
     }
 
+    /// Creates a public channel named after its id.
+    pub async fn create_public(&mut self, channel: &str) -> anyhow::Result<()> {
+        match self
+            .request(Request::CreateChannel(v1::CreateChannel {
+                kind: v1::ChannelKind::Public as i32,
+                channel_id: channel.to_owned(),
+                name: channel.to_owned(),
+                ..Default::default()
+            }))
+            .await?
+        {
+            reply::Result::Channel(_) => Ok(()),
+            other => bail!("creating {channel}: {other:?}"),
+        }
+    }
+
     /// Subscribes; returns the channel's head at that moment.
     pub async fn subscribe(&mut self, channel: &str) -> anyhow::Result<u64> {
         match self

@@ -411,6 +411,26 @@ pub async fn orchestrate(
     }
 }
 
+/// Runs the actors for `run_for` (then drains and settles) while metering, and folds the run
+/// into the report.
+pub async fn measure(
+    setup: &super::Setup,
+    actors: Vec<(Lean, Plan)>,
+    run_for: Duration,
+    report: &mut crate::report::Report,
+) {
+    let meter = setup.meter();
+    let run = orchestrate(
+        actors,
+        run_for,
+        Duration::from_secs(10),
+        Duration::from_secs(30),
+    )
+    .await;
+    summarize(&run, report);
+    meter.finish(report);
+}
+
 /// Folds a run into the report: delivery counts and checks against the final seqs, latency.
 pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
     let (outcomes, started) = (&run.outcomes, run.started);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
-use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
+use chorus_protocol::v1::{self, client_envelope::Request, reply};
 use serde_json::json;
 
 use super::Setup;
@@ -66,18 +66,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let Some((_, owner)) = publishers.first_mut() else {
         bail!("no publisher could connect: {errors:?}");
     };
-    match owner
-        .request(Request::CreateChannel(v1::CreateChannel {
-            kind: ChannelKind::Public as i32,
-            channel_id: channel.clone(),
-            name: channel.clone(),
-            ..Default::default()
-        }))
-        .await?
-    {
-        reply::Result::Channel(_) => {}
-        other => bail!("creating the channel: {other:?}"),
-    }
+    owner.create_public(&channel).await?;
     eprintln!("connecting {} subscribers...", args.subscribers);
     let subscribers = setup
         .connect_many(
@@ -122,16 +111,13 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     report.connect_us = Percentiles::of(&connect);
     report.errors = errors;
     eprintln!("publishing for {} s...", args.duration);
-    let meter = setup.meter();
-    let run = actor::orchestrate(
+    actor::measure(
+        setup,
         actors,
         Duration::from_secs(args.duration),
-        Duration::from_secs(10),
-        Duration::from_secs(30),
+        &mut report,
     )
     .await;
-    actor::summarize(&run, &mut report);
-    meter.finish(&mut report);
     Ok(report)
 }
 

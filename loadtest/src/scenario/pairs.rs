@@ -99,15 +99,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         args.rate,
         args.duration
     );
-    let meter = setup.meter();
-    let run = actor::orchestrate(
+    actor::measure(
+        setup,
         actors,
         Duration::from_secs(args.duration),
-        Duration::from_secs(10),
-        Duration::from_secs(30),
+        &mut report,
     )
     .await;
-    actor::summarize(&run, &mut report);
-    meter.finish(&mut report);
     Ok(report)
 }

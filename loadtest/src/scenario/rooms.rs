@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use anyhow::bail;
-use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
 use rand::Rng;
 use serde_json::json;
 
@@ -87,18 +86,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         .map(|i| format!("lt{}-{tag:04x}-room-{i}", setup.run_id))
         .collect();
     for room in &rooms {
-        match first
-            .request(Request::CreateChannel(v1::CreateChannel {
-                kind: ChannelKind::Public as i32,
-                channel_id: room.clone(),
-                name: room.clone(),
-                ..Default::default()
-            }))
-            .await?
-        {
-            reply::Result::Channel(_) => {}
-            other => bail!("creating {room}: {other:?}"),
-        }
+        first.create_public(room).await?;
     }
     let weights = zipf_weights(args.channels, args.zipf);
     let total: f64 = weights.iter().sum();
@@ -135,15 +123,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     report.connect_us = Percentiles::of(&connect);
     report.errors = errors;
     eprintln!("{} users active for {} s...", actors.len(), args.duration);
-    let meter = setup.meter();
-    let run = actor::orchestrate(
+    actor::measure(
+        setup,
         actors,
         Duration::from_secs(args.duration),
-        Duration::from_secs(10),
-        Duration::from_secs(30),
+        &mut report,
     )
     .await;
-    actor::summarize(&run, &mut report);
-    meter.finish(&mut report);
     Ok(report)
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chorus_client::{ChannelId, Client, Event};
-use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
@@ -76,18 +75,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         bail!("the publisher could not connect: {errors:?}");
     };
     for c in &channels {
-        match owner
-            .request(Request::CreateChannel(v1::CreateChannel {
-                kind: ChannelKind::Public as i32,
-                channel_id: c.clone(),
-                name: c.clone(),
-                ..Default::default()
-            }))
-            .await?
-        {
-            reply::Result::Channel(_) => {}
-            other => bail!("creating {c}: {other:?}"),
-        }
+        owner.create_public(c).await?;
     }
     drop(owner);
 
