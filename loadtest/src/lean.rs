@@ -2,6 +2,7 @@
 //! keeps pushes for later. One per simulated user; no task, no queue of its own.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
@@ -12,6 +13,10 @@ use chorus_protocol::limits::PROTOCOL_VERSION;
 use chorus_protocol::v1::{
     self, ClientEnvelope, ServerEnvelope, client_envelope::Request, reply, server_envelope,
 };
+
+/// How long a request may wait for its reply: a node that never answers fails the run
+/// instead of hanging it.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection that said `Hello` and got `Welcome`.
 pub struct Lean {
@@ -87,30 +92,33 @@ impl Lean {
         let id = self.next_id();
         self.send(vec![(id, request)]).await?;
         let mut kept = VecDeque::new();
-        let result = loop {
-            let frames = match self.reader.next().await {
-                RawIncoming::Frames(f) => f,
-                RawIncoming::Closed { code, reason } => {
-                    bail!("connection closed ({code:?}): {reason}")
-                }
-            };
-            let mut found = None;
-            for env in frames {
-                match &env.kind {
-                    Some(server_envelope::Kind::Reply(r))
-                        if r.request_id == id && found.is_none() =>
-                    {
-                        found = Some(r.result.clone().context("empty reply")?);
+        let wait = async {
+            loop {
+                let frames = match self.reader.next().await {
+                    RawIncoming::Frames(f) => f,
+                    RawIncoming::Closed { code, reason } => {
+                        bail!("connection closed ({code:?}): {reason}")
                     }
-                    _ => kept.push_back(env),
+                };
+                let mut found = None;
+                for env in frames {
+                    match &env.kind {
+                        Some(server_envelope::Kind::Reply(r))
+                            if r.request_id == id && found.is_none() =>
+                        {
+                            found = Some(r.result.clone().context("empty reply")?);
+                        }
+                        _ => kept.push_back(env),
+                    }
                 }
-            }
-            if let Some(r) = found {
-                break r;
+                if let Some(r) = found {
+                    break Ok(r);
+                }
             }
         };
+        let result = tokio::time::timeout(REPLY_TIMEOUT, wait).await;
         self.pending.extend(kept);
-        Ok(result)
+        result.map_err(|_| anyhow::anyhow!("no reply within {REPLY_TIMEOUT:?}"))?
     }
 
     /// Creates a public channel named after its id.

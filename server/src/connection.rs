@@ -298,6 +298,7 @@ async fn handshake<Src: FrameSource>(
     peer: SocketAddr,
     transport: &'static str,
 ) -> Result<(Session, Vec<Bytes>), Close> {
+    let began = tokio::time::Instant::now();
     let mut frames = match tokio::time::timeout(deadline, source.next_frames()).await {
         Err(_) => {
             return Err(close(
@@ -392,15 +393,27 @@ async fn handshake<Src: FrameSource>(
             reconnect_after_ms: 1_000,
         });
     }
-    // Best effort: a failure to record last-seen must not refuse the session.
-    let _ = store
-        .update_user(&identity.user, |u| {
+    // Best effort, and within what is left of the handshake deadline: failing or being slow to
+    // record last-seen must neither refuse nor hold up the session.
+    let recorded = tokio::time::timeout(
+        deadline.saturating_sub(began.elapsed()),
+        store.update_user(&identity.user, |u| {
             if u.created_at_ms == 0 {
                 u.created_at_ms = now;
             }
             u.last_seen_ms = now;
-        })
-        .await;
+        }),
+    )
+    .await;
+    match recorded {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, user = %identity.user, "recording last-seen failed")
+        }
+        Err(_) => {
+            tracing::warn!(user = %identity.user, "recording last-seen took longer than the handshake deadline")
+        }
+    }
     let mut session = Session::new(shared.clone(), key, session_id, identity, outbound.clone());
     let resume = hello.resume.map(|r| r.subscriptions).unwrap_or_default();
     let welcome = v1::Welcome {

@@ -28,6 +28,7 @@ pub mod dev;
 pub mod hub;
 pub mod observe;
 pub mod outbound;
+pub mod own_reads;
 pub mod quic;
 pub mod ratelimit;
 pub mod server;

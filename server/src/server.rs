@@ -131,6 +131,10 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared::new(store, hub, config, verifier));
+        shared.background.spawn({
+            let (own_reads, store) = (shared.own_reads.clone(), shared.store.clone());
+            async move { own_reads.run(store).await }
+        });
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let server = Self {
             shared,
@@ -244,6 +248,7 @@ impl Server {
             self.connections_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
         }
+        self.shared.own_reads.stop();
         self.shared.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.shared.background.wait()).await;
         if let Some(endpoint) = &self.quic {

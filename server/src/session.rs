@@ -53,9 +53,11 @@ pub struct Shared {
     pub publish_buckets: DashMap<UserId, Mutex<TokenBucket>>,
     /// Connections and handshake budget per source address.
     pub per_ip: DashMap<std::net::IpAddr, PerIp>,
-    /// Background work sessions start (read-marker updates); shutdown waits for it, so that
-    /// nothing holds the store after the node stops.
+    /// Background work sessions start; shutdown waits for it, so that nothing holds the store
+    /// after the node stops.
     pub background: tokio_util::task::TaskTracker,
+    /// Read markers moved by users' own posts, written in the background.
+    pub own_reads: Arc<crate::own_reads::OwnReads>,
     /// Set when shutdown starts: `/readyz` turns 503.
     pub draining: std::sync::atomic::AtomicBool,
     /// The limits in force; `config reload` replaces them (new connections and new requests
@@ -80,6 +82,7 @@ impl Shared {
             publish_buckets: DashMap::new(),
             per_ip: DashMap::new(),
             background: tokio_util::task::TaskTracker::new(),
+            own_reads: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
             started: std::time::Instant::now(),
@@ -942,10 +945,7 @@ impl Session {
                 metrics::counter!("chorus_publishes_total").increment(1);
             }
             // Posting means having read the channel; the marker moves in the background.
-            let (store, seq) = (shared.store.clone(), appended.entry.seq);
-            shared.background.spawn(async move {
-                let _ = store.mark_read(&user, &id, seq, unix_ms()).await;
-            });
+            shared.own_reads.note(user, id, appended.entry.seq);
             Ok(reply::Result::Appended(appended_message(&appended)))
         }))
     }

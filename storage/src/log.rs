@@ -537,8 +537,10 @@ impl Store {
     ) -> Result<Arc<LogEntry>, StoreError> {
         let inner = &*self.inner;
         let log = inner.channel_log(channel)?;
-        let permit = inner.reserve().await?;
+        // Stripe before queue permit, as everywhere else: a permit holder waiting on a stripe
+        // whose holder waits for a permit would stall both.
         let _stripe = inner.stripe(&(b"rewrite", channel, seq)).lock().await;
+        let permit = inner.reserve().await?;
         let old = inner
             .entry_at(&log, seq)?
             .ok_or_else(|| StoreError::EntryNotFound {

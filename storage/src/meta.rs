@@ -181,7 +181,8 @@ impl Store {
     ) -> Result<(ChannelInfo, bool), StoreError> {
         let inner = &*self.inner;
         let pair = keys::direct(a, b);
-        let _g = inner.stripe(&pair).lock().await;
+        // The pair's stripe and the new channel's: both before the lookup, taken together.
+        let _g = inner.lock_two(&pair, &id).await;
         if let Some(existing) = inner.engine.get(&pair)? {
             let id = std::str::from_utf8(&existing)
                 .ok()
@@ -195,7 +196,6 @@ impl Store {
                 .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))?;
             return Ok((info, false));
         }
-        let _c = inner.stripe(&id).lock().await;
         let new = NewChannel {
             id: id.clone(),
             kind: ChannelKind::Direct,

@@ -101,6 +101,10 @@ impl Store {
     }
 
     fn start(engine: Arc<dyn Engine>, config: StoreConfig, lock: Option<File>) -> Self {
+        let engine: Arc<dyn Engine> = Arc::new(crate::engine::cached::RecordCache::new(
+            engine,
+            crate::engine::cached::RECORD_CACHE_ENTRIES,
+        ));
         let capacity = config.queue_capacity.max(1);
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         let failed = Arc::new(FailState::default());
@@ -261,8 +265,29 @@ impl Inner {
 
     /// The striped lock for a record key.
     pub(crate) fn stripe(&self, key: &impl Hash) -> &tokio::sync::Mutex<()> {
-        let h = self.hasher.hash_one(key) as usize;
-        &self.stripes[h % STRIPES]
+        &self.stripes[self.stripe_index(key)]
+    }
+
+    fn stripe_index(&self, key: &impl Hash) -> usize {
+        self.hasher.hash_one(key) as usize % STRIPES
+    }
+
+    /// The striped locks of two keys, held together. Stripes are not reentrant and two keys
+    /// may share one, so the shared stripe is taken once; distinct stripes are taken in index
+    /// order so that two callers holding pairs cannot wait on each other.
+    pub(crate) async fn lock_two(&self, a: &impl Hash, b: &impl Hash) -> StripeGuards<'_> {
+        let (i, j) = (self.stripe_index(a), self.stripe_index(b));
+        let (low, high) = (i.min(j), i.max(j));
+        let first = self.stripes[low].lock().await;
+        let second = if high == low {
+            None
+        } else {
+            Some(self.stripes[high].lock().await)
+        };
+        StripeGuards {
+            _first: first,
+            _second: second,
+        }
     }
 
     /// Up to `limit` pairs under `prefix`, in key order, after the key `after` if given.
@@ -387,4 +412,10 @@ pub(crate) fn open_engine(
         #[cfg(not(feature = "sled"))]
         EngineKind::Sled => Err(OpenError::EngineNotBuilt("sled")),
     }
+}
+
+/// Both stripes taken by [`Inner::lock_two`]; released on drop.
+pub(crate) struct StripeGuards<'a> {
+    _first: tokio::sync::MutexGuard<'a, ()>,
+    _second: Option<tokio::sync::MutexGuard<'a, ()>>,
 }

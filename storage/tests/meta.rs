@@ -139,6 +139,46 @@ async fn direct_pairs_are_unique(kind: Kind) {
     assert!(t.store.channel(&cid("dm-2")).unwrap().is_none());
 }
 
+/// Direct channels take two stripes (the pair's and the new channel's). Once a pair and its id
+/// shared a stripe and the creation waited on itself forever, taking every other key on that
+/// stripe with it; with 1,500 channels at least one such pair is all but certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_direct_channels_at_once() {
+    let t = open(Kind::Memory);
+    let store = t.store.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1_500 {
+        // Both ends ask at once, each with its own candidate id: one wins, both get it.
+        for (x, y, side) in [("a", "b", "x"), ("b", "a", "y")] {
+            let store = store.clone();
+            let (x, y) = (uid(&format!("{x}{i}")), uid(&format!("{y}{i}")));
+            let id = cid(&format!("dm-{i}-{side}"));
+            tasks.spawn(async move {
+                let (info, _) = store.direct_channel(&x, &y, id, 1).await?;
+                Ok::<_, StoreError>((i, info.id))
+            });
+        }
+    }
+    let all = tokio::time::timeout(std::time::Duration::from_secs(60), tasks.join_all())
+        .await
+        .expect("no direct channel creation may wait forever");
+    let mut by_pair = std::collections::HashMap::new();
+    for result in all {
+        let (i, id) = result.unwrap();
+        by_pair.entry(i).or_insert_with(Vec::new).push(id);
+    }
+    assert_eq!(by_pair.len(), 1_500);
+    assert!(
+        by_pair
+            .values()
+            .all(|ids| ids.len() == 2 && ids[0] == ids[1])
+    );
+    let user = store
+        .update_user(&uid("someone"), |u| u.last_seen_ms = 1)
+        .await;
+    assert!(user.is_ok(), "other keys still lock");
+}
+
 async fn unread_counts_need_no_scan(kind: Kind) {
     let t = open(kind);
     create(&t.store, "c", "alice", &["bob"]).await;

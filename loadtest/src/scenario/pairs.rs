@@ -50,9 +50,6 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let per_conn = args.rate / n as f64;
     let mut actors = Vec::new();
     for pair in 0..n / 2 {
-        if pair % 100 == 0 {
-            eprintln!("pairing {pair}...");
-        }
         let (Some(mut a), Some(mut b)) = (
             by_index.remove(&(2 * pair)),
             by_index.remove(&(2 * pair + 1)),

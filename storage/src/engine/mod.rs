@@ -8,6 +8,7 @@ use std::ops::Bound;
 
 use crate::error::EngineError;
 
+pub(crate) mod cached;
 pub mod fjall;
 pub mod memory;
 #[cfg(feature = "sled")]
