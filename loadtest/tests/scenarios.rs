@@ -31,9 +31,6 @@ fn setup(server: &chorus_server::Server) -> Setup {
     .unwrap()
 }
 
-// Ignored in CI until the handshake / pairing stall noted in docs/benchmarks.md is fixed: it
-// can hang there. Run with `cargo test -p chorus-loadtest -- --ignored`.
-#[ignore = "can hang on the handshake stall under investigation (docs/benchmarks.md)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_delivers_everything_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +160,8 @@ async fn every_scenario_delivers_everything_once() {
             clients: 30,
             channels: 3,
             rate: 50.0,
-            control_socket: dir.path().join("control.sock"),
+            control_socket: Some(dir.path().join("control.sock")),
+            restart_command: None,
             before: 1,
             timeout: 30,
         },

@@ -90,12 +90,10 @@ impl Server {
         let store = Store::open(config.store.clone())?;
         let hub = Arc::new(Hub::default());
         store.set_commit_listener(hub.clone());
-        let listener = TcpListener::bind(config.ws_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.ws_listen,
-                source,
-            })?;
+        let listener = listen(config.ws_listen).map_err(|source| StartError::Bind {
+            addr: config.ws_listen,
+            source,
+        })?;
         let ws_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.ws_listen,
             source,
@@ -364,6 +362,22 @@ pub(crate) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<Admission> {
     })
 }
 
+/// Connections the kernel may hold for `accept` (capped by `net.core.somaxconn`). Tokio's
+/// default of 1,024 overflowed during connect bursts: the dropped SYNs came back a second later
+/// and put a second into the p99 connect time.
+const LISTEN_BACKLOG: u32 = 8_192;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -401,14 +415,16 @@ async fn accept_loop(
         let stop = connections_stop.clone();
         tracker.spawn(async move {
             let _admission = admission;
+            // Each branch boxed: the task's own size is that of its largest branch (a TLS
+            // session is several KiB), and an idle plain connection should not pay for it.
             match tls {
-                None => crate::connection::serve(shared, tcp, peer, stop).await,
+                None => Box::pin(crate::connection::serve(shared, tcp, peer, stop)).await,
                 Some(acceptor) => {
                     let deadline =
                         Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
-                    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(deadline, Box::pin(acceptor.accept(tcp))).await {
                         Ok(Ok(stream)) => {
-                            crate::connection::serve(shared, stream, peer, stop).await
+                            Box::pin(crate::connection::serve(shared, stream, peer, stop)).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -30,9 +30,17 @@ pub struct Args {
     /// Publishes per second (all channels) before, during and after the storm.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// The node's control socket (used to kick every session at once).
+    /// The node's control socket: the storm kicks every session at once through it.
+    #[arg(
+        long,
+        required_unless_present = "restart_command",
+        conflicts_with = "restart_command"
+    )]
+    pub control_socket: Option<PathBuf>,
+    /// Instead of kicking: a shell command that restarts the node (for example `kill -9` and
+    /// start it again); run with `sh -c`, the storm starts when it returns.
     #[arg(long)]
-    pub control_socket: PathBuf,
+    pub restart_command: Option<String>,
     /// Seconds of steady state before the storm.
     #[arg(long, default_value_t = 3)]
     pub before: u64,
@@ -205,8 +213,18 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         })
     };
     tokio::time::sleep(Duration::from_secs(args.before)).await;
-    eprintln!("kicking every session...");
-    let kicked = kick_all(&args.control_socket).await?;
+    let kicked = match (&args.restart_command, &args.control_socket) {
+        (Some(command), _) => {
+            eprintln!("restarting the node: {command}");
+            restart(command).await?;
+            None
+        }
+        (None, Some(socket)) => {
+            eprintln!("kicking every session...");
+            Some(kick_all(socket).await?)
+        }
+        (None, None) => bail!("give --control-socket or --restart-command"),
+    };
     let storm = Instant::now();
     let _ = storm_heads.set(acked.borrow().clone());
     // Keep publishing through the storm for a few seconds, then stop and wait for catch-up.
@@ -258,12 +276,13 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     report.latency_us = Percentiles::of(&reconnect_times);
     meter.finish(&mut report);
     report.extra = json!({
+        "storm": if kicked.is_some() { "kick" } else { "restart" },
         "sessions_kicked": kicked,
         "clients_reconnected": reconnected,
         "clients_not_caught_up": not_caught_up,
         "all_caught_up_secs": report.duration_secs,
         "reload_events": reloads,
-        "note": "latency_us here is kick-to-reconnected per client",
+        "note": "latency_us here is storm-to-reconnected per client",
     });
     Ok(report)
 }
@@ -277,6 +296,21 @@ fn mark_caught_up(r: &mut ClientResult, heads: Option<&Vec<u64>>, index: usize) 
     {
         r.caught_up_at = Some(Instant::now());
     }
+}
+
+/// Runs the operator's restart command; fails the run if it fails.
+async fn restart(command: &str) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .context("running the restart command")?;
+    if !status.success() {
+        bail!("the restart command failed: {status}");
+    }
+    Ok(())
 }
 
 /// Kicks every session of the node through its control socket.
