@@ -21,6 +21,9 @@ use crate::clock::unix_ms;
 /// The longest an own-post marker waits to be written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// Markers written together before the flush yields to other tasks.
+const FLUSH_SLICE: usize = 64;
+
 /// Own-post markers waiting to be written. Holds at most one entry per (user, channel) that
 /// was posted to since the last flush.
 #[derive(Debug, Default)]
@@ -67,15 +70,21 @@ impl OwnReads {
             return;
         }
         let now = unix_ms();
-        let writes = batch
-            .iter()
-            .map(|((user, channel), seq)| store.mark_read(user, channel, *seq, now));
-        for result in futures_util::future::join_all(writes).await {
-            // A deleted channel or a read-only store: the marker no longer matters or cannot
-            // be written; the message itself was acknowledged already.
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "own-post read marker not written");
+        let batch: Vec<_> = batch.into_iter().collect();
+        // In slices, yielding between them: thousands of markers at once would hold a worker
+        // for tens of milliseconds and show up in every connection's latency.
+        for slice in batch.chunks(FLUSH_SLICE) {
+            let writes = slice
+                .iter()
+                .map(|((user, channel), seq)| store.advance_read_marker(user, channel, *seq, now));
+            for result in futures_util::future::join_all(writes).await {
+                // A deleted channel or a read-only store: the marker no longer matters or
+                // cannot be written; the message itself was acknowledged already.
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "own-post read marker not written");
+                }
             }
+            tokio::task::yield_now().await;
         }
     }
 

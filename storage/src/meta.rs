@@ -430,6 +430,19 @@ impl Store {
         seq: Seq,
         now_ms: u64,
     ) -> Result<ReadState, StoreError> {
+        self.advance_read_marker(user, channel, seq, now_ms).await?;
+        self.read_state(user, channel)
+    }
+
+    /// [`Store::mark_read`] without computing the read state afterwards (a scan of the mention
+    /// index), for markers nobody is waiting to see.
+    pub async fn advance_read_marker(
+        &self,
+        user: &UserId,
+        channel: &ChannelId,
+        seq: Seq,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let inner = &*self.inner;
         let key = keys::marker(user, channel);
         let _g = inner.stripe(&key).lock().await;
@@ -452,7 +465,7 @@ impl Store {
                 .commit(vec![Op::Put(key, marker.encode_to_vec())])
                 .await?;
         }
-        self.read_state(user, channel)
+        Ok(())
     }
 
     fn removed_ordinal(&self, channel: &ChannelId) -> Result<u64, StoreError> {
