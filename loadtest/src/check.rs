@@ -1,6 +1,7 @@
 //! Delivery checks for one stream of a channel's entries: every seq once, in order. A seq that
 //! skips ahead records the missing ones; a missing one arriving later counts as reordered; one
-//! seen before counts as a duplicate; what is still missing at the end is lost.
+//! seen before counts as a duplicate. At the end, skipped seqs still missing are lost; seqs
+//! after the last one received are undelivered (the run ended before they came).
 
 use std::collections::BTreeSet;
 
@@ -47,15 +48,25 @@ impl StreamCheck {
         }
     }
 
-    /// Entries not received among `first..=expected_last`.
+    /// Entries not received among `first..=expected_last`: [`StreamCheck::gaps`] plus
+    /// [`StreamCheck::tail`].
     pub fn lost(&self, expected_last: u64) -> u64 {
-        let tail = expected_last.saturating_sub(self.last);
-        let gaps = self
-            .missing
+        self.gaps(expected_last) + self.tail(expected_last)
+    }
+
+    /// Entries skipped over: a later one arrived and they never did. In an ordered stream this
+    /// is a loss whenever the run ended.
+    pub fn gaps(&self, expected_last: u64) -> u64 {
+        self.missing
             .iter()
             .filter(|s| **s >= self.first && **s <= expected_last)
-            .count() as u64;
-        tail + gaps
+            .count() as u64
+    }
+
+    /// Entries after the last one received, up to `expected_last`: not delivered by the time
+    /// the run ended (a node too slow to catch its subscribers up, or a lost tail).
+    pub fn tail(&self, expected_last: u64) -> u64 {
+        expected_last.saturating_sub(self.last)
     }
 
     /// The highest seq seen.
@@ -77,6 +88,7 @@ mod tests {
         assert_eq!((c.received, c.duplicates, c.reordered), (6, 1, 1));
         assert_eq!(c.lost(16), 1, "14 never came");
         assert_eq!(c.lost(18), 3, "and the tail");
+        assert_eq!((c.gaps(18), c.tail(18)), (1, 2));
         let mut clean = StreamCheck::after(0);
         (1..=100).for_each(|s| clean.observe(s));
         assert_eq!(

@@ -40,9 +40,13 @@ impl std::fmt::Debug for Lean {
 }
 
 impl Lean {
-    /// Connects and says `Hello` with the config's token.
-    pub async fn connect(config: &ClientConfig, token: &str) -> anyhow::Result<Self> {
-        let (reader, writer) = raw::connect(config).await?;
+    /// Connects (QUIC through `quic` when given) and says `Hello` with the token.
+    pub async fn connect(
+        config: &ClientConfig,
+        token: &str,
+        quic: Option<&raw::QuicEndpoint>,
+    ) -> anyhow::Result<Self> {
+        let (reader, writer) = raw::connect_via(config, quic).await?;
         let mut lean = Self {
             reader,
             writer,

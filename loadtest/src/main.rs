@@ -92,6 +92,14 @@ fn main() -> anyhow::Result<()> {
         eprintln!("DELIVERY CHECK FAILED: lost, duplicated or reordered entries");
         std::process::exit(3);
     }
+    if report.undelivered > 0 {
+        eprintln!(
+            "NOT CAUGHT UP: {} acknowledged entries had not reached their subscribers when the \
+             run ended (the node could not keep up with this load, or lost them)",
+            report.undelivered
+        );
+        std::process::exit(4);
+    }
     Ok(())
 }
 

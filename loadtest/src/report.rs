@@ -129,8 +129,11 @@ pub struct Report {
     pub published_per_sec: f64,
     /// Deliveries per second.
     pub delivered_per_sec: f64,
-    /// Entries a subscriber should have received and did not.
+    /// Entries a subscriber skipped: a later entry of the channel arrived, this one never did.
     pub lost: u64,
+    /// Entries acknowledged to their publisher that a subscriber had not received when the run
+    /// ended (after the settle phase): the node did not catch it up in time, or lost its tail.
+    pub undelivered: u64,
     /// Entries received twice.
     pub duplicates: u64,
     /// Entries received after a later one.
@@ -172,8 +175,11 @@ impl Report {
             format!("{} ({:.0}/s)", self.delivered, self.delivered_per_sec),
         );
         row(
-            "lost / duplicates / reordered",
-            format!("{} / {} / {}", self.lost, self.duplicates, self.reordered),
+            "lost / dup / reordered / undelivered",
+            format!(
+                "{} / {} / {} / {}",
+                self.lost, self.duplicates, self.reordered, self.undelivered
+            ),
         );
         let p = |p: &Percentiles| {
             format!(

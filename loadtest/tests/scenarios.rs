@@ -51,8 +51,8 @@ async fn every_scenario_delivers_everything_once() {
     .await
     .unwrap();
     assert_eq!(
-        (r.lost, r.duplicates, r.reordered),
-        (0, 0, 0),
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
         "{}",
         r.table()
     );
@@ -89,8 +89,8 @@ async fn every_scenario_delivers_everything_once() {
     .await
     .unwrap();
     assert_eq!(
-        (r.lost, r.duplicates, r.reordered),
-        (0, 0, 0),
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
         "{}",
         r.table()
     );
@@ -108,8 +108,8 @@ async fn every_scenario_delivers_everything_once() {
     .await
     .unwrap();
     assert_eq!(
-        (r.lost, r.duplicates, r.reordered),
-        (0, 0, 0),
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
         "{}",
         r.table()
     );
@@ -135,8 +135,8 @@ async fn every_scenario_delivers_everything_once() {
     .await
     .unwrap();
     assert_eq!(
-        (r.lost, r.duplicates, r.reordered),
-        (0, 0, 0),
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
         "{}",
         r.table()
     );
@@ -169,8 +169,8 @@ async fn every_scenario_delivers_everything_once() {
     .await
     .unwrap();
     assert_eq!(
-        (r.lost, r.duplicates, r.reordered),
-        (0, 0, 0),
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
         "{}",
         r.table()
     );

@@ -60,7 +60,37 @@ pub fn endpoint(
     transport.max_concurrent_uni_streams(VarInt::from_u32(0));
     transport.max_idle_timeout(IdleTimeout::try_from(idle_timeout).ok());
     config.transport_config(Arc::new(transport));
-    Endpoint::server(config, addr).map_err(|source| QuicError::Bind { addr, source })
+    let socket = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| QuicError::Bind {
+        addr,
+        source: std::io::Error::other("no async runtime"),
+    })?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
+    .map_err(|source| QuicError::Bind { addr, source })
+}
+
+/// Socket buffers asked for the QUIC socket (the kernel caps them at `net.core.rmem_max` /
+/// `wmem_max`). Every QUIC connection shares this one socket: with the default 208 KiB a burst
+/// of new connections overflowed it, and the dropped Initial packets were only resent after 1,
+/// 3 and 7 seconds.
+const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer works, only bursts suffer.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Accepts connections until `stop`.

@@ -156,6 +156,10 @@ pub async fn run(
     let mut received_since_mark: u64 = 0;
     let start = Instant::now();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    // Where in its period this actor's sends fall. Without it every actor of a fixed-rate run
+    // sent at the same instants (2,000 pairs at 15/s each: 2,000 publishes at once every
+    // 66 ms), which measured the harness's bursts rather than the node.
+    let offset: f64 = rng.random();
     let mut current = *phase.borrow();
     let mut reported_drain = false;
     // Entries that arrived with the subscribe replies.
@@ -166,7 +170,7 @@ pub async fn run(
             let due = match plan.pace {
                 Pace::Silent => 0,
                 Pace::Rate(r) => {
-                    let should = (start.elapsed().as_secs_f64() * r) as u64;
+                    let should = (start.elapsed().as_secs_f64() * r + offset) as u64;
                     should.saturating_sub(sent)
                 }
                 Pace::Window(_) => u64::MAX,
@@ -250,7 +254,7 @@ pub async fn run(
         // Wait for frames, the next publish, or a phase change.
         let next_due = match plan.pace {
             Pace::Rate(r) if current == Phase::Run && !plan.publish_to.is_empty() => {
-                start + Duration::from_secs_f64((sent + 1) as f64 / r)
+                start + Duration::from_secs_f64(((sent + 1) as f64 - offset).max(0.0) / r)
             }
             _ => Instant::now() + Duration::from_secs(3600),
         };
@@ -465,12 +469,13 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
     report.duration_secs = secs;
     report.delivered_per_sec = report.delivered as f64 / secs;
     report.published_per_sec = report.published as f64 / secs;
-    report.lost = lost(run);
+    (report.lost, report.undelivered) = lost(run);
 }
 
-/// Entries lost: for each subscription, what is missing up to the channel's last acknowledged
-/// seq (or the highest any receiver saw, if higher).
-pub fn lost(run: &Finished) -> u64 {
+/// Entries lost and undelivered: for each subscription, what is missing up to the channel's
+/// last acknowledged seq (or the highest any receiver saw, if higher), split into gaps and the
+/// tail not received before the run ended.
+pub fn lost(run: &Finished) -> (u64, u64) {
     let outcomes = &run.outcomes;
     let mut finals: HashMap<&str, u64> = run.finals.iter().map(|(c, s)| (c.as_str(), *s)).collect();
     for o in outcomes {
@@ -482,6 +487,9 @@ pub fn lost(run: &Finished) -> u64 {
     outcomes
         .iter()
         .flat_map(|o| o.checks.iter())
-        .map(|(c, check)| check.lost(finals.get(c.as_str()).copied().unwrap_or(0)))
-        .sum()
+        .map(|(c, check)| {
+            let last = finals.get(c.as_str()).copied().unwrap_or(0);
+            (check.gaps(last), check.tail(last))
+        })
+        .fold((0, 0), |(g, t), (a, b)| (g + a, t + b))
 }

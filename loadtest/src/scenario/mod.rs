@@ -45,6 +45,8 @@ pub struct Setup {
     pub server_pid: Option<u32>,
     /// A prefix making this run's users and channels unique.
     pub run_id: String,
+    /// QUIC endpoints shared by lean connections, one per source address (bound on first use).
+    quic_endpoints: Arc<std::sync::OnceLock<Vec<chorus_client::raw::QuicEndpoint>>>,
 }
 
 impl Setup {
@@ -97,6 +99,7 @@ impl Setup {
             connect_rate: connect_rate.max(1),
             server_pid,
             run_id: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+            quic_endpoints: Arc::default(),
         })
     }
 
@@ -112,6 +115,23 @@ impl Setup {
             config = config.local_addr(self.source_ips[i % self.source_ips.len()]);
         }
         Ok(config)
+    }
+
+    /// The shared QUIC endpoint for connection `i` (QUIC runs only): one UDP socket per source
+    /// address instead of one per connection.
+    fn quic_endpoint(&self, i: usize) -> Option<chorus_client::raw::QuicEndpoint> {
+        if self.transport != "quic" {
+            return None;
+        }
+        let endpoints = self.quic_endpoints.get_or_init(|| {
+            self.source_ips
+                .iter()
+                .filter_map(|ip| {
+                    chorus_client::raw::QuicEndpoint::bind(std::net::SocketAddr::new(*ip, 0)).ok()
+                })
+                .collect()
+        });
+        endpoints.get(i % endpoints.len().max(1)).cloned()
     }
 
     /// A user name unique to this run.
@@ -142,14 +162,18 @@ impl Setup {
                 .minter
                 .token(&user)
                 .and_then(|t| Ok((self.config(i, &t)?, t)));
+            let quic = self.quic_endpoint(i);
             tasks.push(tokio::spawn(async move {
                 let _permit = permit;
                 let (config, token) = prepared?;
                 let begun = Instant::now();
                 // A handshake that never completes must not stall the whole run.
-                let lean = tokio::time::timeout(HANDSHAKE_LIMIT, Lean::connect(&config, &token))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("no Welcome within {HANDSHAKE_LIMIT:?}"))??;
+                let lean = tokio::time::timeout(
+                    HANDSHAKE_LIMIT,
+                    Lean::connect(&config, &token, quic.as_ref()),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("no Welcome within {HANDSHAKE_LIMIT:?}"))??;
                 Ok::<_, anyhow::Error>((i, lean, begun.elapsed()))
             }));
         }

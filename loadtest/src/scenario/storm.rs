@@ -257,7 +257,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         report.delivered += r.check.received;
         report.duplicates += r.check.duplicates;
         report.reordered += r.check.reordered;
-        report.lost += r.check.lost(last[idx]);
+        report.lost += r.check.gaps(last[idx]);
+        report.undelivered += r.check.tail(last[idx]);
         reloads += r.reloads;
         if let Some(t) = r.reconnected_at {
             reconnected += 1;
