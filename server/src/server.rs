@@ -416,21 +416,27 @@ async fn accept_loop(
         tracker.spawn(async move {
             let _admission = admission;
             // Each branch boxed: the task's own size is that of its largest branch (a TLS
-            // session is several KiB), and an idle plain connection should not pay for it.
+            // stream alone is over a KiB), and an idle plain connection should not pay for it.
             match tls {
                 None => Box::pin(crate::connection::serve(shared, tcp, peer, stop)).await,
-                Some(acceptor) => {
-                    let deadline =
-                        Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
-                    match tokio::time::timeout(deadline, Box::pin(acceptor.accept(tcp))).await {
-                        Ok(Ok(stream)) => {
-                            Box::pin(crate::connection::serve(shared, stream, peer, stop)).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+                Some(acceptor) => Box::pin(serve_tls(shared, acceptor, tcp, peer, stop)).await,
             }
         });
+    }
+}
+
+/// The TLS handshake within the handshake deadline, then the WebSocket connection over it.
+async fn serve_tls(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
+    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Box::pin(crate::connection::serve(shared, stream, peer, stop)).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }

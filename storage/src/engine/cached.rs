@@ -1,5 +1,5 @@
-//! A write-through cache of point records (channels, members, users, bans, direct pairs) in
-//! front of an engine.
+//! A write-through cache of point records (channels, members, bans, direct pairs) in front of
+//! an engine.
 //!
 //! Every publish checks the channel, the author's membership and bans; on an LSM engine each of
 //! those is a point read through memtables, bloom filters and index blocks, and together they
@@ -46,11 +46,13 @@ impl RecordCache {
         }
     }
 
-    /// Point records read on every request; log entries, indexes and markers are not here.
+    /// Point records read on every request. Not here: log entries, indexes and markers, and
+    /// user records, which are read and written once per connection (caching them would cost
+    /// every idle connection a cache entry and save nothing).
     fn cached(key: &[u8]) -> bool {
         matches!(
             key.first(),
-            Some(&(keys::CHANNEL | keys::MEMBER | keys::USER | keys::BAN | keys::DIRECT))
+            Some(&(keys::CHANNEL | keys::MEMBER | keys::BAN | keys::DIRECT))
         )
     }
 
@@ -178,14 +180,14 @@ mod tests {
         let engine = Arc::new(MemoryEngine::default());
         let cache = RecordCache::new(engine, 4);
         for i in 0..20 {
-            let k = key(keys::USER, &format!("u{i}"));
+            let k = key(keys::MEMBER, &format!("u{i}"));
             cache
                 .write(&[Op::Put(k.clone(), i.to_string().into_bytes())])
                 .unwrap();
             assert!(cache.records.len() <= 4);
         }
         for i in 0..20 {
-            let k = key(keys::USER, &format!("u{i}"));
+            let k = key(keys::MEMBER, &format!("u{i}"));
             assert_eq!(cache.get(&k).unwrap(), Some(i.to_string().into_bytes()));
         }
     }
