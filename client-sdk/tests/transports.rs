@@ -105,3 +105,52 @@ async fn websocket_tls_and_quic_carry_the_same_session_protocol() {
     .await;
     assert!(matches!(missing, Err(Error::Tls(_))), "{missing:?}");
 }
+
+/// Tools that open thousands of bare QUIC connections share one endpoint (one UDP socket)
+/// between them: each connection still gets its own session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_quic_connections_share_one_endpoint() {
+    use bytes::BytesMut;
+    use chorus_client::raw::{self, QuicEndpoint, RawIncoming};
+    use chorus_protocol::codec::encode_frame;
+    use chorus_protocol::limits::PROTOCOL_VERSION;
+    use chorus_protocol::v1::{self, ClientEnvelope, client_envelope::Request, reply};
+
+    let (node, cert) = Node::start_tls().await;
+    let quic_port = node.server.quic_addr().unwrap().port();
+    let endpoint = QuicEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut open = Vec::new();
+    let mut sessions = std::collections::HashSet::new();
+    for user in ["ann", "ben", "cat"] {
+        let config = ClientConfig::new(&format!("quic://127.0.0.1:{quic_port}"), token(user))
+            .unwrap()
+            .trust(TlsTrust::PinnedCertFile(cert.clone()));
+        let (mut reader, mut writer) = raw::connect_via(&config, Some(&endpoint)).await.unwrap();
+        let hello = Request::Hello(v1::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: token(user),
+            ..Default::default()
+        });
+        let mut buf = BytesMut::new();
+        encode_frame(&ClientEnvelope::new(1, hello), &mut buf);
+        writer.send(buf.freeze()).await.unwrap();
+        let RawIncoming::Frames(frames) = reader.next().await else {
+            panic!("{user}: closed before Welcome");
+        };
+        let welcome = frames
+            .into_iter()
+            .find_map(|env| match env.kind {
+                Some(v1::server_envelope::Kind::Reply(r)) => match r.result {
+                    Some(reply::Result::Welcome(w)) => Some(w),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("a Welcome");
+        assert_eq!(welcome.user_id, user);
+        sessions.insert(welcome.session_id);
+        // Kept open: the three connections live on the one endpoint at the same time.
+        open.push((reader, writer));
+    }
+    assert_eq!(sessions.len(), 3);
+}
