@@ -101,45 +101,54 @@ pub trait FrameSink: Send {
 }
 
 /// Serves one accepted byte stream (TCP, or TLS over TCP) as a WebSocket connection.
-pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+///
+/// Not an `async fn`: one keeps room for its arguments for as long as it runs, and a TLS stream
+/// (over a KiB) would stay reserved in every idle connection after it has moved into the
+/// WebSocket. The upgrade owns the stream instead, boxed, and its box is freed once it is done.
+pub fn serve<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.limits().clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let max_frame = limits.max_frame_bytes as usize;
-    // Boxed here and below: a connection task lives as long as its connection, and an idle
-    // one should not carry the space of the upgrade, the handshake or a request handler.
-    let accepted = tokio::time::timeout(
+    let upgrade = Box::pin(tokio::time::timeout(
         handshake_deadline,
-        Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+        tokio_tungstenite::accept_hdr_async_with_config(
             stream,
             offer_subprotocol,
             Some(ws_config(max_frame)),
-        )),
-    )
-    .await;
-    let ws = match accepted {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "websocket upgrade failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "websocket upgrade timed out");
-            return;
-        }
-    };
-    let (sink, source) = ws.split();
-    run_connection(
-        shared,
-        WsSource { source, max_frame },
-        WsSink { sink },
-        peer,
-        shutdown,
-        "websocket",
-    )
-    .await;
+        ),
+    ));
+    async move {
+        // Awaited by value: the box is dropped as soon as the upgrade completes.
+        let ws = match upgrade.await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "websocket upgrade failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "websocket upgrade timed out");
+                return;
+            }
+        };
+        let (sink, source) = ws.split();
+        run_connection(
+            shared,
+            WsSource { source, max_frame },
+            WsSink { sink },
+            peer,
+            shutdown,
+            "websocket",
+        )
+        .await;
+    }
 }
 
 /// The transport-independent life of a connection: handshake, read loop, writer, cleanup.

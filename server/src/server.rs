@@ -434,9 +434,19 @@ async fn serve_tls(
     stop: CancellationToken,
 ) {
     let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
-    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Box::pin(crate::connection::serve(shared, stream, peer, stop)).await,
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-    }
+    // Boxed: the TLS handshake's state is freed once done instead of staying in this future;
+    // and the stream is taken out of the result before the long await below, so that no
+    // temporary keeps room for it here.
+    let stream = match tokio::time::timeout(deadline, Box::pin(acceptor.accept(tcp))).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    Box::pin(crate::connection::serve(shared, stream, peer, stop)).await;
 }
