@@ -50,6 +50,8 @@ pub struct Args {
 }
 
 struct ClientResult {
+    /// Which of the channels this client follows (its index in `channels`).
+    channel: usize,
     check: StreamCheck,
     reconnected_at: Option<Instant>,
     caught_up_at: Option<Instant>,
@@ -120,6 +122,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         let sub = client.subscribe(&channel).await?;
         tasks.push(tokio::spawn(async move {
             let mut r = ClientResult {
+                channel: index,
                 check: StreamCheck::after(sub.head.get()),
                 reconnected_at: None,
                 caught_up_at: None,
@@ -252,8 +255,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let mut reconnected = 0u64;
     let mut reloads = 0;
     let mut not_caught_up = 0u64;
-    for (i, (r, _)) in results.iter().enumerate() {
-        let idx = i % args.channels;
+    // By the channel each client followed: clients that failed to connect left no result, so
+    // a result's position says nothing about its channel.
+    for (r, _) in &results {
+        let idx = r.channel;
         report.delivered += r.check.received;
         report.duplicates += r.check.duplicates;
         report.reordered += r.check.reordered;
