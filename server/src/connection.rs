@@ -127,16 +127,8 @@ where
     ));
     async move {
         // Awaited by value: the box is dropped as soon as the upgrade completes.
-        let ws = match upgrade.await {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "websocket upgrade failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "websocket upgrade timed out");
-                return;
-            }
+        let Some(ws) = handshake_step(upgrade.await, peer, "websocket upgrade") else {
+            return;
         };
         let (sink, source) = ws.split();
         run_connection(
@@ -148,6 +140,27 @@ where
             "websocket",
         )
         .await;
+    }
+}
+
+/// The outcome of one transport handshake step (TLS, WebSocket upgrade, QUIC) run under the
+/// handshake deadline. A failure is the peer's business, not the node's: logged at debug level,
+/// and the caller drops the connection.
+pub(crate) fn handshake_step<T, E: std::fmt::Display>(
+    outcome: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    peer: SocketAddr,
+    step: &str,
+) -> Option<T> {
+    match outcome {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "{step} failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "{step} timed out");
+            None
+        }
     }
 }
 

@@ -123,16 +123,11 @@ pub async fn accept_loop(
         tracker.spawn(async move {
             let _admission = admission;
             let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
-            let connection = match tokio::time::timeout(deadline, incoming).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "QUIC handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "QUIC handshake timed out");
-                    return;
-                }
+            let handshake = tokio::time::timeout(deadline, incoming).await;
+            let Some(connection) =
+                crate::connection::handshake_step(handshake, peer, "QUIC handshake")
+            else {
+                return;
             };
             let (send, recv) = match tokio::time::timeout(deadline, connection.accept_bi()).await {
                 Ok(Ok(streams)) => streams,

@@ -437,16 +437,9 @@ async fn serve_tls(
     // Boxed: the TLS handshake's state is freed once done instead of staying in this future;
     // and the stream is taken out of the result before the long await below, so that no
     // temporary keeps room for it here.
-    let stream = match tokio::time::timeout(deadline, Box::pin(acceptor.accept(tcp))).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let accepted = tokio::time::timeout(deadline, Box::pin(acceptor.accept(tcp))).await;
+    let Some(stream) = crate::connection::handshake_step(accepted, peer, "TLS handshake") else {
+        return;
     };
     Box::pin(crate::connection::serve(shared, stream, peer, stop)).await;
 }
