@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod tls;
+pub mod tls_stream;
 
 pub use config::Config;
 pub use server::{Server, run};

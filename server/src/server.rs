@@ -80,13 +80,10 @@ impl Server {
             config.token_audience.as_deref(),
             config.token_issuer.as_deref(),
         )?;
-        let tls =
-            match &config.tls {
-                Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(
-                    crate::tls::server_config(cert, key, &[b"http/1.1"])?,
-                )),
-                None => None,
-            };
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::server_config(cert, key, &[b"http/1.1"])?),
+            None => None,
+        };
         let store = Store::open(config.store.clone())?;
         let hub = Arc::new(Hub::default());
         store.set_commit_listener(hub.clone());
@@ -380,7 +377,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
     connections_stop: CancellationToken,
@@ -419,7 +416,7 @@ async fn accept_loop(
             // stream alone is over a KiB), and an idle plain connection should not pay for it.
             match tls {
                 None => Box::pin(crate::connection::serve(shared, tcp, peer, stop)).await,
-                Some(acceptor) => Box::pin(serve_tls(shared, acceptor, tcp, peer, stop)).await,
+                Some(config) => Box::pin(serve_tls(shared, config, tcp, peer, stop)).await,
             }
         });
     }
@@ -428,7 +425,7 @@ async fn accept_loop(
 /// The TLS handshake within the handshake deadline, then the WebSocket connection over it.
 async fn serve_tls(
     shared: Arc<Shared>,
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
@@ -437,7 +434,8 @@ async fn serve_tls(
     // Boxed: the TLS handshake's state is freed once done instead of staying in this future;
     // and the stream is taken out of the result before the long await below, so that no
     // temporary keeps room for it here.
-    let accepted = tokio::time::timeout(deadline, Box::pin(acceptor.accept(tcp))).await;
+    let accepted =
+        tokio::time::timeout(deadline, Box::pin(crate::tls_stream::accept(config, tcp))).await;
     let Some(stream) = crate::connection::handshake_step(accepted, peer, "TLS handshake") else {
         return;
     };
