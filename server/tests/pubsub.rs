@@ -268,7 +268,11 @@ async fn retention_runs_and_recovery_says_so() {
         if !sub.recovered {
             assert_eq!(sub.failure, RecoveryFailure::EntriesExpired as i32);
             first_available = sub.first_available_seq;
-            break;
+            // A pass that ran while the publishes were still going kept an earlier three.
+            if first_available == 9 {
+                break;
+            }
+            continue;
         }
         // Replayed entries of this attempt are drained before the next one.
         for _ in 0..sub.head_seq - 1 {

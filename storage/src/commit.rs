@@ -406,11 +406,17 @@ fn complete(completion: Completion) {
             idem_key,
             tx,
         } => {
-            log.on_durable(&entry, idem_key.as_ref());
+            let listener = log.on_durable(&entry, idem_key.as_ref());
             // Released before answering, so that an idle channel is idle once appends return.
             drop(log);
             // The appender may have given up waiting (cancelled); the entry is durable anyway.
-            let _ = tx.send(Ok(entry));
+            let _ = tx.send(Ok(entry.clone()));
+            // The appender is woken before the subscribers' writers: a publisher subscribed to
+            // its channel then usually finds its reply and its own copy queued together and
+            // gets both in one write instead of two.
+            if let Some(listener) = listener.get() {
+                listener.on_commit(&entry);
+            }
         }
         Completion::Replace { log, entry, tx } => {
             log.on_replaced(entry);

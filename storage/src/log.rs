@@ -160,13 +160,16 @@ impl ChannelLog {
         }
     }
 
-    /// Called by the syncer, in seq order, once `entry` is durable: makes it visible, then tells
-    /// the listener (outside the channel lock, still in order).
-    pub(crate) fn on_durable(&self, entry: &Arc<LogEntry>, idem: Option<&(String, String)>) {
+    /// Called by the syncer, in seq order, once `entry` is durable: makes it visible. Returns
+    /// the listener slot; the syncer tells the listener (outside the channel lock, still in
+    /// order) once it has answered the appender.
+    pub(crate) fn on_durable(
+        &self,
+        entry: &Arc<LogEntry>,
+        idem: Option<&(String, String)>,
+    ) -> ListenerSlot {
         self.publish(entry, idem);
-        if let Some(listener) = self.listener.get() {
-            listener.on_commit(entry);
-        }
+        self.listener.clone()
     }
 
     fn publish(&self, entry: &Arc<LogEntry>, idem: Option<&(String, String)>) {
