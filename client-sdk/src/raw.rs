@@ -35,12 +35,36 @@ pub enum RawIncoming {
 #[derive(Debug, Clone)]
 pub struct QuicEndpoint(quinn::Endpoint);
 
+/// Socket buffers asked for a shared endpoint: thousands of handshakes answered at once
+/// overflow the default (~208 KiB), and every dropped handshake packet costs a probe timeout
+/// (1, 2, 4, 8 s: a few unlucky connections stalled 15 s in connect bursts).
+const SHARED_UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
 impl QuicEndpoint {
-    /// Binds a client endpoint to `local` (port 0 for any). Needs a Tokio runtime.
+    /// Binds a client endpoint to `local` (port 0 for any), with socket buffers sized for many
+    /// connections (best effort: the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+    /// Needs a Tokio runtime.
     pub fn bind(local: std::net::SocketAddr) -> Result<Self, Error> {
-        quinn::Endpoint::client(local)
-            .map(Self)
-            .map_err(|e| Error::Transport(format!("QUIC endpoint: {e}")))
+        let failed = |e: std::io::Error| Error::Transport(format!("QUIC endpoint: {e}"));
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(local),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(failed)?;
+        let _ = socket.set_recv_buffer_size(SHARED_UDP_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SHARED_UDP_BUFFER_BYTES);
+        socket.bind(&local.into()).map_err(failed)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| failed(std::io::Error::other("no async runtime")))?;
+        quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket.into(),
+            runtime,
+        )
+        .map(Self)
+        .map_err(failed)
     }
 }
 
