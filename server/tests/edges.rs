@@ -223,6 +223,59 @@ async fn a_slow_consumer_is_closed_while_others_keep_receiving() {
     assert!(d.reconnect);
 }
 
+/// A peer that keeps its connection alive but stops reading is closed once a write has waited
+/// `idle_timeout_ms`, even while its queue is far under budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_finish_in_the_idle_timeout_closes_the_connection() {
+    let node = Node::start_with(|c| {
+        c.limits.max_outbound_queue_bytes = 256 * 1024 * 1024;
+        c.limits.publish_burst = 10_000;
+        c.limits.publish_rate_per_sec = 10_000;
+        c.limits.idle_timeout_ms = 1_500;
+    })
+    .await;
+    let mut alice = node.connect("alice").await;
+    alice
+        .create_group("room", ChannelKind::Group, &["slow"])
+        .await;
+    let mut slow = node.connect("slow").await;
+    slow.subscribe("room", None).await;
+    // Far more than the kernel's socket buffers hold on loopback, far less than the budget.
+    const COUNT: usize = 1_200;
+    let body = "y".repeat(15_000);
+    for i in 0..COUNT {
+        appended(alice.publish("room", &format!("k{i}"), &body).await);
+    }
+    // Pings keep the read side busy (so the idle timeout cannot be what ends it) while
+    // nothing is read; only the stuck write can close the connection.
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(8)
+        && slow
+            .try_send(Request::Ping(v1::Ping { client_time_ms: 0 }))
+            .await
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // The write waits at most 1.5 s, then the close frame as long again.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(7),
+        "the node closed the connection while it was still pinging"
+    );
+    let (events, disconnect) = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slow.events_until_closed(),
+    )
+    .await
+    .expect("the node closed the stuck connection");
+    assert!(
+        events < COUNT,
+        "closed before everything was written ({events})"
+    );
+    if let Some(d) = disconnect {
+        assert_eq!(d.code, CloseCode::SlowConsumer as i32);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_follow_channel_kind_and_role() {
     let node = Node::start().await;

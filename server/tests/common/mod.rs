@@ -156,6 +156,37 @@ impl Client {
         id
     }
 
+    /// Sends a request; false once the connection is gone (for peers the node may close).
+    pub async fn try_send(&mut self, request: Request) -> bool {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = BytesMut::new();
+        encode_frame(&ClientEnvelope::new(id, request), &mut buf);
+        self.ws.send(WsMessage::Binary(buf.freeze())).await.is_ok()
+    }
+
+    /// Reads until the server closes; returns how many channel events came and the
+    /// Disconnect push seen, if any.
+    pub async fn events_until_closed(&mut self) -> (usize, Option<v1::Disconnect>) {
+        let mut events = 0;
+        let mut disconnect = None;
+        while let Some(env) = match self.pushes.pop_front() {
+            Some(env) => Some(env),
+            None => self.next_from_socket().await,
+        } {
+            match env.kind {
+                Some(server_envelope::Kind::Push(v1::Push {
+                    push: Some(push::Push::Disconnect(d)),
+                })) => disconnect = Some(d),
+                Some(server_envelope::Kind::Push(v1::Push {
+                    push: Some(push::Push::Event(_)),
+                })) => events += 1,
+                _ => {}
+            }
+        }
+        (events, disconnect)
+    }
+
     /// Sends a request and waits for its reply; pushes that arrive meanwhile are kept.
     pub async fn request(&mut self, request: Request) -> reply::Result {
         let id = self.send(request).await;
