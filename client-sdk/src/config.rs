@@ -164,6 +164,7 @@ pub struct ClientConfig {
     pub(crate) backoff_cap: Duration,
     pub(crate) reconnect: bool,
     pub(crate) local_addr: Option<std::net::IpAddr>,
+    pub(crate) quic_endpoint: Option<quinn::Endpoint>,
     /// Replaces TCP for `ws://` URLs in unit tests: an in-memory stream lets tests run the
     /// connection task under paused time with a scripted server.
     #[cfg(test)]
@@ -205,6 +206,7 @@ impl ClientConfig {
             backoff_cap: Duration::from_secs(30),
             reconnect: true,
             local_addr: None,
+            quic_endpoint: None,
             #[cfg(test)]
             connector: None,
         })
@@ -298,6 +300,14 @@ impl ClientConfig {
     /// over 127.0.0.2, .3, ... to avoid running out of ports).
     pub fn local_addr(mut self, ip: std::net::IpAddr) -> Self {
         self.local_addr = Some(ip);
+        self
+    }
+
+    /// Makes `quic://` connections through `endpoint` (one UDP socket shared with other
+    /// clients) instead of a socket of this client's own. For processes that hold many clients
+    /// (gateways, bots, load tests): each socket of its own costs about 2 MiB of buffers.
+    pub fn quic_endpoint(mut self, endpoint: &crate::raw::QuicEndpoint) -> Self {
+        self.quic_endpoint = Some(endpoint.inner().clone());
         self
     }
 

@@ -234,6 +234,7 @@ impl Driver {
         status: watch::Sender<Status>,
     ) -> Self {
         let limits = chorus_protocol::limits::default_limits();
+        let quic = config.quic_endpoint.clone();
         Self {
             token: config.token.clone(),
             outbox: Outbox::new(config.outbox_capacity),
@@ -255,7 +256,7 @@ impl Driver {
             refresh_at: None,
             refresh: None,
             clock_offset_ms: 0,
-            quic: None,
+            quic,
             status,
             connections: 0,
         }

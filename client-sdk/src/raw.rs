@@ -41,6 +41,17 @@ pub struct QuicEndpoint(quinn::Endpoint);
 const SHARED_UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 impl QuicEndpoint {
+    pub(crate) fn inner(&self) -> &quinn::Endpoint {
+        &self.0
+    }
+
+    /// The address of the endpoint's socket.
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr, Error> {
+        self.0
+            .local_addr()
+            .map_err(|e| Error::Transport(format!("QUIC endpoint: {e}")))
+    }
+
     /// Binds a client endpoint to `local` (port 0 for any), with socket buffers sized for many
     /// connections (best effort: the kernel caps them at `net.core.rmem_max`/`wmem_max`).
     /// Needs a Tokio runtime.

@@ -154,3 +154,58 @@ async fn raw_quic_connections_share_one_endpoint() {
     }
     assert_eq!(sessions.len(), 3);
 }
+
+/// SDK clients given one endpoint share its socket, and keep it across a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_share_a_quic_endpoint_across_reconnects() {
+    use chorus_client::raw::QuicEndpoint;
+    use chorus_protocol::v1::CloseCode;
+
+    let (node, cert) = Node::start_tls().await;
+    let quic_port = node.server.quic_addr().unwrap().port();
+    let endpoint = QuicEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let local = endpoint.local_addr().unwrap().to_string();
+    let peers = |node: &Node| -> Vec<String> {
+        let mut p: Vec<String> = node
+            .server
+            .hub()
+            .sessions(None)
+            .into_iter()
+            .map(|(info, _)| info.peer)
+            .collect();
+        p.sort();
+        p
+    };
+    let mut clients = Vec::new();
+    for user in ["dan", "eve"] {
+        let config = ClientConfig::new(&format!("quic://127.0.0.1:{quic_port}"), token(user))
+            .unwrap()
+            .trust(TlsTrust::PinnedCertFile(cert.clone()))
+            .quic_endpoint(&endpoint);
+        let (client, events) = Client::connect(config).await.unwrap();
+        client.ping().await.unwrap();
+        clients.push((client, events));
+    }
+    assert_eq!(peers(&node), vec![local.clone(), local.clone()]);
+
+    let before: Vec<String> = clients.iter().map(|(c, _)| c.status().session_id).collect();
+    node.server
+        .hub()
+        .close_all(&chorus_server::outbound::Close {
+            code: CloseCode::GoingAway,
+            reason: "test".into(),
+            reconnect_after_ms: 10,
+        });
+    for ((client, _), old) in clients.iter().zip(&before) {
+        let mut status = client.watch_status();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            status.wait_for(|s| s.connected && s.session_id != *old),
+        )
+        .await
+        .expect("reconnected")
+        .unwrap();
+        client.ping().await.unwrap();
+    }
+    assert_eq!(peers(&node), vec![local.clone(), local]);
+}

@@ -102,10 +102,14 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         tokio::time::sleep_until(start_connect + interval.mul_f64(i as f64)).await;
         let user = setup.user("storm", i);
         let token = setup.minter.token(&user)?;
-        let config = setup
+        let mut config = setup
             .config(i, &token)?
             .backoff(Duration::from_millis(500), Duration::from_secs(10))
             .event_capacity(1_024);
+        // QUIC: one socket per source address for all clients, not one each.
+        if let Some(endpoint) = setup.quic_endpoint(i) {
+            config = config.quic_endpoint(&endpoint);
+        }
         let channel = ChannelId::new(channels[i % args.channels].as_str())?;
         let index = i % args.channels;
         let (storm_heads, mut finals) = (storm_heads.clone(), last_published.subscribe());
