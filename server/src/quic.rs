@@ -74,10 +74,6 @@ pub fn endpoint(
         .map_err(|source| QuicError::Bind { addr, source })
 }
 
-/// Socket buffers asked for the QUIC socket (the kernel caps them at `net.core.rmem_max` /
-/// `wmem_max`). Every QUIC connection shares this one socket: with the default 208 KiB a burst
-/// of new connections overflowed it, and the dropped Initial packets were only resent after 1,
-/// 3 and 7 seconds.
 /// Connection ids of 8 random bytes.
 ///
 /// quinn's default generator puts only 24 random bits in an id (the rest is a hash that lets it
@@ -102,6 +98,10 @@ impl ConnectionIdGenerator for RandomCids {
     }
 }
 
+/// Socket buffers asked for the QUIC socket (the kernel caps them at `net.core.rmem_max` /
+/// `wmem_max`). Every QUIC connection shares this one socket: with the default 208 KiB a burst
+/// of new connections overflowed it, and the dropped Initial packets were only resent after 1,
+/// 3 and 7 seconds.
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {

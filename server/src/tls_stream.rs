@@ -255,6 +255,21 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes what the socket takes now, without waiting.
+    fn try_flush_out(&mut self) -> io::Result<()> {
+        while self.out_pos < self.outgoing.len() {
+            match self.tcp.try_write(&self.outgoing[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.outgoing = Vec::new();
+        self.out_pos = 0;
+        Ok(())
+    }
+
     fn pending_out(&self) -> usize {
         self.outgoing.len() - self.out_pos
     }
@@ -282,12 +297,12 @@ impl AsyncRead for TlsStream {
                 return Poll::Ready(Ok(()));
             }
             this.process(None)?;
-            // Reading can call for writing (a key update's answer, an alert); the writer half
-            // sends it at the latest with its next write if the socket is full now.
-            if this.pending_out() > 0
-                && let Poll::Ready(Err(e)) = this.poll_flush_out(cx)
-            {
-                return Poll::Ready(Err(e));
+            // Reading can call for writing (a key update's answer, an alert). Sent without
+            // registering this task for write readiness (the socket keeps one writer waker, and
+            // it belongs to the writer half); if the socket is full the writer half sends it
+            // with its next write.
+            if this.pending_out() > 0 {
+                this.try_flush_out()?;
             }
             if this.plain_pos < this.plaintext.len() || this.read_closed {
                 continue;
