@@ -127,14 +127,9 @@ impl TlsStream {
                     }
                     None
                 }
-                ConnectionState::ReadEarlyData(mut early) => {
-                    // Not offered by our config (no 0-RTT); taken as ordinary data if it comes.
-                    while let Some(record) = early.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        self.plaintext.extend_from_slice(record.payload);
-                    }
-                    None
+                // rustls accepts 0-RTT data only when the config allows it, and ours does not.
+                ConnectionState::ReadEarlyData(_) => {
+                    return Err(tls_error("unexpected early data"));
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
                     let start = self.outgoing.len();
@@ -250,8 +245,7 @@ impl TlsStream {
             }
             self.out_pos += n;
         }
-        self.outgoing = Vec::new();
-        self.out_pos = 0;
+        self.release_out();
         Poll::Ready(Ok(()))
     }
 
@@ -265,9 +259,14 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+        self.release_out();
+        Ok(())
+    }
+
+    /// Everything was sent: the buffer goes back (an idle connection keeps none).
+    fn release_out(&mut self) {
         self.outgoing = Vec::new();
         self.out_pos = 0;
-        Ok(())
     }
 
     fn pending_out(&self) -> usize {
@@ -427,6 +426,17 @@ mod tests {
             .unwrap()
     }
 
+    /// Accepts one connection and runs only the handshake.
+    fn handshake_only(
+        config: Arc<ServerConfig>,
+        listener: TcpListener,
+    ) -> tokio::task::JoinHandle<io::Result<()>> {
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            accept(config, tcp).await.map(|_| ())
+        })
+    }
+
     /// An echo server: everything read is written back until the end of the stream.
     async fn echo(config: Arc<ServerConfig>, listener: TcpListener) -> io::Result<TlsStream> {
         let (tcp, _) = listener.accept().await?;
@@ -494,11 +504,7 @@ mod tests {
     async fn garbage_instead_of_a_client_hello_is_refused() {
         let pki = pki();
         let (listener, addr) = listen().await;
-        let config = pki.server.clone();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            accept(config, tcp).await.map(|_| ())
-        });
+        let server = handshake_only(pki.server.clone(), listener);
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -511,11 +517,7 @@ mod tests {
     async fn a_peer_leaving_mid_handshake_or_mid_record_is_an_error_not_data() {
         let pki = pki();
         let (listener, addr) = listen().await;
-        let config = pki.server.clone();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            accept(config, tcp).await.map(|_| ())
-        });
+        let server = handshake_only(pki.server.clone(), listener);
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         // The first bytes of a handshake record header, then nothing.
         tcp.write_all(&[0x16, 0x03, 0x01, 0x00]).await.unwrap();
