@@ -23,6 +23,10 @@ const READ_CHUNK: usize = 4096;
 /// Above this many encrypted bytes waiting for the socket, writes wait (backpressure).
 const MAX_PENDING_OUT: usize = 64 * 1024;
 
+/// Bound on encrypted bytes queued when reading makes us answer (key updates): what writes
+/// may leave queued, plus room for the answers.
+const MAX_PENDING_OUT_FROM_READS: usize = 2 * MAX_PENDING_OUT + MAX_WRITE_CHUNK;
+
 /// Plaintext taken per `poll_write`: a few full records, so that one call stays cheap.
 const MAX_WRITE_CHUNK: usize = 4 * 16 * 1024;
 
@@ -302,6 +306,14 @@ impl AsyncRead for TlsStream {
             // with its next write.
             if this.pending_out() > 0 {
                 this.try_flush_out()?;
+                // Writes wait above MAX_PENDING_OUT, so only a peer that makes us answer
+                // (key updates) while it reads nothing gets here.
+                if this.pending_out() > MAX_PENDING_OUT_FROM_READS {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS: the peer asks for answers it does not read",
+                    )));
+                }
             }
             if this.plain_pos < this.plaintext.len() || this.read_closed {
                 continue;
