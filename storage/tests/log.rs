@@ -454,6 +454,12 @@ async fn the_commit_listener_sees_every_entry_in_order() {
     for task in tasks {
         task.await.unwrap();
     }
+    // The appender is answered before the listener is told: the last entries may reach the
+    // listener a moment after their appends returned.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while recorder.0.lock().unwrap().len() < 240 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let seen = recorder.0.lock().unwrap().clone();
     for ch in ["a", "b"] {
         let seqs: Vec<u64> = seen
