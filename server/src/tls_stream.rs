@@ -23,8 +23,11 @@ const READ_CHUNK: usize = 4096;
 /// Above this many encrypted bytes waiting for the socket, writes wait (backpressure).
 const MAX_PENDING_OUT: usize = 64 * 1024;
 
-/// Bound on encrypted bytes queued when reading makes us answer (key updates): what writes
-/// may leave queued, plus room for the answers.
+/// Bound on encrypted bytes queued when reading makes us answer. rustls itself keeps this to a
+/// few records (one key-update answer at a time, sent with our next write; 32 key updates at
+/// most between two data records; a handful of warning alerts), which the test
+/// `key_updates_from_a_peer_that_reads_nothing_queue_nothing` checks; this bound keeps the
+/// stream safe should a later rustls answer more: what writes may leave queued, plus room.
 const MAX_PENDING_OUT_FROM_READS: usize = 2 * MAX_PENDING_OUT + MAX_WRITE_CHUNK;
 
 /// Plaintext taken per `poll_write`: a few full records, so that one call stays cheap.
@@ -306,8 +309,8 @@ impl AsyncRead for TlsStream {
             // with its next write.
             if this.pending_out() > 0 {
                 this.try_flush_out()?;
-                // Writes wait above MAX_PENDING_OUT, so only a peer that makes us answer
-                // (key updates) while it reads nothing gets here.
+                // Writes wait above MAX_PENDING_OUT, so only answers to reads could pass
+                // this, and rustls bounds those (see MAX_PENDING_OUT_FROM_READS).
                 if this.pending_out() > MAX_PENDING_OUT_FROM_READS {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -387,6 +390,7 @@ impl AsyncWrite for TlsStream {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     use rustls::pki_types::{CertificateDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -510,6 +514,64 @@ mod tests {
         }
         tls.shutdown().await.unwrap();
         server.await.unwrap().unwrap();
+    }
+
+    /// Reading alone never makes the node queue output for a peer: rustls keeps at most one
+    /// key-update answer and emits it with our next write, and refuses a 33rd key update with
+    /// no application data between.
+    #[tokio::test]
+    async fn key_updates_from_a_peer_that_reads_nothing_queue_nothing() {
+        let pki = pki();
+        let (listener, addr) = listen().await;
+        let config = pki.server.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let mut tls = accept(config, tcp).await?;
+            let mut got = [0; 1000];
+            tls.read_exact(&mut got).await?;
+            io::Result::Ok((tls, got))
+        });
+        let mut tls = client(&pki, addr).await;
+        for _ in 0..1000 {
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+            tls.write_all(b"k").await.unwrap();
+            tls.flush().await.unwrap();
+        }
+        let (mut server, got) = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, [b'k'; 1000]);
+        assert_eq!(server.pending_out(), 0);
+        assert_eq!(server.outgoing.capacity(), 0);
+        // Our next write carries the one queued answer; the client decrypts it with new keys.
+        server.write_all(b"answer").await.unwrap();
+        server.flush().await.unwrap();
+        let mut answer = [0; 6];
+        tls.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"answer");
+
+        // Key updates with no data between: refused after rustls's allowance of 32.
+        let (listener, addr) = listen().await;
+        let config = pki.server.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let mut tls = accept(config, tcp).await?;
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await
+        });
+        let mut tls = client(&pki, addr).await;
+        for _ in 0..40 {
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+        }
+        tls.flush().await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 
     #[tokio::test]
