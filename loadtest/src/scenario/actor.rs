@@ -100,8 +100,6 @@ pub struct Outcome {
     pub acked: u64,
     /// Its subscriptions' checks.
     pub checks: HashMap<String, StreamCheck>,
-    /// Publish-to-receipt latency of others' messages, microseconds.
-    pub latency: Histogram<u64>,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// When its last entry arrived.
@@ -136,6 +134,7 @@ pub async fn run(
     phase: watch::Receiver<Phase>,
     finals: Arc<Finals>,
     drained: Arc<tokio::sync::Semaphore>,
+    latency: Arc<report::Latencies>,
 ) -> Outcome {
     let mut out = Outcome {
         acked: 0,
@@ -144,7 +143,6 @@ pub async fn run(
             .iter()
             .map(|(c, head)| (c.clone(), StreamCheck::after(*head)))
             .collect(),
-        latency: report::histogram(),
         errors: BTreeMap::new(),
         last_delivery: None,
         drained: false,
@@ -350,7 +348,7 @@ pub async fn run(
                     {
                         out.delivered += 1;
                         if p.sender != plan.id {
-                            report::record(&mut out.latency, p.age());
+                            latency.record(p.age());
                         }
                     }
                     received_since_mark += 1;
@@ -388,6 +386,8 @@ pub struct Finished {
     pub started: Instant,
     /// Each channel's last acknowledged seq.
     pub finals: HashMap<String, u64>,
+    /// Publish-to-receipt latency of others' messages, microseconds, over all actors.
+    pub latency: Histogram<u64>,
 }
 
 /// Runs a set of actors through the phases: `run_for`, then drain (up to `drain_limit`), then
@@ -401,12 +401,20 @@ pub async fn orchestrate(
     let (tx, rx) = watch::channel(Phase::Run);
     let finals = Arc::new(Finals::default());
     let drained = Arc::new(tokio::sync::Semaphore::new(0));
+    let latency = Arc::new(report::Latencies::default());
     let n = actors.len();
     let started = Instant::now();
     let tasks: Vec<_> = actors
         .into_iter()
         .map(|(conn, plan)| {
-            tokio::spawn(run(conn, plan, rx.clone(), finals.clone(), drained.clone()))
+            tokio::spawn(run(
+                conn,
+                plan,
+                rx.clone(),
+                finals.clone(),
+                drained.clone(),
+                latency.clone(),
+            ))
         })
         .collect();
     tokio::time::sleep(run_for).await;
@@ -434,6 +442,7 @@ pub async fn orchestrate(
         outcomes,
         started,
         finals: finals.snapshot(),
+        latency: latency.merged(),
     }
 }
 
@@ -460,11 +469,9 @@ pub async fn measure(
 /// Folds a run into the report: delivery counts and checks against the final seqs, latency.
 pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
     let (outcomes, started) = (&run.outcomes, run.started);
-    let mut latency = report::histogram();
     let mut last = started;
     for o in outcomes {
         report.published += o.acked;
-        let _ = latency.add(&o.latency);
         report.delivered += o.delivered;
         for check in o.checks.values() {
             report.duplicates += check.duplicates;
@@ -483,7 +490,7 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
                 .or_default() += 1;
         }
     }
-    report.latency_us = crate::report::Percentiles::of(&latency);
+    report.latency_us = crate::report::Percentiles::of(&run.latency);
     let secs = last
         .saturating_duration_since(started)
         .as_secs_f64()
