@@ -17,9 +17,9 @@ pub struct RawWriter(Writer);
 
 /// What one read produced.
 #[derive(Debug)]
-pub enum RawIncoming {
+pub enum RawIncoming<M = ServerEnvelope> {
     /// Envelopes, in order.
-    Frames(Vec<ServerEnvelope>),
+    Frames(Vec<M>),
     /// The connection ended.
     Closed {
         /// The chorus close code, when the server sent one.
@@ -104,7 +104,14 @@ impl RawReader {
     /// The next envelopes (one WebSocket message, or what one QUIC read completed).
     /// Cancel-safe.
     pub async fn next(&mut self) -> RawIncoming {
-        match self.0.next().await {
+        self.next_as().await
+    }
+
+    /// [`RawReader::next`], each frame decoded as `M` instead of `ServerEnvelope`: a message
+    /// that mirrors only the fields a tool reads (same tags; the rest are skipped unparsed),
+    /// for receivers where decoding is a large part of the cost, such as the load tester.
+    pub async fn next_as<M: prost::Message + Default>(&mut self) -> RawIncoming<M> {
+        match self.0.next_as().await {
             Incoming::Frames(frames) => RawIncoming::Frames(frames),
             Incoming::Ended(e) => RawIncoming::Closed {
                 code: e.code,

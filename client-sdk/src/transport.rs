@@ -64,9 +64,9 @@ impl Ended {
     }
 }
 
-/// What one read produced.
-pub(crate) enum Incoming {
-    Frames(Vec<ServerEnvelope>),
+/// What one read produced: frames decoded as `M` (the full `ServerEnvelope` for the SDK).
+pub(crate) enum Incoming<M = ServerEnvelope> {
+    Frames(Vec<M>),
     Ended(Ended),
 }
 
@@ -250,6 +250,12 @@ impl Reader {
     /// The next batch of envelopes, or how the connection ended. Cancel-safe: a read
     /// interrupted by `select!` loses nothing.
     pub(crate) async fn next(&mut self) -> Incoming {
+        self.next_as().await
+    }
+
+    /// [`Reader::next`], each frame decoded as `M`: any message whose fields are a subset of
+    /// `ServerEnvelope`'s (the fields it leaves out are skipped, not decoded).
+    pub(crate) async fn next_as<M: prost::Message + Default>(&mut self) -> Incoming<M> {
         match self {
             Reader::Ws(stream) => loop {
                 match stream.next().await {
@@ -284,7 +290,7 @@ impl Reader {
             } => loop {
                 let mut frames = Vec::new();
                 loop {
-                    match decoder.decode::<ServerEnvelope>(buf) {
+                    match decoder.decode::<M>(buf) {
                         Ok(Some(env)) => frames.push(env),
                         Ok(None) => break,
                         Err(e) => return Incoming::Ended(protocol_error(e)),

@@ -10,6 +10,7 @@
 //! - [`lean`]: a connection that has said `Hello`, with request helpers.
 //! - [`check`]: per-stream delivery checks (lost, duplicate, reordered).
 //! - [`payload`]: the send time and origin carried in each test message.
+//! - [`received`]: the subset of the server's envelopes an actor decodes.
 //! - [`report`]: the report (JSON and table), server CPU and memory from `/proc`.
 //! - [`scenario`]: connect, fanout, pairs, rooms, reconnect-storm.
 //! - [`token`]: HS256 tokens for synthetic users.
@@ -17,6 +18,7 @@
 pub mod check;
 pub mod lean;
 pub mod payload;
+pub mod received;
 pub mod report;
 pub mod scenario;
 pub mod token;

@@ -88,9 +88,7 @@ impl Latencies {
     /// Records a duration into the calling thread's histogram.
     pub fn record(&self, d: Duration) {
         let shard = LATENCY_SHARD.with(|s| *s);
-        let mut h = self.shards[shard]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut h = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         record(&mut h, d);
     }
 

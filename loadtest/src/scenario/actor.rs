@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus_client::raw::RawIncoming;
-use chorus_protocol::v1::{
-    self, channel_event::Body, client_envelope::Request, push, reply, server_envelope,
-};
+use chorus_protocol::v1::{self, client_envelope::Request};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::sync::watch;
@@ -19,7 +17,7 @@ use tokio::time::Instant;
 use crate::check::StreamCheck;
 use crate::lean::Lean;
 use crate::payload::Payload;
-use crate::report;
+use crate::{received, report};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +175,11 @@ pub async fn run(
     tokio::pin!(next_publish);
     let mut reported_drain = false;
     // Entries that arrived with the subscribe replies.
-    let mut backlog: Vec<v1::ServerEnvelope> = conn.pending.drain(..).collect();
+    let mut backlog: Vec<received::Envelope> = conn
+        .pending
+        .drain(..)
+        .map(|e| received::from_full(&e))
+        .collect();
     loop {
         // Publish what is due.
         if current == Phase::Run && !plan.publish_to.is_empty() {
@@ -281,7 +283,10 @@ pub async fn run(
             Some(std::mem::take(&mut backlog))
         } else {
             tokio::select! {
-                incoming = conn.reader.next() => match incoming {
+                // Frames first: while they keep coming, the timer and the phase watch are not
+                // polled at all.
+                biased;
+                incoming = conn.reader.next_as::<received::Envelope>() => match incoming {
                     RawIncoming::Frames(f) => Some(f),
                     RawIncoming::Closed { code, reason } => {
                         let kind = code.map_or_else(|| format!("closed: {reason}"), |c| format!("closed: {}", c.as_str_name()));
@@ -309,41 +314,47 @@ pub async fn run(
         let mut marks = Vec::new();
         for env in frames {
             match env.kind {
-                Some(server_envelope::Kind::Reply(r)) => match in_flight.remove(&r.request_id) {
+                Some(received::Kind::Reply(r)) => match in_flight.remove(&r.request_id) {
                     Some(Sent::Publish(target)) => match r.result {
-                        Some(reply::Result::Appended(a)) => {
+                        Some(received::ReplyResult::Appended(a)) => {
                             out.acked += 1;
                             acked_max[target] = acked_max[target].max(a.seq);
                         }
-                        Some(reply::Result::Error(e)) => {
+                        Some(received::ReplyResult::Error(e)) => {
                             *out.errors
-                                .entry(format!("publish: {}", e.error_code().as_str_name()))
+                                .entry(format!("publish: {}", e.code_name()))
                                 .or_default() += 1;
                         }
-                        _ => {
+                        None => {
                             *out.errors
                                 .entry("publish: unexpected reply".into())
                                 .or_default() += 1
                         }
                     },
                     Some(Sent::Other) => {
-                        if let Some(reply::Result::Error(e)) = r.result {
+                        if let Some(received::ReplyResult::Error(e)) = r.result {
                             *out.errors
-                                .entry(format!("request: {}", e.error_code().as_str_name()))
+                                .entry(format!("request: {}", e.code_name()))
                                 .or_default() += 1;
                         }
                     }
                     None => {}
                 },
-                Some(server_envelope::Kind::Push(v1::Push {
-                    push: Some(push::Push::Event(e)),
+                Some(received::Kind::Push(received::Push {
+                    push: Some(received::PushKind::Event(e)),
                 })) => {
-                    let Some(check) = out.checks.get_mut(&e.channel_id) else {
+                    let Some(channel) = e.channel() else {
+                        *out.errors
+                            .entry("event: channel id not UTF-8".into())
+                            .or_default() += 1;
+                        continue;
+                    };
+                    let Some(check) = out.checks.get_mut(channel) else {
                         continue;
                     };
                     check.observe(e.seq);
                     out.last_delivery = Some(Instant::now());
-                    if let Some(Body::Message(m)) = &e.body
+                    if let Some(received::Body::Message(m)) = &e.body
                         && let Some(p) = Payload::decode(&m.custom)
                     {
                         out.delivered += 1;
@@ -354,7 +365,7 @@ pub async fn run(
                     received_since_mark += 1;
                     if plan.mark_read_every > 0 && received_since_mark >= plan.mark_read_every {
                         received_since_mark = 0;
-                        marks.push((e.channel_id.clone(), e.seq));
+                        marks.push((channel.to_owned(), e.seq));
                     }
                 }
                 _ => {}
