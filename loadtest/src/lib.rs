@@ -3,8 +3,8 @@
 //!
 //! Every scenario is bounded in connections and time and refuses targets outside loopback.
 //! Clients are lean: a bare SDK connection ([`chorus_client::raw`]) per simulated user, one task
-//! each, decoding frames and checking every entry against the channel's sequence, with a local
-//! HDR histogram merged at the end; the reconnect-storm scenario uses full SDK clients, since
+//! each, decoding only the fields it checks ([`received`]) and checking every entry against the
+//! channel's sequence, with latencies in one HDR histogram per thread, merged at the end; the reconnect-storm scenario uses full SDK clients, since
 //! their recovery is what it measures.
 //!
 //! - [`lean`]: a connection that has said `Hello`, with request helpers.
