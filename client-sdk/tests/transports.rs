@@ -155,6 +155,58 @@ async fn raw_quic_connections_share_one_endpoint() {
     assert_eq!(sessions.len(), 3);
 }
 
+/// Tools can decode frames as a message holding only the fields they read (the rest skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_frames_decode_into_a_subset_of_the_envelope() {
+    use bytes::BytesMut;
+    use chorus_client::raw::{self, RawIncoming};
+    use chorus_protocol::codec::encode_frame;
+    use chorus_protocol::limits::PROTOCOL_VERSION;
+    use chorus_protocol::v1::{self, ClientEnvelope, client_envelope::Request};
+
+    /// `ServerEnvelope` with only `reply.request_id`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Envelope {
+        #[prost(message, optional, tag = "1")]
+        reply: Option<Reply>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Reply {
+        #[prost(uint64, tag = "1")]
+        request_id: u64,
+    }
+
+    let (node, cert) = Node::start_tls().await;
+    let quic_port = node.server.quic_addr().unwrap().port();
+    let ws_port = node.server.ws_addr().port();
+    for url in [
+        format!("quic://127.0.0.1:{quic_port}"),
+        format!("wss://127.0.0.1:{ws_port}/"),
+    ] {
+        let config = ClientConfig::new(&url, token("dee"))
+            .unwrap()
+            .trust(TlsTrust::PinnedCertFile(cert.clone()));
+        let (mut reader, mut writer) = raw::connect(&config).await.unwrap();
+        let hello = Request::Hello(v1::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: token("dee"),
+            ..Default::default()
+        });
+        let mut buf = BytesMut::new();
+        encode_frame(&ClientEnvelope::new(41, hello), &mut buf);
+        writer.send(buf.freeze()).await.unwrap();
+        let RawIncoming::Frames(frames) = reader.next_as::<Envelope>().await else {
+            panic!("{url}: closed before Welcome");
+        };
+        assert!(
+            frames
+                .iter()
+                .any(|e| e.reply.as_ref().is_some_and(|r| r.request_id == 41)),
+            "{url}: {frames:?}"
+        );
+    }
+}
+
 /// SDK clients given one endpoint share its socket, and keep it across a reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_share_a_quic_endpoint_across_reconnects() {
