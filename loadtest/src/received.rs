@@ -158,6 +158,16 @@ mod tests {
         }
     }
 
+    /// The mirror of an envelope that must decode as an event.
+    fn as_event(full: &ServerEnvelope) -> Event {
+        match from_full(full).kind {
+            Some(Kind::Push(Push {
+                push: Some(PushKind::Event(e)),
+            })) => e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
     fn reply(result: reply::Result) -> ServerEnvelope {
         ServerEnvelope {
             kind: Some(server_envelope::Kind::Reply(v1::Reply {
@@ -177,12 +187,7 @@ mod tests {
             custom: Bytes::from_static(b"payload-bytes"),
             ..Default::default()
         }));
-        let Some(Kind::Push(Push {
-            push: Some(PushKind::Event(e)),
-        })) = from_full(&full).kind
-        else {
-            panic!("not an event");
-        };
+        let e = as_event(&full);
         assert_eq!(e.channel(), Some("room-7"));
         assert_eq!(e.seq, 42);
         assert_eq!(
@@ -199,12 +204,7 @@ mod tests {
             target_seq: 3,
             ..Default::default()
         }));
-        let Some(Kind::Push(Push {
-            push: Some(PushKind::Event(e)),
-        })) = from_full(&full).kind
-        else {
-            panic!("not an event");
-        };
+        let e = as_event(&full);
         assert_eq!((e.seq, e.body), (42, None));
 
         let typing = ServerEnvelope {
