@@ -453,6 +453,19 @@ mod tests {
         })
     }
 
+    /// Accepts one connection and reads it to the end (or the error that ends it).
+    fn read_all(
+        config: Arc<ServerConfig>,
+        listener: TcpListener,
+    ) -> tokio::task::JoinHandle<io::Result<usize>> {
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let mut tls = accept(config, tcp).await?;
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await
+        })
+    }
+
     /// An echo server: everything read is written back until the end of the stream.
     async fn echo(config: Arc<ServerConfig>, listener: TcpListener) -> io::Result<TlsStream> {
         let (tcp, _) = listener.accept().await?;
@@ -554,13 +567,7 @@ mod tests {
 
         // Key updates with no data between: refused after rustls's allowance of 32.
         let (listener, addr) = listen().await;
-        let config = pki.server.clone();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await?;
-            let mut tls = accept(config, tcp).await?;
-            let mut buf = Vec::new();
-            tls.read_to_end(&mut buf).await
-        });
+        let server = read_all(pki.server.clone(), listener);
         let mut tls = client(&pki, addr).await;
         for _ in 0..40 {
             tls.get_mut().1.refresh_traffic_keys().unwrap();
@@ -600,13 +607,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
 
         let (listener, addr) = listen().await;
-        let config = pki.server.clone();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = accept(config, tcp).await.unwrap();
-            let mut buf = Vec::new();
-            tls.read_to_end(&mut buf).await
-        });
+        let server = read_all(pki.server.clone(), listener);
         let mut tls = client(&pki, addr).await;
         tls.write_all(b"hello").await.unwrap();
         tls.flush().await.unwrap();
