@@ -273,3 +273,43 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The i-th sample of thread t: spread over 1 µs to 0.5 s.
+    fn sample(t: u64, i: u64) -> Duration {
+        Duration::from_micros(1 + (t * 7_919 + i * 104_729) % 500_000)
+    }
+
+    /// Records from many threads end up in one histogram exactly as if recorded in one place.
+    #[test]
+    fn latencies_from_many_threads_merge_into_one_histogram() {
+        let shared = std::sync::Arc::new(Latencies::default());
+        let mut reference = histogram();
+        let threads: Vec<_> = (0..24u64)
+            .map(|t| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1_000u64 {
+                        shared.record(sample(t, i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join()
+                .unwrap_or_else(|_| panic!("a recording thread panicked"));
+        }
+        for t in 0..24u64 {
+            for i in 0..1_000u64 {
+                record(&mut reference, sample(t, i));
+            }
+        }
+        let merged = shared.merged();
+        assert_eq!(merged.len(), 24_000);
+        assert_eq!(Percentiles::of(&merged), Percentiles::of(&reference));
+        assert_eq!(merged.min(), reference.min());
+    }
+}
