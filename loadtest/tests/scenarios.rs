@@ -130,6 +130,8 @@ async fn every_scenario_delivers_everything_once() {
             rate: 200.0,
             duration: 1,
             body: 64,
+            typing_every: 5,
+            mark_read_every: 3,
         },
     )
     .await

@@ -38,6 +38,12 @@ pub struct Args {
     /// Message text bytes.
     #[arg(long, default_value_t = 64)]
     pub body: usize,
+    /// A typing notice with every n-th message a user sends (0: none).
+    #[arg(long, default_value_t = 5)]
+    pub typing_every: u64,
+    /// A read marker (`MarkRead`) after every n entries a user receives (0: none).
+    #[arg(long, default_value_t = 20)]
+    pub mark_read_every: u64,
 }
 
 /// Weights 1/k^s for ranks 1..=n.
@@ -66,6 +72,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let mut report = setup.report("rooms", json!({
         "users": args.users, "channels": args.channels, "rooms_per_user": per_user,
         "zipf": args.zipf, "rate": args.rate, "duration_secs": args.duration, "body_bytes": args.body,
+        "typing_every": args.typing_every, "mark_read_every": args.mark_read_every,
     }));
     let mut connect = report::histogram();
     let mut errors = BTreeMap::new();
@@ -123,8 +130,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 pace: Pace::Rate(args.rate / args.users as f64),
                 body: args.body,
                 subscriptions,
-                typing_every: 5,
-                mark_read_every: 20,
+                typing_every: args.typing_every,
+                mark_read_every: args.mark_read_every,
             },
         ));
     }
