@@ -78,6 +78,10 @@ pub struct LimitsConfig {
     pub max_attachments: u32,
     /// Typing / presence updates per second per session.
     pub ephemeral_rate_per_sec: u32,
+    /// Largest channel (members) whose subscribers get read receipts; 0: none. Every `MarkRead`
+    /// that moves a marker is one push per subscriber, so in big rooms receipts would cost more
+    /// than the messages.
+    pub read_receipt_max_members: u32,
     /// Connections one user may hold.
     pub max_connections_per_user: u32,
     /// Connections one source address may hold.
@@ -107,6 +111,7 @@ impl Default for LimitsConfig {
             max_mentions: limits::DEFAULT_MAX_MENTIONS,
             max_attachments: limits::DEFAULT_MAX_ATTACHMENTS,
             ephemeral_rate_per_sec: limits::DEFAULT_EPHEMERAL_RATE_PER_SEC,
+            read_receipt_max_members: 100,
             max_connections_per_user: 16,
             max_connections_per_ip: 10_000,
             handshake_rate_per_ip: 200,

@@ -168,6 +168,35 @@ impl Hub {
         }
     }
 
+    /// Pushes an ephemeral frame to the sessions of `user` other than `except` (the user's
+    /// other devices).
+    pub fn push_to_user(&self, user: &UserId, frame: &Bytes, except: SessionKey) {
+        let keys: Vec<SessionKey> = self
+            .by_user
+            .get(user)
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        for key in keys {
+            if key != except
+                && let Some(entry) = self.sessions.get(&key)
+            {
+                entry.outbound.push(frame.clone());
+            }
+        }
+    }
+
+    /// Pushes an ephemeral frame to a channel's subscribers who are not `user` (read
+    /// receipts: the user's own sessions get their own version).
+    pub fn broadcast_to_others(&self, channel: &ChannelId, frame: &Bytes, user: &UserId) {
+        if let Some(subs) = self.subscribers.get(channel) {
+            for sub in subs.values() {
+                if &sub.user != user {
+                    sub.outbound.push(frame.clone());
+                }
+            }
+        }
+    }
+
     /// Closes every session (shutdown, drain).
     pub fn close_all(&self, close: &crate::outbound::Close) {
         for entry in self.sessions.iter() {

@@ -315,20 +315,25 @@ impl Session {
             Request::History(h) => self.history(h),
             Request::MarkRead(m) => {
                 let id = channel_id("channel_id", &m.channel_id)?;
-                self.readable(&id)?;
-                let state = self
-                    .shared
-                    .store
-                    .mark_read(&self.identity.user, &id, Seq(m.seq), unix_ms())
+                let info = self.readable(&id)?;
+                let store = &self.shared.store;
+                let user = &self.identity.user;
+                let moved = store
+                    .advance_read_marker(user, &id, Seq(m.seq), unix_ms())
                     .await
                     .map_err(store_error)?;
-                Ok(reply::Result::ReadMarker(v1::ReadMarker {
+                let state = store.read_state(user, &id).map_err(store_error)?;
+                let marker = v1::ReadMarker {
                     channel_id: id.to_string(),
-                    user_id: self.identity.user.to_string(),
+                    user_id: user.to_string(),
                     seq: state.last_read.get(),
                     unread_count: state.unread,
                     updated_at_ms: state.updated_at_ms,
-                }))
+                };
+                if moved {
+                    self.tell_read(&id, &info, &marker);
+                }
+                Ok(reply::Result::ReadMarker(marker))
             }
             Request::GetUnread(g) => self.unread(g),
             Request::Typing(t) => self.typing(t),
@@ -388,6 +393,26 @@ impl Session {
     }
 
     /// The channel, if this user may read it.
+    /// A marker moved: the user's other sessions get it (with the unread count, to clear their
+    /// badges), and in channels of at most `read_receipt_max_members` members the other
+    /// subscribers get it as a read receipt (without the count, which is the user's own).
+    fn tell_read(&self, id: &ChannelId, info: &ChannelInfo, marker: &v1::ReadMarker) {
+        let hub = &self.shared.hub;
+        let user = &self.identity.user;
+        let push = |m: v1::ReadMarker| {
+            encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::ReadMarker(m)))
+        };
+        hub.push_to_user(user, &push(marker.clone()), self.key);
+        let limit = self.shared.limits().read_receipt_max_members;
+        if limit > 0 && info.record.member_count <= limit {
+            let receipt = v1::ReadMarker {
+                unread_count: 0,
+                ..marker.clone()
+            };
+            hub.broadcast_to_others(id, &push(receipt), user);
+        }
+    }
+
     fn readable(&self, id: &ChannelId) -> Result<ChannelInfo, Error> {
         let info = self
             .shared

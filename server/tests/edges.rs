@@ -420,6 +420,80 @@ async fn unread_counts_follow_reads_and_posts() {
     assert_eq!((marker.seq, marker.unread_count), (last - 1, 1));
 }
 
+fn mark(channel: &str, seq: u64) -> Request {
+    Request::MarkRead(v1::MarkRead {
+        channel_id: channel.into(),
+        seq,
+    })
+}
+
+fn read_marker(push: Option<v1::push::Push>) -> v1::ReadMarker {
+    match push {
+        Some(v1::push::Push::ReadMarker(m)) => m,
+        other => panic!("expected a read marker, got {other:?}"),
+    }
+}
+
+/// Bob and his phone in a two-member group with alice, all three subscribed; two messages.
+async fn room_with_bob_on_two_sessions(node: &Node) -> (Client, Client, Client, u64) {
+    let mut alice = node.connect("alice").await;
+    alice
+        .create_group("room", ChannelKind::Group, &["bob"])
+        .await;
+    let first = appended(alice.publish("room", "k1", "one").await).seq;
+    appended(alice.publish("room", "k2", "two").await);
+    let mut bob = node.connect("bob").await;
+    let mut phone = node.connect("bob").await;
+    for c in [&mut alice, &mut bob, &mut phone] {
+        c.subscribe("room", None).await;
+    }
+    (alice, bob, phone, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_read_marker_reaches_the_readers_other_sessions_and_the_members() {
+    let node = Node::start().await;
+    let (mut alice, mut bob, mut phone, first) = room_with_bob_on_two_sessions(&node).await;
+    let reply = match bob.request(mark("room", first)).await {
+        v1::reply::Result::ReadMarker(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((reply.seq, reply.unread_count), (first, 1));
+    // Bob's other session: his marker with his unread count (once: not also as a receipt).
+    let own = read_marker(phone.next_push().await);
+    assert_eq!(
+        (own.user_id.as_str(), own.seq, own.unread_count),
+        ("bob", first, 1)
+    );
+    // Alice: a read receipt, without bob's count.
+    let receipt = read_marker(alice.next_push().await);
+    assert_eq!(
+        (receipt.user_id.as_str(), receipt.seq, receipt.unread_count),
+        ("bob", first, 0)
+    );
+    assert_eq!(receipt.updated_at_ms, reply.updated_at_ms);
+
+    // A mark that does not move the marker tells no one: the next push each sees is the
+    // next message.
+    bob.request(mark("room", first)).await;
+    let next = appended(alice.publish("room", "k3", "three").await).seq;
+    assert_eq!(alice.next_event().await.seq, next);
+    assert_eq!(phone.next_event().await.seq, next);
+    assert_eq!(bob.next_event().await.seq, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_stop_above_the_member_limit_but_own_sessions_still_sync() {
+    let node = Node::start_with(|c| c.limits.read_receipt_max_members = 1).await;
+    let (mut alice, mut bob, mut phone, first) = room_with_bob_on_two_sessions(&node).await;
+    bob.request(mark("room", first + 1)).await;
+    let own = read_marker(phone.next_push().await);
+    assert_eq!((own.seq, own.unread_count), (first + 1, 0));
+    // Two members, limit one: alice's next push is the next message, not a receipt.
+    let next = appended(alice.publish("room", "k3", "three").await).seq;
+    assert_eq!(alice.next_event().await.seq, next);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_clients_to_come_back() {
     let mut node = Node::start().await;

@@ -435,14 +435,15 @@ impl Store {
     }
 
     /// [`Store::mark_read`] without computing the read state afterwards (a scan of the mention
-    /// index), for markers nobody is waiting to see.
+    /// index). Says whether the marker moved (markers only move forward): a node tells others
+    /// (read receipts) only when it did.
     pub async fn advance_read_marker(
         &self,
         user: &UserId,
         channel: &ChannelId,
         seq: Seq,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
         let key = keys::marker(user, channel);
         let _g = inner.stripe(&key).lock().await;
@@ -464,8 +465,9 @@ impl Store {
             inner
                 .commit(vec![Op::Put(key, marker.encode_to_vec())])
                 .await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn removed_ordinal(&self, channel: &ChannelId) -> Result<u64, StoreError> {

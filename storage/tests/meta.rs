@@ -233,6 +233,32 @@ async fn unread_counts_need_no_scan(kind: Kind) {
         (state.last_read, state.unread, state.mentions),
         (Seq(7), 0, 0)
     );
+    // Whether a mark moved the marker (read receipts are sent only then).
+    assert!(
+        !t.store
+            .advance_read_marker(&bob, &c, Seq(7), 80)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .advance_read_marker(&bob, &c, Seq(5), 80)
+            .await
+            .unwrap()
+    );
+    let alice = uid("alice");
+    assert!(
+        t.store
+            .advance_read_marker(&alice, &c, Seq(5), 80)
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.store
+            .advance_read_marker(&alice, &c, Seq(6), 81)
+            .await
+            .unwrap()
+    );
 }
 
 async fn users_and_bans(kind: Kind) {
