@@ -186,13 +186,24 @@ impl Hub {
     }
 
     /// Pushes an ephemeral frame to a channel's subscribers who are not `user` (read
-    /// receipts: the user's own sessions get their own version).
-    pub fn broadcast_to_others(&self, channel: &ChannelId, frame: &Bytes, user: &UserId) {
-        if let Some(subs) = self.subscribers.get(channel) {
-            for sub in subs.values() {
-                if &sub.user != user {
-                    sub.outbound.push(frame.clone());
-                }
+    /// receipts: the user's own sessions get their own version), unless the channel has more
+    /// than `max_subscribers` of them.
+    pub fn broadcast_to_others(
+        &self,
+        channel: &ChannelId,
+        frame: &Bytes,
+        user: &UserId,
+        max_subscribers: usize,
+    ) {
+        let Some(subs) = self.subscribers.get(channel) else {
+            return;
+        };
+        if subs.len() > max_subscribers {
+            return;
+        }
+        for sub in subs.values() {
+            if &sub.user != user {
+                sub.outbound.push(frame.clone());
             }
         }
     }

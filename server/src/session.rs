@@ -192,6 +192,9 @@ pub struct Session {
     pub outbound: Arc<Outbound>,
     subscriptions: HashMap<ChannelId, Arc<Subscription>>,
     ephemeral: TokenBucket,
+    /// Read receipts this session may send to other members (its own bucket, so that typing
+    /// and reading do not starve each other).
+    receipts: TokenBucket,
 }
 
 impl Session {
@@ -207,6 +210,7 @@ impl Session {
         Self {
             session_id,
             ephemeral: TokenBucket::new(rate, rate.max(1) * 2, Instant::now()),
+            receipts: TokenBucket::new(rate, rate.max(1) * 2, Instant::now()),
             shared,
             key,
             identity,
@@ -392,27 +396,41 @@ impl Session {
         }))
     }
 
-    /// The channel, if this user may read it.
     /// A marker moved: the user's other sessions get it (with the unread count, to clear their
-    /// badges), and in channels of at most `read_receipt_max_members` members the other
-    /// subscribers get it as a read receipt (without the count, which is the user's own).
-    fn tell_read(&self, id: &ChannelId, info: &ChannelInfo, marker: &v1::ReadMarker) {
-        let hub = &self.shared.hub;
-        let user = &self.identity.user;
+    /// badges). The other subscribers get it as a read receipt (without the count, which is the
+    /// user's own) when the reader is a member, the channel has at most
+    /// `read_receipt_max_members` members and subscribers (a public channel's readers need not
+    /// be members), and the session is within its receipt rate: every receipt is one push per
+    /// subscriber.
+    fn tell_read(&mut self, id: &ChannelId, info: &ChannelInfo, marker: &v1::ReadMarker) {
         let push = |m: v1::ReadMarker| {
             encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::ReadMarker(m)))
         };
-        hub.push_to_user(user, &push(marker.clone()), self.key);
+        let user = &self.identity.user;
+        self.shared
+            .hub
+            .push_to_user(user, &push(marker.clone()), self.key);
         let limit = self.shared.limits().read_receipt_max_members;
-        if limit > 0 && info.record.member_count <= limit {
-            let receipt = v1::ReadMarker {
-                unread_count: 0,
-                ..marker.clone()
-            };
-            hub.broadcast_to_others(id, &push(receipt), user);
+        if limit == 0 || info.record.member_count > limit || !matches!(self.role(id), Ok(Some(_))) {
+            return;
         }
+        if self.receipts.take(Instant::now()).is_err() {
+            tracing::debug!(session = %self.session_id, channel = %id, "read receipt over the rate, not sent");
+            return;
+        }
+        let receipt = v1::ReadMarker {
+            unread_count: 0,
+            ..marker.clone()
+        };
+        self.shared.hub.broadcast_to_others(
+            id,
+            &push(receipt),
+            &self.identity.user,
+            limit as usize,
+        );
     }
 
+    /// The channel, if this user may read it.
     fn readable(&self, id: &ChannelId) -> Result<ChannelInfo, Error> {
         let info = self
             .shared

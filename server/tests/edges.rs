@@ -495,6 +495,50 @@ async fn read_receipts_stop_above_the_member_limit_but_own_sessions_still_sync()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_at_the_limit_are_sent_and_non_members_send_none() {
+    // Two members (and three subscribers: bob twice) against a limit of three: at the limit.
+    let node = Node::start_with(|c| c.limits.read_receipt_max_members = 3).await;
+    let (mut alice, mut bob, _phone, first) = room_with_bob_on_two_sessions(&node).await;
+    bob.request(mark("room", first)).await;
+    assert_eq!(read_marker(alice.next_push().await).seq, first);
+
+    // A public channel's non-member reader marks read: nobody else hears of it.
+    alice.create_group("lobby", ChannelKind::Public, &[]).await;
+    appended(alice.publish("lobby", "l1", "hello").await);
+    alice.subscribe("lobby", None).await;
+    let mut carol = node.connect("carol").await;
+    carol.subscribe("lobby", None).await;
+    carol.request(mark("lobby", 1)).await;
+    let next = appended(alice.publish("lobby", "l2", "again").await).seq;
+    assert_eq!(alice.next_event().await.seq, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_follow_the_sessions_ephemeral_rate() {
+    // One receipt per second with a burst of two.
+    let node = Node::start_with(|c| c.limits.ephemeral_rate_per_sec = 1).await;
+    let (mut alice, mut bob, mut phone, first) = room_with_bob_on_two_sessions(&node).await;
+    for k in ["k3", "k4"] {
+        appended(alice.publish("room", k, "more").await);
+        alice.next_event().await;
+        bob.next_event().await;
+        phone.next_event().await;
+    }
+    for seq in first..first + 3 {
+        bob.request(mark("room", seq)).await;
+    }
+    // Every mark moved the marker: bob's phone hears of all three, alice of the first two.
+    for seq in first..first + 3 {
+        assert_eq!(read_marker(phone.next_push().await).seq, seq);
+    }
+    for seq in first..first + 2 {
+        assert_eq!(read_marker(alice.next_push().await).seq, seq);
+    }
+    let next = appended(alice.publish("room", "k5", "last").await).seq;
+    assert_eq!(alice.next_event().await.seq, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_clients_to_come_back() {
     let mut node = Node::start().await;
     let mut alice = node.connect("alice").await;

@@ -167,7 +167,10 @@ pub async fn run(
     // sent at the same instants (2,000 pairs at 15/s each: 2,000 publishes at once every
     // 66 ms), which measured the harness's bursts rather than the node.
     let offset: f64 = rng.random();
-    let mut current = *phase.borrow();
+    // The phase is read at the top of every turn: the watch below is polled only when no frame
+    // is ready, so a saturated actor could otherwise miss the end of the run; the watch is what
+    // wakes an idle one.
+    let phase_now = phase.clone();
     // One timer and one phase watch for the actor's life, not one each per read: per-read
     // registrations were a tenth of a subscriber's CPU at 50,000 deliveries/s.
     let mut phase_wait = wait_phase(phase);
@@ -181,6 +184,7 @@ pub async fn run(
         .map(|e| received::from_full(&e))
         .collect();
     loop {
+        let current = *phase_now.borrow();
         // Publish what is due.
         if current == Phase::Run && !plan.publish_to.is_empty() {
             let due = match plan.pace {
@@ -299,10 +303,9 @@ pub async fn run(
                 },
                 () = &mut next_publish, if next_due.is_some() => None,
                 (rx, changed) = &mut phase_wait => {
-                    let Some(now) = changed else {
+                    if changed.is_none() {
                         return out;
-                    };
-                    current = now;
+                    }
                     phase_wait = wait_phase(rx);
                     None
                 }
