@@ -199,6 +199,8 @@ impl Hub {
             return;
         };
         if subs.len() > max_subscribers {
+            metrics::counter!("chorus_read_receipts_skipped_total", "reason" => "too_many_subscribers")
+                .increment(1);
             return;
         }
         for sub in subs.values() {
@@ -206,6 +208,7 @@ impl Hub {
                 sub.outbound.push(frame.clone());
             }
         }
+        metrics::counter!("chorus_read_receipts_total").increment(1);
     }
 
     /// Closes every session (shutdown, drain).

@@ -411,11 +411,20 @@ impl Session {
             .hub
             .push_to_user(user, &push(marker.clone()), self.key);
         let limit = self.shared.limits().read_receipt_max_members;
-        if limit == 0 || info.record.member_count > limit || !matches!(self.role(id), Ok(Some(_))) {
-            return;
-        }
-        if self.receipts.take(Instant::now()).is_err() {
-            tracing::debug!(session = %self.session_id, channel = %id, "read receipt over the rate, not sent");
+        let skipped = if limit == 0 {
+            Some("off")
+        } else if info.record.member_count > limit {
+            Some("too_many_members")
+        } else if !matches!(self.role(id), Ok(Some(_))) {
+            Some("not_member")
+        } else if self.receipts.take(Instant::now()).is_err() {
+            Some("rate_limited")
+        } else {
+            None
+        };
+        if let Some(reason) = skipped {
+            metrics::counter!("chorus_read_receipts_skipped_total", "reason" => reason)
+                .increment(1);
             return;
         }
         let receipt = v1::ReadMarker {

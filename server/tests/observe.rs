@@ -4,7 +4,7 @@
 
 mod common;
 
-use chorus_protocol::v1::ChannelKind;
+use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request};
 use common::{Node, appended};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -41,17 +41,33 @@ async fn metrics_and_health() {
 
     let (_, before) = get(http, "/metrics").await;
     let published_before = counter(&before, "chorus_publishes_total");
+    let receipts_before = counter(&before, "chorus_read_receipts_total");
     let mut alice = node.connect("alice").await;
-    alice.create_group("room", ChannelKind::Group, &[]).await;
+    alice
+        .create_group("room", ChannelKind::Group, &["bob"])
+        .await;
     alice.subscribe("room", None).await;
     for i in 0..3 {
         appended(alice.publish("room", &format!("k{i}"), "x").await);
     }
+    // A member's mark that moves the marker is one read receipt.
+    let mut bob = node.connect("bob").await;
+    bob.subscribe("room", None).await;
+    bob.request(Request::MarkRead(v1::MarkRead {
+        channel_id: "room".into(),
+        seq: 2,
+    }))
+    .await;
     let (status, after) = get(http, "/metrics").await;
     assert_eq!(status, 200);
     assert!(after.contains("text/plain"), "{after}");
     assert!(
         counter(&after, "chorus_publishes_total") >= published_before + 3.0,
+        "{after}"
+    );
+    assert_eq!(
+        counter(&after, "chorus_read_receipts_total"),
+        receipts_before + 1.0,
         "{after}"
     );
     for name in [
