@@ -78,9 +78,9 @@ pub struct LimitsConfig {
     pub max_attachments: u32,
     /// Typing / presence updates per second per session.
     pub ephemeral_rate_per_sec: u32,
-    /// Largest channel (members) whose subscribers get read receipts; 0: none. Every `MarkRead`
-    /// that moves a marker is one push per subscriber, so in big rooms receipts would cost more
-    /// than the messages.
+    /// Largest channel (in members, and in subscribers) whose subscribers get read receipts; 0:
+    /// none. Every `MarkRead` that moves a marker is one push per subscriber, so in big rooms
+    /// receipts would cost more than the messages.
     pub read_receipt_max_members: u32,
     /// Connections one user may hold.
     pub max_connections_per_user: u32,
