@@ -1,5 +1,5 @@
-//! One WebSocket connection from accept to close: the handshake with its deadline and token
-//! check, the read loop with idle and expiry timers, and the writer that drains the outbound
+//! One client connection, WebSocket (`ws`) or QUIC (`quic`), from `Hello` to close: the
+//! handshake with its deadline and token check, the read loop with idle and expiry timers, and the writer that drains the outbound
 //! queue in batches. Bad input closes this connection only, with a typed close code.
 
 use std::future::Future;
@@ -9,18 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_protocol::DecodeError;
-use chorus_protocol::codec::{encode_frame_to_bytes, split_frames};
+use chorus_protocol::codec::encode_frame_to_bytes;
 use chorus_protocol::limits::PROTOCOL_VERSION;
 use chorus_protocol::v1::{
     self, ClientEnvelope, CloseCode, ErrorCode, ServerEnvelope, client_envelope::Request, reply,
 };
+use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenError;
@@ -29,61 +25,15 @@ use crate::hub::SessionInfo;
 use crate::outbound::{Batch, Close, Outbound};
 use crate::session::{PendingReply, Session, Shared};
 
-/// Frames one client WebSocket message may carry: batching is for a few requests at a time,
-/// and a message of tiny frames must not cost unbounded bookkeeping.
-const MAX_FRAMES_PER_MESSAGE: usize = 256;
-
 /// Bytes per WebSocket message the writer sends at most (many frames each).
-const MAX_BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 64 * 1024;
 
-/// WebSocket buffers sized for many idle connections: tungstenite's defaults (128 KiB read,
-/// 128 KiB write) would cost a quarter of a megabyte per connection. Each connection keeps its
-/// read buffer for life; 1 KiB (a read still holds several chat requests, larger messages grow
-/// it) measured 1.2 KiB less RSS per idle connection than 4 KiB, and fanout throughput the same
-/// (1.55 million deliveries/s, docs/benchmarks.md).
-fn ws_config(max_frame: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(MAX_BATCH_BYTES * 4)
-        .max_message_size(Some(max_frame * 16))
-        .max_frame_size(Some(max_frame * 16))
-}
-
-fn close(code: CloseCode, reason: impl Into<String>) -> Close {
+pub(crate) fn close(code: CloseCode, reason: impl Into<String>) -> Close {
     Close {
         code,
         reason: reason.into(),
         reconnect_after_ms: 0,
     }
-}
-
-/// Echoes the `chorus.v1` subprotocol when the client offers it (browsers refuse a connection
-/// whose offered subprotocol is not echoed); clients that offer none are served as well.
-#[allow(clippy::result_large_err)] // The signature is tungstenite's callback type.
-fn offer_subprotocol(
-    request: &tokio_tungstenite::tungstenite::handshake::server::Request,
-    mut response: tokio_tungstenite::tungstenite::handshake::server::Response,
-) -> Result<
-    tokio_tungstenite::tungstenite::handshake::server::Response,
-    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
-> {
-    let offered = request
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == chorus_protocol::limits::WEBSOCKET_SUBPROTOCOL);
-    if offered {
-        response.headers_mut().insert(
-            "sec-websocket-protocol",
-            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
-                chorus_protocol::limits::WEBSOCKET_SUBPROTOCOL,
-            ),
-        );
-    }
-    Ok(response)
 }
 
 /// Where a connection's frames come from: WebSocket messages or a QUIC stream.
@@ -96,51 +46,12 @@ pub trait FrameSource: Send {
 pub trait FrameSink: Send {
     /// Sends encoded frames (one or many, back to back).
     fn send(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Writes bytes the transport queued itself ([`Outbound::push_raw`]), unchanged.
+    fn send_raw(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ()>> + Send {
+        self.send(bytes)
+    }
     /// Sends the `Disconnect` frame and closes with the transport's close code.
     fn close(&mut self, close: &Close, disconnect: Bytes) -> impl Future<Output = ()> + Send;
-}
-
-/// Serves one accepted byte stream (TCP, or TLS over TCP) as a WebSocket connection.
-///
-/// Not an `async fn`: one keeps room for its arguments for as long as it runs, and a TLS stream
-/// (over a KiB) would stay reserved in every idle connection after it has moved into the
-/// WebSocket. The upgrade owns the stream instead, boxed, and its box is freed once it is done.
-pub fn serve<S>(
-    shared: Arc<Shared>,
-    stream: S,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let limits = shared.limits().clone();
-    let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
-    let max_frame = limits.max_frame_bytes as usize;
-    let upgrade = Box::pin(tokio::time::timeout(
-        handshake_deadline,
-        tokio_tungstenite::accept_hdr_async_with_config(
-            stream,
-            offer_subprotocol,
-            Some(ws_config(max_frame)),
-        ),
-    ));
-    async move {
-        // Awaited by value: the box is dropped as soon as the upgrade completes.
-        let Some(ws) = handshake_step(upgrade.await, peer, "websocket upgrade") else {
-            return;
-        };
-        let (sink, source) = ws.split();
-        run_connection(
-            shared,
-            WsSource { source, max_frame },
-            WsSink { sink },
-            peer,
-            shutdown,
-            "websocket",
-        )
-        .await;
-    }
 }
 
 /// The outcome of one transport handshake step (TLS, WebSocket upgrade, QUIC) run under the
@@ -169,6 +80,7 @@ pub async fn run_connection<Src, Snk>(
     shared: Arc<Shared>,
     source: Src,
     sink: Snk,
+    outbound: Arc<Outbound>,
     peer: SocketAddr,
     shutdown: CancellationToken,
     transport: &'static str,
@@ -184,7 +96,6 @@ pub async fn run_connection<Src, Snk>(
     };
     let limits = shared.limits().clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
-    let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
     let write_timeout = Duration::from_millis(u64::from(limits.idle_timeout_ms));
     let writer = tokio::spawn(write_loop(sink, outbound.clone(), transport, write_timeout));
     let (mut session, leftover) = match Box::pin(handshake(
@@ -256,62 +167,6 @@ impl<Src: FrameSource> FrameSource for Counted<Src> {
                 .increment(n as u64);
         }
         Ok(frames)
-    }
-}
-
-type WsStream<S> = tokio_tungstenite::WebSocketStream<S>;
-
-/// WebSocket messages as frame batches.
-struct WsSource<S> {
-    source: futures_util::stream::SplitStream<WsStream<S>>,
-    max_frame: usize,
-}
-
-impl<S> FrameSource for WsSource<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    async fn next_frames(&mut self) -> Result<Option<Vec<Bytes>>, Close> {
-        let Some(message) = next_binary(&mut self.source).await? else {
-            return Ok(None);
-        };
-        let frames = split_frames(message, self.max_frame)
-            .take(MAX_FRAMES_PER_MESSAGE + 1)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| protocol_error(&e))?;
-        if frames.len() > MAX_FRAMES_PER_MESSAGE {
-            return Err(close(
-                CloseCode::ProtocolError,
-                "too many frames in one message",
-            ));
-        }
-        Ok(Some(frames))
-    }
-}
-
-struct WsSink<S> {
-    sink: futures_util::stream::SplitSink<WsStream<S>, WsMessage>,
-}
-
-impl<S> FrameSink for WsSink<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    async fn send(&mut self, bytes: Bytes) -> Result<(), ()> {
-        self.sink
-            .send(WsMessage::Binary(bytes))
-            .await
-            .map_err(|_| ())
-    }
-
-    async fn close(&mut self, close: &Close, disconnect: Bytes) {
-        let _ = self.sink.send(WsMessage::Binary(disconnect)).await;
-        let close_frame = CloseFrame {
-            code: WsCloseCode::from(close.code.websocket_code()),
-            reason: close.reason.chars().take(100).collect::<String>().into(),
-        };
-        let _ = self.sink.send(WsMessage::Close(Some(close_frame))).await;
-        let _ = self.sink.close().await;
     }
 }
 
@@ -532,33 +387,7 @@ pub(crate) fn admissible(
     }
 }
 
-/// The next binary message, skipping pings and pongs. `Ok(None)` when the peer closed.
-async fn next_binary<S>(
-    source: &mut futures_util::stream::SplitStream<WsStream<S>>,
-) -> Result<Option<Bytes>, Close>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        match source.next().await {
-            None => return Ok(None),
-            Some(Err(e)) => {
-                return Err(close(CloseCode::ProtocolError, format!("websocket: {e}")));
-            }
-            Some(Ok(WsMessage::Binary(b))) => return Ok(Some(b)),
-            Some(Ok(WsMessage::Close(_))) => return Ok(None),
-            Some(Ok(WsMessage::Text(_))) => {
-                return Err(close(
-                    CloseCode::ProtocolError,
-                    "text messages are not part of the protocol",
-                ));
-            }
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-fn protocol_error(e: &DecodeError) -> Close {
+pub(crate) fn protocol_error(e: &DecodeError) -> Close {
     close(CloseCode::ProtocolError, e.to_string())
 }
 
@@ -677,31 +506,9 @@ async fn write_loop<Snk: FrameSink>(
 ) {
     let bytes_out = metrics::counter!("chorus_bytes_out_total", "transport" => transport);
     loop {
-        match outbound.next(MAX_BATCH_BYTES).await {
-            Batch::Frames(bytes) => {
-                bytes_out.increment(bytes.len() as u64);
-                // A peer that stops reading but keeps its socket open must not hold the
-                // connection forever: a write that cannot finish in the idle timeout ends it.
-                // The deadline is armed only when the write has to wait: most writes finish at
-                // once, and a timer per write cost 8 % of this loop.
-                let mut send = std::pin::pin!(sink.send(bytes));
-                let sent = match futures_util::poll!(send.as_mut()) {
-                    std::task::Poll::Ready(done) => Ok(done),
-                    std::task::Poll::Pending => tokio::time::timeout(write_timeout, send).await,
-                };
-                match sent {
-                    Ok(Ok(())) => {}
-                    Ok(Err(())) => {
-                        outbound.close(close(CloseCode::Normal, "write failed"));
-                        return;
-                    }
-                    Err(_) => {
-                        metrics::counter!("chorus_slow_consumer_closes_total").increment(1);
-                        outbound.close(close(CloseCode::SlowConsumer, "write timed out"));
-                        return;
-                    }
-                }
-            }
+        let (bytes, raw) = match outbound.next(MAX_BATCH_BYTES).await {
+            Batch::Frames(bytes) => (bytes, false),
+            Batch::Raw(bytes) => (bytes, true),
             Batch::Close(c) => {
                 if c.code == CloseCode::SlowConsumer {
                     metrics::counter!("chorus_slow_consumer_closes_total").increment(1);
@@ -710,6 +517,34 @@ async fn write_loop<Snk: FrameSink>(
                 disconnect.reconnect_after_ms = c.reconnect_after_ms;
                 let frame = encode_frame_to_bytes(&ServerEnvelope::disconnect(disconnect));
                 let _ = tokio::time::timeout(write_timeout, sink.close(&c, frame)).await;
+                return;
+            }
+        };
+        bytes_out.increment(bytes.len() as u64);
+        // A peer that stops reading but keeps its socket open must not hold the
+        // connection forever: a write that cannot finish in the idle timeout ends it.
+        // The deadline is armed only when the write has to wait: most writes finish at
+        // once, and a timer per write cost 8 % of this loop.
+        let mut send = std::pin::pin!(async {
+            if raw {
+                sink.send_raw(bytes).await
+            } else {
+                sink.send(bytes).await
+            }
+        });
+        let sent = match futures_util::poll!(send.as_mut()) {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => tokio::time::timeout(write_timeout, send).await,
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => {
+                outbound.close(close(CloseCode::Normal, "write failed"));
+                return;
+            }
+            Err(_) => {
+                metrics::counter!("chorus_slow_consumer_closes_total").increment(1);
+                outbound.close(close(CloseCode::SlowConsumer, "write timed out"));
                 return;
             }
         }

@@ -36,6 +36,7 @@ pub mod session;
 pub mod stats;
 pub mod tls;
 pub mod tls_stream;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{Server, run};

@@ -1,4 +1,5 @@
 //! A connection's outbound queue: encoded frames waiting for the socket, with a byte budget.
+//! Transport control bytes (a WebSocket pong or close reply) queue in the same order.
 //!
 //! The hub pushes without ever waiting: a push that would take the queue over its budget marks
 //! the connection as a slow consumer instead, and the writer closes it with `SLOW_CONSUMER` (the
@@ -23,9 +24,26 @@ pub struct Close {
     pub reconnect_after_ms: u32,
 }
 
+/// What waits in the queue.
+#[derive(Debug)]
+enum Item {
+    /// An encoded protocol frame; frames may share one transport message.
+    Frame(Bytes),
+    /// Bytes the transport wrote itself (a WebSocket control frame): sent as they are, alone.
+    Raw(Bytes),
+}
+
+impl Item {
+    fn len(&self) -> usize {
+        match self {
+            Item::Frame(b) | Item::Raw(b) => b.len(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Item>,
     bytes: usize,
     close: Option<Close>,
 }
@@ -48,6 +66,8 @@ pub struct Outbound {
 pub enum Batch {
     /// Frames, concatenated: one WebSocket message.
     Frames(Bytes),
+    /// Transport bytes queued with [`Outbound::push_raw`], to write unchanged.
+    Raw(Bytes),
     /// Everything before it was taken; close now.
     Close(Close),
 }
@@ -71,6 +91,17 @@ impl Outbound {
     /// Queues a frame without waiting. Over budget, the connection is closed as a slow
     /// consumer instead and `false` is returned. Frames after a close are dropped.
     pub fn push(&self, frame: Bytes) -> bool {
+        self.push_item(Item::Frame(frame))
+    }
+
+    /// Queues bytes the transport itself must write, unchanged and in order with the frames
+    /// (a WebSocket pong or close reply). The same budget applies: a peer that sends pings and
+    /// never reads is closed as a slow consumer like any other.
+    pub fn push_raw(&self, bytes: Bytes) -> bool {
+        self.push_item(Item::Raw(bytes))
+    }
+
+    fn push_item(&self, frame: Item) -> bool {
         let mut state = self.lock();
         if state.close.is_some() {
             return false;
@@ -159,23 +190,26 @@ impl Outbound {
             // A slow consumer is closed at once: its queue is what it could not read.
             return Some(Batch::Close(close.clone()));
         }
-        let first = state.frames.pop_front()?;
+        let first = match state.frames.pop_front()? {
+            Item::Raw(raw) => {
+                state.bytes -= raw.len();
+                drop(state);
+                self.drained.notify_waiters();
+                return Some(Batch::Raw(raw));
+            }
+            Item::Frame(first) => first,
+        };
         let mut taken = first.len();
-        let batch = if state
-            .frames
-            .front()
-            .is_none_or(|f| taken + f.len() > max_bytes)
-        {
+        let joins =
+            |f: &Item, taken: usize| matches!(f, Item::Frame(f) if taken + f.len() <= max_bytes);
+        let batch = if state.frames.front().is_none_or(|f| !joins(f, taken)) {
             first
         } else {
             let mut buf = BytesMut::with_capacity(max_bytes.min(state.bytes));
             buf.extend_from_slice(&first);
-            while let Some(f) = state.frames.front() {
-                if taken + f.len() > max_bytes {
-                    break;
-                }
-                taken += f.len();
-                if let Some(f) = state.frames.pop_front() {
+            while state.frames.front().is_some_and(|f| joins(f, taken)) {
+                if let Some(Item::Frame(f)) = state.frames.pop_front() {
+                    taken += f.len();
                     buf.extend_from_slice(&f);
                 }
             }
@@ -206,6 +240,26 @@ mod tests {
             panic!()
         };
         assert_eq!(b.len(), 300);
+    }
+
+    #[tokio::test]
+    async fn raw_bytes_go_alone_and_in_order() {
+        let q = Outbound::new(1000);
+        q.push(Bytes::from_static(b"a"));
+        q.push(Bytes::from_static(b"b"));
+        q.push_raw(Bytes::from_static(b"pong"));
+        q.push(Bytes::from_static(b"c"));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(match q.next(10_000).await {
+                Batch::Frames(b) => format!("frames {}", String::from_utf8_lossy(&b)),
+                Batch::Raw(b) => format!("raw {}", String::from_utf8_lossy(&b)),
+                Batch::Close(c) => format!("close {c:?}"),
+            });
+        }
+        assert_eq!(got, ["frames ab", "raw pong", "frames c"]);
+        assert!(q.lock().frames.is_empty());
+        assert_eq!(q.lock().bytes, 0);
     }
 
     #[tokio::test]

@@ -180,7 +180,9 @@ pub async fn accept_loop(
                 decoder: FrameDecoder::new(max_frame),
             };
             let sink = QuicSink { send, connection };
-            run_connection(shared, source, sink, peer, stop, "quic").await;
+            let budget = shared.limits().max_outbound_queue_bytes as usize;
+            let outbound = Arc::new(crate::outbound::Outbound::new(budget));
+            run_connection(shared, source, sink, outbound, peer, stop, "quic").await;
         });
     }
 }

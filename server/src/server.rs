@@ -415,7 +415,7 @@ async fn accept_loop(
             // Each branch boxed: the task's own size is that of its largest branch (a TLS
             // stream alone is over a KiB), and an idle plain connection should not pay for it.
             match tls {
-                None => Box::pin(crate::connection::serve(shared, tcp, peer, stop)).await,
+                None => Box::pin(crate::ws::serve(shared, tcp, peer, stop)).await,
                 Some(config) => Box::pin(serve_tls(shared, config, tcp, peer, stop)).await,
             }
         });
@@ -439,5 +439,5 @@ async fn serve_tls(
     let Some(stream) = crate::connection::handshake_step(accepted, peer, "TLS handshake") else {
         return;
     };
-    Box::pin(crate::connection::serve(shared, stream, peer, stop)).await;
+    Box::pin(crate::ws::serve(shared, stream, peer, stop)).await;
 }

@@ -1,0 +1,467 @@
+//! The WebSocket transport: tungstenite upgrades the connection and reads the client's frames;
+//! the writer frames and writes the node's messages itself.
+//!
+//! Server frames are unmasked, so framing one is a header of 2 to 10 bytes in front of the
+//! payload, sent with the payload in one vectored write. Writing through tungstenite instead
+//! meant a `Sink` over a lock shared with the reader, a copy of every message into its write
+//! buffer and a waker registration per send: a tenth of the node's CPU in `fanout`
+//! (docs/benchmarks.md, session 6). What tungstenite still writes on its own — the upgrade
+//! response, and later pongs and close replies — goes to the socket during the upgrade and
+//! through the connection's outbound queue after it, so it stays in order with the messages.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use chorus_protocol::codec::split_frames;
+use chorus_protocol::v1::CloseCode;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{
+    FrameSink, FrameSource, MAX_BATCH_BYTES, close, handshake_step, protocol_error, run_connection,
+};
+use crate::outbound::{Close, Outbound};
+use crate::session::Shared;
+
+/// Frames one client WebSocket message may carry: batching is for a few requests at a time,
+/// and a message of tiny frames must not cost unbounded bookkeeping.
+const MAX_FRAMES_PER_MESSAGE: usize = 256;
+
+/// Opcodes of the frames the node sends (RFC 6455 section 5.2), with FIN set.
+const FIN_BINARY: u8 = 0x82;
+const FIN_CLOSE: u8 = 0x88;
+
+/// A close frame's payload is at most 125 bytes: the 2-byte code and the reason.
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// WebSocket buffers sized for many idle connections: tungstenite's defaults (128 KiB read,
+/// 128 KiB write) would cost a quarter of a megabyte per connection. Each connection keeps its
+/// read buffer for life; 1 KiB (a read still holds several chat requests, larger messages grow
+/// it) measured 1.2 KiB less RSS per idle connection than 4 KiB, and fanout throughput the same
+/// (1.55 million deliveries/s, docs/benchmarks.md). Tungstenite writes only control frames now.
+fn ws_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_BATCH_BYTES * 4)
+        .max_message_size(Some(max_frame * 16))
+        .max_frame_size(Some(max_frame * 16))
+}
+
+/// Echoes the `chorus.v1` subprotocol when the client offers it (browsers refuse a connection
+/// whose offered subprotocol is not echoed); clients that offer none are served as well.
+#[allow(clippy::result_large_err)] // The signature is tungstenite's callback type.
+fn offer_subprotocol(
+    request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    mut response: tokio_tungstenite::tungstenite::handshake::server::Response,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::server::Response,
+    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+> {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == chorus_protocol::limits::WEBSOCKET_SUBPROTOCOL);
+    if offered {
+        response.headers_mut().insert(
+            "sec-websocket-protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
+                chorus_protocol::limits::WEBSOCKET_SUBPROTOCOL,
+            ),
+        );
+    }
+    Ok(response)
+}
+
+/// Serves one accepted byte stream (TCP, or TLS over TCP) as a WebSocket connection.
+///
+/// Not an `async fn`: one keeps room for its arguments for as long as it runs, and a TLS stream
+/// (over a KiB) would stay reserved in every idle connection after it has moved into the
+/// WebSocket. The upgrade owns the stream instead, boxed, and its box is freed once it is done.
+pub fn serve<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.limits().clone();
+    let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
+    let max_frame = limits.max_frame_bytes as usize;
+    let (read, write) = tokio::io::split(stream);
+    let io = ReadSide {
+        read,
+        writes: Writes::Socket(write),
+    };
+    let upgrade = Box::pin(tokio::time::timeout(
+        handshake_deadline,
+        tokio_tungstenite::accept_hdr_async_with_config(
+            io,
+            offer_subprotocol,
+            Some(ws_config(max_frame)),
+        ),
+    ));
+    async move {
+        // Awaited by value: the box is dropped as soon as the upgrade completes.
+        let Some(mut ws) = handshake_step(upgrade.await, peer, "websocket upgrade") else {
+            return;
+        };
+        let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
+        let Some(write) = ws.get_mut().hand_over(outbound.clone()) else {
+            return;
+        };
+        run_connection(
+            shared,
+            WsSource { ws, max_frame },
+            WsSink { write },
+            outbound,
+            peer,
+            shutdown,
+            "websocket",
+        )
+        .await;
+    }
+}
+
+/// Where tungstenite's own writes go.
+enum Writes<S> {
+    /// During the upgrade: the socket (the `101 Switching Protocols` response).
+    Socket(WriteHalf<S>),
+    /// After it: the outbound queue, behind the messages already queued.
+    Queue(Arc<Outbound>),
+}
+
+/// The stream tungstenite runs on: the socket's read half, and writes per [`Writes`].
+struct ReadSide<S> {
+    read: ReadHalf<S>,
+    writes: Writes<S>,
+}
+
+impl<S> ReadSide<S> {
+    /// Ends the upgrade: tungstenite's writes go to `outbound` from now on, and the socket's
+    /// write half goes to the writer. `None` if it was already handed over.
+    fn hand_over(&mut self, outbound: Arc<Outbound>) -> Option<WriteHalf<S>> {
+        match std::mem::replace(&mut self.writes, Writes::Queue(outbound)) {
+            Writes::Socket(write) => Some(write),
+            Writes::Queue(_) => None,
+        }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for ReadSide<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for ReadSide<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.writes {
+            Writes::Socket(write) => Pin::new(write).poll_write(cx, buf),
+            Writes::Queue(outbound) => {
+                if outbound.push_raw(Bytes::copy_from_slice(buf)) {
+                    Poll::Ready(Ok(buf.len()))
+                } else {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the connection is closing",
+                    )))
+                }
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.writes {
+            Writes::Socket(write) => Pin::new(write).poll_flush(cx),
+            Writes::Queue(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.writes {
+            Writes::Socket(write) => Pin::new(write).poll_shutdown(cx),
+            // The writer shuts the socket down once the queue is sent.
+            Writes::Queue(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+type WsStream<S> = tokio_tungstenite::WebSocketStream<ReadSide<S>>;
+
+/// WebSocket messages as frame batches.
+struct WsSource<S> {
+    ws: WsStream<S>,
+    max_frame: usize,
+}
+
+impl<S> FrameSource for WsSource<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn next_frames(&mut self) -> Result<Option<Vec<Bytes>>, Close> {
+        let Some(message) = next_binary(&mut self.ws).await? else {
+            return Ok(None);
+        };
+        let frames = split_frames(message, self.max_frame)
+            .take(MAX_FRAMES_PER_MESSAGE + 1)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| protocol_error(&e))?;
+        if frames.len() > MAX_FRAMES_PER_MESSAGE {
+            return Err(close(
+                CloseCode::ProtocolError,
+                "too many frames in one message",
+            ));
+        }
+        Ok(Some(frames))
+    }
+}
+
+/// The next binary message, skipping pings and pongs. `Ok(None)` when the peer closed.
+async fn next_binary<S>(ws: &mut WsStream<S>) -> Result<Option<Bytes>, Close>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(close(CloseCode::ProtocolError, format!("websocket: {e}")));
+            }
+            Some(Ok(WsMessage::Binary(b))) => return Ok(Some(b)),
+            Some(Ok(WsMessage::Close(_))) => return Ok(None),
+            Some(Ok(WsMessage::Text(_))) => {
+                return Err(close(
+                    CloseCode::ProtocolError,
+                    "text messages are not part of the protocol",
+                ));
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// The header of an unmasked frame with FIN set: first byte, then the payload length in 7,
+/// 7+16 or 7+64 bits (RFC 6455 section 5.2).
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl Header {
+    fn new(first: u8, payload_len: usize) -> Self {
+        let mut bytes = [0u8; 10];
+        bytes[0] = first;
+        let len = if payload_len < 126 {
+            bytes[1] = payload_len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload_len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        Self { bytes, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The payload of a close frame: the code, then as much of the reason as fits, cut at a
+/// character boundary.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+/// The writer's end of the socket.
+struct WsSink<S> {
+    write: WriteHalf<S>,
+}
+
+impl<S: AsyncWrite> WsSink<S> {
+    /// Writes one frame: header and payload in one vectored write where the stream takes
+    /// them (TCP), one after the other otherwise (TLS, which batches them into a record).
+    async fn frame(&mut self, first: u8, payload: &[u8]) -> io::Result<()> {
+        let header = Header::new(first, payload.len());
+        self.write
+            .write_all_buf(&mut header.as_slice().chain(payload))
+            .await?;
+        self.write.flush().await
+    }
+}
+
+impl<S> FrameSink for WsSink<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn send(&mut self, bytes: Bytes) -> Result<(), ()> {
+        self.frame(FIN_BINARY, &bytes).await.map_err(|_| ())
+    }
+
+    async fn send_raw(&mut self, mut bytes: Bytes) -> Result<(), ()> {
+        self.write.write_all_buf(&mut bytes).await.map_err(|_| ())?;
+        self.write.flush().await.map_err(|_| ())
+    }
+
+    async fn close(&mut self, close: &Close, disconnect: Bytes) {
+        if self.frame(FIN_BINARY, &disconnect).await.is_err() {
+            return;
+        }
+        let payload = close_payload(close.code.websocket_code(), &close.reason);
+        if self.frame(FIN_CLOSE, &payload).await.is_ok() {
+            let _ = self.write.shutdown().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    #[test]
+    fn headers_use_the_shortest_length_encoding() {
+        assert_eq!(Header::new(FIN_BINARY, 0).as_slice(), [0x82, 0]);
+        assert_eq!(Header::new(FIN_BINARY, 125).as_slice(), [0x82, 125]);
+        assert_eq!(Header::new(FIN_BINARY, 126).as_slice(), [0x82, 126, 0, 126]);
+        assert_eq!(
+            Header::new(FIN_BINARY, 65_535).as_slice(),
+            [0x82, 126, 0xff, 0xff]
+        );
+        assert_eq!(
+            Header::new(FIN_CLOSE, 65_536).as_slice(),
+            [0x88, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_fit_at_a_character_boundary() {
+        let reason = "é".repeat(100); // 200 bytes
+        let payload = close_payload(4000, &reason);
+        assert!(payload.len() <= 125);
+        assert_eq!(&payload[..2], 4000u16.to_be_bytes());
+        let text = std::str::from_utf8(&payload[2..]).expect("whole characters");
+        assert_eq!(text.len(), 122);
+        assert_eq!(close_payload(4001, "bye")[2..], *b"bye");
+    }
+
+    /// Frames the writer sends, read back by tungstenite as a client would.
+    #[tokio::test]
+    async fn a_client_reads_what_the_writer_frames() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (_read, write) = tokio::io::split(server);
+        let mut sink = WsSink { write };
+        let mut client = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            client,
+            Role::Client,
+            Some(WebSocketConfig::default()),
+        )
+        .await;
+        let sizes = [0usize, 1, 125, 126, 65_535, 65_536, 200_000];
+        for (i, size) in sizes.iter().enumerate() {
+            let body = Bytes::from(vec![i as u8; *size]);
+            assert!(sink.send(body).await.is_ok());
+        }
+        let close = crate::outbound::Close {
+            code: CloseCode::SlowConsumer,
+            reason: "ß".repeat(80),
+            reconnect_after_ms: 0,
+        };
+        sink.close(&close, Bytes::from_static(b"bye")).await;
+        for (i, size) in sizes.iter().enumerate() {
+            match client.next().await {
+                Some(Ok(WsMessage::Binary(b))) => {
+                    assert_eq!(b.len(), *size);
+                    assert!(b.iter().all(|x| *x == i as u8));
+                }
+                other => panic!("message {i}: {other:?}"),
+            }
+        }
+        assert!(matches!(client.next().await, Some(Ok(WsMessage::Binary(b))) if b == "bye"));
+        match client.next().await {
+            Some(Ok(WsMessage::Close(Some(frame)))) => {
+                assert_eq!(
+                    u16::from(frame.code),
+                    CloseCode::SlowConsumer.websocket_code()
+                );
+                assert!(frame.reason.starts_with("ßß"));
+            }
+            other => panic!("close: {other:?}"),
+        }
+    }
+
+    /// After the upgrade, a pong tungstenite owes the client is queued behind the messages
+    /// already queued, and goes out in that order.
+    #[tokio::test]
+    async fn control_replies_queue_behind_the_messages() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (read, write) = tokio::io::split(server);
+        let mut io = ReadSide {
+            read,
+            writes: Writes::Socket(write),
+        };
+        let outbound = Arc::new(Outbound::new(1 << 16));
+        assert!(io.hand_over(outbound.clone()).is_some());
+        assert!(io.hand_over(outbound.clone()).is_none());
+        let mut server =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        let mut client =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        outbound.push(Bytes::from_static(b"first"));
+        futures_util::SinkExt::send(&mut client, WsMessage::Ping(Bytes::from_static(b"p")))
+            .await
+            .expect("ping");
+        futures_util::SinkExt::send(&mut client, WsMessage::Binary(Bytes::from_static(b"x")))
+            .await
+            .expect("binary");
+        // Reading the ping makes tungstenite answer it, into the queue.
+        assert!(matches!(server.next().await, Some(Ok(WsMessage::Ping(_)))));
+        assert!(matches!(
+            server.next().await,
+            Some(Ok(WsMessage::Binary(_)))
+        ));
+        let mut got = Vec::new();
+        while let Some(batch) = futures_util::FutureExt::now_or_never(outbound.next(1 << 16)) {
+            got.push(match batch {
+                crate::outbound::Batch::Frames(b) => format!("frames {}", b.len()),
+                crate::outbound::Batch::Raw(b) => format!("raw {:02x?}", &b[..]),
+                crate::outbound::Batch::Close(_) => "close".into(),
+            });
+        }
+        assert_eq!(got, ["frames 5", "raw [8a, 01, 70]"]);
+    }
+}
