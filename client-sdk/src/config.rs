@@ -87,17 +87,12 @@ impl Endpoint {
         })
     }
 
-    /// The URL of the WebSocket upgrade request.
-    pub(crate) fn ws_url(&self) -> String {
-        let scheme = if self.scheme == Scheme::Ws {
-            "ws"
-        } else {
-            "wss"
-        };
+    /// `host:port` as the upgrade request's `Host` header carries it (IPv6 in brackets).
+    pub(crate) fn authority(&self) -> String {
         if self.host.contains(':') {
-            format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path)
+            format!("[{}]:{}", self.host, self.port)
         } else {
-            format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
+            format!("{}:{}", self.host, self.port)
         }
     }
 }
@@ -330,13 +325,16 @@ mod tests {
         );
         let e = Endpoint::parse("ws://127.0.0.1:7000").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((e.port, e.path.as_str()), (7000, "/"));
-        assert_eq!(e.ws_url(), "ws://127.0.0.1:7000/");
+        assert_eq!(
+            (e.authority().as_str(), e.path.as_str()),
+            ("127.0.0.1:7000", "/")
+        );
         let e = Endpoint::parse("quic://[::1]:4433").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (e.scheme, e.host.as_str(), e.port),
             (Scheme::Quic, "::1", 4433)
         );
-        assert_eq!(e.ws_url(), "wss://[::1]:4433/");
+        assert_eq!(e.authority(), "[::1]:4433");
         assert_eq!(
             Endpoint::parse("WS://h").map(|e| e.port).ok(),
             Some(80),

@@ -1,25 +1,26 @@
 //! The two transports behind one reader/writer pair. WebSocket carries one or more frames per
 //! binary message; QUIC carries a byte stream of frames on one bidirectional stream. Above this
 //! module the SDK sees only decoded envelopes and batches of encoded frames.
+//!
+//! The WebSocket client is our own: an upgrade request, then frames from
+//! `chorus_protocol::websocket`. A general library zero-filled its read buffer before every
+//! read and shared one lock between the reading and writing halves; receiving a message now
+//! reads into spare capacity and decodes the envelopes straight from the read buffer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::codec::{FrameDecoder, decode_frames};
 use chorus_protocol::limits::{MAX_SERVER_FRAME_BYTES, QUIC_ALPN, WEBSOCKET_SUBPROTOCOL};
 use chorus_protocol::v1::{CloseCode, ServerEnvelope};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use chorus_protocol::websocket::{WsDecoder, WsIncoming, WsOpcode, client_frame, close_payload};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::config::{ClientConfig, Scheme};
 use crate::error::Error;
@@ -29,7 +30,11 @@ use crate::tls;
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-type Ws = WebSocketStream<Box<dyn Io>>;
+/// The upgrade response's head may be at most this long.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Spare room a WebSocket read asks for: a read takes what has arrived, up to this.
+const WS_READ_ROOM: usize = 4 * 1024;
 
 /// Opens an in-memory stream instead of a TCP connection (unit tests only).
 #[cfg(test)]
@@ -70,9 +75,20 @@ pub(crate) enum Incoming<M = ServerEnvelope> {
     Ended(Ended),
 }
 
+/// A pong the reader owes the server, sent by the writer ahead of its next message (the
+/// server's own liveness check is the protocol's `Ping`; a WebSocket ping can only come from
+/// a proxy, and the SDK's heartbeat writes at least every ping interval). Holds only the
+/// latest, as RFC 6455 allows.
+type OwedPong = Arc<Mutex<Option<Bytes>>>;
+
 /// The receiving half.
 pub(crate) enum Reader {
-    Ws(SplitStream<Ws>),
+    Ws {
+        read: ReadHalf<Box<dyn Io>>,
+        buf: BytesMut,
+        decoder: WsDecoder,
+        pong: OwedPong,
+    },
     Quic {
         recv: quinn::RecvStream,
         connection: quinn::Connection,
@@ -83,7 +99,10 @@ pub(crate) enum Reader {
 
 /// The sending half.
 pub(crate) enum Writer {
-    Ws(SplitSink<Ws, Message>),
+    Ws {
+        write: WriteHalf<Box<dyn Io>>,
+        pong: OwedPong,
+    },
     Quic {
         send: quinn::SendStream,
         connection: quinn::Connection,
@@ -151,30 +170,98 @@ async fn tcp_connect(config: &ClientConfig) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
-/// The WebSocket upgrade, offering the chorus subprotocol.
-async fn upgrade(config: &ClientConfig, io: Box<dyn Io>) -> Result<(Reader, Writer), Error> {
+/// The WebSocket upgrade (RFC 6455 section 4.1), offering the chorus subprotocol.
+async fn upgrade(config: &ClientConfig, mut io: Box<dyn Io>) -> Result<(Reader, Writer), Error> {
     let endpoint = &config.endpoint;
-    let mut request = endpoint
-        .ws_url()
-        .into_client_request()
-        .map_err(|e| Error::Transport(format!("WebSocket request: {e}")))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(WEBSOCKET_SUBPROTOCOL),
+    let failed = |e: String| Error::Transport(format!("WebSocket upgrade: {e}"));
+    let key = generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+         Sec-WebSocket-Protocol: {WEBSOCKET_SUBPROTOCOL}\r\n\r\n",
+        endpoint.path,
+        endpoint.authority()
     );
-    // tungstenite zero-fills up to the read buffer size before every read: 16 KiB cost a
-    // 16 KiB memset per message received (8 % of the load tester's CPU at one message per
-    // read). 4 KiB still takes dozens of pushes per read; larger messages grow the buffer.
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_FRAME * 4))
-        .max_frame_size(Some(MAX_FRAME * 4));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config))
+    io.write_all(request.as_bytes())
         .await
-        .map_err(|e| Error::Transport(format!("WebSocket upgrade: {e}")))?;
-    let (sink, stream) = ws.split();
-    Ok((Reader::Ws(stream), Writer::Ws(sink)))
+        .map_err(|e| failed(e.to_string()))?;
+    io.flush().await.map_err(|e| failed(e.to_string()))?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let head_len = loop {
+        if let Some(n) = check_upgrade_response(&buf, &key).map_err(failed)? {
+            break n;
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(failed(format!(
+                "response head over {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        buf.reserve(1024);
+        match io.read_buf(&mut buf).await {
+            Ok(0) => return Err(failed("connection closed".into())),
+            Ok(_) => {}
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    };
+    // Frames the server sent right behind its response stay for the reader.
+    let _head = buf.split_to(head_len);
+    let (read, write) = tokio::io::split(io);
+    let pong = OwedPong::default();
+    Ok((
+        Reader::Ws {
+            read,
+            buf,
+            decoder: WsDecoder::new(MAX_FRAME * 4),
+            pong: pong.clone(),
+        },
+        Writer::Ws { write, pong },
+    ))
+}
+
+/// Checks the server's answer to the upgrade request: `Ok(None)` while its head is
+/// incomplete, then the head's length once it accepted the upgrade.
+fn check_upgrade_response(buf: &[u8], key: &str) -> Result<Option<usize>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("invalid HTTP response: {e}")),
+    };
+    if response.code != Some(101) {
+        return Err(format!(
+            "HTTP {} {}",
+            response.code.unwrap_or_default(),
+            response.reason.unwrap_or_default()
+        ));
+    }
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+    };
+    if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Err("the response does not upgrade to websocket".into());
+    }
+    if !header("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    }) {
+        return Err("the response's Connection header lacks upgrade".into());
+    }
+    if header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes())) {
+        return Err("wrong Sec-WebSocket-Accept".into());
+    }
+    // A server that does not echo the subprotocol still speaks it (older nodes); one that
+    // picks another does not.
+    if let Some(p) = header("sec-websocket-protocol")
+        && p != WEBSOCKET_SUBPROTOCOL
+    {
+        return Err(format!("the server chose subprotocol {p:?}"));
+    }
+    Ok(Some(len))
 }
 
 async fn quic_connect(
@@ -257,29 +344,41 @@ impl Reader {
     /// `ServerEnvelope`'s (the fields it leaves out are skipped, not decoded).
     pub(crate) async fn next_as<M: prost::Message + Default>(&mut self) -> Incoming<M> {
         match self {
-            Reader::Ws(stream) => loop {
-                match stream.next().await {
-                    None => return Incoming::Ended(Ended::lost("connection closed")),
-                    Some(Err(e)) => return Incoming::Ended(Ended::lost(e.to_string())),
-                    Some(Ok(Message::Binary(message))) => {
+            Reader::Ws {
+                read,
+                buf,
+                decoder,
+                pong,
+            } => loop {
+                match decoder.decode(buf) {
+                    Ok(Some(WsIncoming::Message(message))) => {
                         return match decode_frames(message, MAX_FRAME).collect() {
                             Ok(frames) => Incoming::Frames(frames),
                             Err(e) => Incoming::Ended(protocol_error(e)),
                         };
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        return Incoming::Ended(match frame {
-                            Some(f) => Ended {
-                                code: CloseCode::from_websocket_code(u16::from(f.code)),
-                                reason: f.reason.to_string(),
+                    Ok(Some(WsIncoming::Ping(payload))) => {
+                        *pong.lock().unwrap_or_else(|p| p.into_inner()) = Some(payload);
+                    }
+                    Ok(Some(WsIncoming::Close { code, reason })) => {
+                        return Incoming::Ended(match code {
+                            Some(code) => Ended {
+                                code: CloseCode::from_websocket_code(code),
+                                reason,
                             },
                             None => Ended::lost("closed without a code"),
                         });
                     }
-                    Some(Ok(Message::Text(_))) => {
-                        return Incoming::Ended(protocol_error("a text message"));
+                    Ok(None) => {
+                        buf.reserve(WS_READ_ROOM);
+                        // Cancel-safe: bytes land in `buf` only when the read completes.
+                        match read.read_buf(buf).await {
+                            Ok(0) => return Incoming::Ended(Ended::lost("connection closed")),
+                            Ok(_) => {}
+                            Err(e) => return Incoming::Ended(Ended::lost(e.to_string())),
+                        }
                     }
-                    Some(Ok(_)) => {}
+                    Err(e) => return Incoming::Ended(protocol_error(e)),
                 }
             },
             Reader::Quic {
@@ -332,10 +431,14 @@ impl Writer {
     /// Sends encoded frames: one WebSocket message, or bytes on the QUIC stream.
     pub(crate) async fn send(&mut self, frames: Bytes) -> Result<(), String> {
         match self {
-            Writer::Ws(sink) => sink
-                .send(Message::Binary(frames))
-                .await
-                .map_err(|e| e.to_string()),
+            Writer::Ws { write, pong } => {
+                let mut out = BytesMut::new();
+                if let Some(payload) = pong.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    client_frame(&mut out, WsOpcode::Pong, &payload, rand::random());
+                }
+                client_frame(&mut out, WsOpcode::Binary, &frames, rand::random());
+                write_ws(write, &out).await
+            }
             Writer::Quic { send, .. } => send.write_chunk(frames).await.map_err(|e| e.to_string()),
         }
     }
@@ -343,15 +446,14 @@ impl Writer {
     /// Closes the connection as a client that is done (close code NORMAL).
     pub(crate) async fn close(&mut self) {
         match self {
-            Writer::Ws(sink) => {
-                let frame = CloseFrame {
-                    code: WsCloseCode::from(CloseCode::Normal.websocket_code()),
-                    reason: "client closed".into(),
-                };
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    sink.send(Message::Close(Some(frame))),
-                )
+            Writer::Ws { write, .. } => {
+                let mut out = BytesMut::new();
+                let payload = close_payload(CloseCode::Normal.websocket_code(), "client closed");
+                client_frame(&mut out, WsOpcode::Close, &payload, rand::random());
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    write_ws(write, &out).await?;
+                    write.shutdown().await.map_err(|e| e.to_string())
+                })
                 .await;
             }
             Writer::Quic { send, connection } => {
@@ -363,4 +465,9 @@ impl Writer {
             }
         }
     }
+}
+
+async fn write_ws(write: &mut WriteHalf<Box<dyn Io>>, bytes: &[u8]) -> Result<(), String> {
+    write.write_all(bytes).await.map_err(|e| e.to_string())?;
+    write.flush().await.map_err(|e| e.to_string())
 }

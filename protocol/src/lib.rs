@@ -42,6 +42,7 @@ pub mod envelope;
 pub mod ids;
 pub mod limits;
 pub mod resume;
+pub mod websocket;
 
 pub use codec::DecodeError;
 
