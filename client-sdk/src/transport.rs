@@ -471,3 +471,164 @@ async fn write_ws(write: &mut WriteHalf<Box<dyn Io>>, bytes: &[u8]) -> Result<()
     write.write_all(bytes).await.map_err(|e| e.to_string())?;
     write.flush().await.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_protocol::codec::encode_frame_to_bytes;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn response(status: &str, accept: &str, extra: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn upgrade_responses_are_checked() {
+        let accept = derive_accept_key(KEY.as_bytes());
+        let ok = response("101 Switching Protocols", &accept, "");
+        assert_eq!(
+            check_upgrade_response(ok.as_bytes(), KEY),
+            Ok(Some(ok.len()))
+        );
+        assert_eq!(check_upgrade_response(&ok.as_bytes()[..20], KEY), Ok(None));
+        let echoed = response(
+            "101 Switching Protocols",
+            &accept,
+            "Sec-WebSocket-Protocol: chorus.v1\r\n",
+        );
+        assert!(matches!(
+            check_upgrade_response(echoed.as_bytes(), KEY),
+            Ok(Some(_))
+        ));
+        for (bad, why) in [
+            (response("403 Forbidden", &accept, ""), "HTTP 403 Forbidden"),
+            (
+                response("101 Switching Protocols", "d3Jvbmc=", ""),
+                "wrong Sec-WebSocket-Accept",
+            ),
+            (
+                response(
+                    "101 Switching Protocols",
+                    &accept,
+                    "Sec-WebSocket-Protocol: other\r\n",
+                ),
+                "the server chose subprotocol \"other\"",
+            ),
+            (
+                "HTTP/1.1 101 OK\r\nConnection: Upgrade\r\n\r\n".into(),
+                "the response does not upgrade to websocket",
+            ),
+            (
+                "garbage\r\n\r\n".into(),
+                "invalid HTTP response: invalid HTTP version",
+            ),
+        ] {
+            assert_eq!(
+                check_upgrade_response(bad.as_bytes(), KEY),
+                Err(why.to_owned())
+            );
+        }
+    }
+
+    /// A server frame, unmasked.
+    fn server_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut out = vec![first, payload.len() as u8];
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Reads one client frame: (first byte, unmasked payload).
+    async fn client_frame_from(io: &mut tokio::io::DuplexStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.expect("frame header");
+        assert!(head[1] & 0x80 != 0, "client frames are masked");
+        let len = usize::from(head[1] & 0x7F);
+        assert!(len < 126);
+        let mut mask = [0u8; 4];
+        io.read_exact(&mut mask).await.expect("mask");
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await.expect("payload");
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        (head[0], payload)
+    }
+
+    /// Frames sent right behind the upgrade response are read, a ping is answered ahead of the
+    /// client's next message, and the server's close code is reported.
+    #[tokio::test]
+    async fn frames_behind_the_response_pings_and_close() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let config = ClientConfig::new("ws://chat.example:7000/ws", "t").expect("config");
+        let serve = tokio::spawn(async move {
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                server.read_exact(&mut byte).await.expect("request");
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).expect("text");
+            assert!(request.starts_with("GET /ws HTTP/1.1\r\nHost: chat.example:7000\r\n"));
+            let key = request
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .expect("key")
+                .to_owned();
+            let mut reply = response(
+                "101 Switching Protocols",
+                &derive_accept_key(key.as_bytes()),
+                "",
+            )
+            .into_bytes();
+            let hello = ServerEnvelope::disconnect(CloseCode::Normal.disconnect("bye"));
+            reply.extend(server_frame(0x82, &encode_frame_to_bytes(&hello)));
+            reply.extend(server_frame(0x89, b"hi"));
+            server.write_all(&reply).await.expect("reply");
+            server
+        });
+        let (mut reader, mut writer) = upgrade(&config, Box::new(client)).await.expect("upgrade");
+        let mut server = serve.await.expect("server");
+        let Incoming::Frames(frames) = reader.next().await else {
+            panic!("frames expected");
+        };
+        assert_eq!(
+            frames,
+            vec![ServerEnvelope::disconnect(
+                CloseCode::Normal.disconnect("bye")
+            )]
+        );
+        // The ping is read on the way to the next message; the pong goes out before it.
+        let read = tokio::spawn(async move { (reader.next().await, reader) });
+        tokio::task::yield_now().await;
+        server
+            .write_all(&server_frame(0x82, b""))
+            .await
+            .expect("empty message");
+        let (next, mut reader) = read.await.expect("reader");
+        assert!(matches!(
+            next,
+            Incoming::Ended(Ended {
+                code: Some(CloseCode::ProtocolError),
+                ..
+            })
+        ));
+        writer.send(Bytes::from_static(b"x")).await.expect("send");
+        assert_eq!(client_frame_from(&mut server).await, (0x8A, b"hi".to_vec()));
+        assert_eq!(client_frame_from(&mut server).await, (0x82, b"x".to_vec()));
+        let payload = close_payload(CloseCode::SlowConsumer.websocket_code(), "slow");
+        server
+            .write_all(&server_frame(0x88, &payload))
+            .await
+            .expect("close");
+        let Incoming::Ended(ended) = reader.next().await else {
+            panic!("end expected");
+        };
+        assert_eq!(ended.code, Some(CloseCode::SlowConsumer));
+        assert_eq!(ended.reason, "slow");
+    }
+}

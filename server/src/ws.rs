@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use chorus_protocol::codec::split_frames;
 use chorus_protocol::v1::CloseCode;
+use chorus_protocol::websocket::close_payload;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -38,9 +39,6 @@ const MAX_FRAMES_PER_MESSAGE: usize = 256;
 /// Opcodes of the frames the node sends (RFC 6455 section 5.2), with FIN set.
 const FIN_BINARY: u8 = 0x82;
 const FIN_CLOSE: u8 = 0x88;
-
-/// A close frame's payload is at most 125 bytes: the 2-byte code and the reason.
-const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 /// WebSocket buffers sized for many idle connections: tungstenite's defaults (128 KiB read,
 /// 128 KiB write) would cost a quarter of a megabyte per connection. Each connection keeps its
@@ -294,19 +292,6 @@ impl Header {
     }
 }
 
-/// The payload of a close frame: the code, then as much of the reason as fits, cut at a
-/// character boundary.
-fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut payload = Vec::with_capacity(2 + end);
-    payload.extend_from_slice(&code.to_be_bytes());
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    payload
-}
-
 /// The writer's end of the socket.
 struct WsSink<S> {
     write: WriteHalf<S>,
@@ -366,17 +351,6 @@ mod tests {
             Header::new(FIN_CLOSE, 65_536).as_slice(),
             [0x88, 127, 0, 0, 0, 0, 0, 1, 0, 0]
         );
-    }
-
-    #[test]
-    fn close_reasons_are_cut_to_fit_at_a_character_boundary() {
-        let reason = "é".repeat(100); // 200 bytes
-        let payload = close_payload(4000, &reason);
-        assert!(payload.len() <= 125);
-        assert_eq!(&payload[..2], 4000u16.to_be_bytes());
-        let text = std::str::from_utf8(&payload[2..]).expect("whole characters");
-        assert_eq!(text.len(), 122);
-        assert_eq!(close_payload(4001, "bye")[2..], *b"bye");
     }
 
     /// Frames the writer sends, read back by tungstenite as a client would.
