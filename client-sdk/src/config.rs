@@ -74,6 +74,15 @@ impl Endpoint {
             None if scheme == Scheme::Ws => 80,
             None => 443,
         };
+        // The path goes into the upgrade request line as it is.
+        if path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+        {
+            return Err(bad(
+                "the path may not hold spaces, control characters or a fragment",
+            ));
+        }
         let path = if path.starts_with('?') {
             format!("/{path}")
         } else {
@@ -348,6 +357,9 @@ mod tests {
             "ws://h:99999",
             "ws://u:p@h",
             "quic://[::1",
+            "ws://h/a b",
+            "ws://h/a\r\nX: y",
+            "ws://h/#frag",
         ] {
             assert!(
                 matches!(Endpoint::parse(bad), Err(Error::InvalidUrl { .. })),

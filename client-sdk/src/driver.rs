@@ -813,6 +813,11 @@ impl Driver {
                     }
                 }
                 Step::Incoming(Incoming::Ended(ended)) => {
+                    // The server closed with a code: answer its close (RFC 6455 expects a
+                    // close frame back; proxies log a connection dropped without one).
+                    if ended.code.is_some() {
+                        writer.close().await;
+                    }
                     return Served::Ended { ended, disconnect };
                 }
                 Step::Command(command) => {

@@ -4,8 +4,9 @@
 //!
 //! The WebSocket client is our own: an upgrade request, then frames from
 //! `chorus_protocol::websocket`. A general library zero-filled its read buffer before every
-//! read and shared one lock between the reading and writing halves; receiving a message now
-//! reads into spare capacity and decodes the envelopes straight from the read buffer.
+//! read and kept both halves behind one `BiLock`; receiving a message now reads into spare
+//! capacity and decodes the envelopes straight from the read buffer (the halves still share
+//! `tokio::io::split`'s mutex, taken per read and per write).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -221,7 +222,7 @@ async fn upgrade(config: &ClientConfig, mut io: Box<dyn Io>) -> Result<(Reader, 
 /// Checks the server's answer to the upgrade request: `Ok(None)` while its head is
 /// incomplete, then the head's length once it accepted the upgrade.
 fn check_upgrade_response(buf: &[u8], key: &str) -> Result<Option<usize>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,

@@ -110,6 +110,16 @@ impl WsDecoder {
             if is_control && (!fin || len > MAX_CONTROL_PAYLOAD as u64) {
                 return Err(WsFrameError::BadControl);
             }
+            // Refused from the header, before anything of its payload is buffered.
+            match opcode {
+                TEXT => return Err(WsFrameError::Text),
+                BINARY if self.partial.is_some() => return Err(WsFrameError::Interleaved),
+                CONTINUATION if self.partial.is_none() => {
+                    return Err(WsFrameError::UnexpectedContinuation);
+                }
+                BINARY | CONTINUATION | CLOSE | PING | PONG => {}
+                other => return Err(WsFrameError::UnknownOpcode(other)),
+            }
             let buffered = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
             if !is_control && buffered.saturating_add(len) > self.max_message as u64 {
                 return Err(WsFrameError::TooLarge {
@@ -127,7 +137,6 @@ impl WsDecoder {
             buf.advance(header_len);
             let payload = buf.split_to(len);
             match opcode {
-                BINARY if self.partial.is_some() => return Err(WsFrameError::Interleaved),
                 BINARY if fin => return Ok(Some(WsIncoming::Message(payload.freeze()))),
                 BINARY => self.partial = Some(payload),
                 CONTINUATION => {
@@ -140,11 +149,10 @@ impl WsDecoder {
                         return Ok(Some(WsIncoming::Message(message.freeze())));
                     }
                 }
-                TEXT => return Err(WsFrameError::Text),
                 CLOSE => return close(&payload).map(Some),
                 PING => return Ok(Some(WsIncoming::Ping(payload.freeze()))),
-                PONG => {}
-                other => return Err(WsFrameError::UnknownOpcode(other)),
+                // Pongs are skipped; every other opcode was refused above.
+                _ => {}
             }
         }
     }
@@ -349,6 +357,33 @@ mod tests {
         ];
         for (wire, expected) in cases {
             assert_eq!(decode_all(&wire, 100), Err(expected), "{wire:02x?}");
+        }
+    }
+
+    #[test]
+    fn bad_opcodes_are_refused_from_the_header_alone() {
+        // Headers announcing 10 MB payloads, none of it sent: refused at once, nothing reserved.
+        let big = |first: u8| vec![first, 127, 0, 0, 0, 0, 0, 0x98, 0x96, 0x80];
+        let mut partial = WsDecoder::new(1 << 30);
+        let mut buf = BytesMut::from(&server_frame(0x02, b"a")[..]);
+        assert_eq!(partial.decode(&mut buf), Ok(None));
+        for (decoder, first, expected) in [
+            (&mut WsDecoder::new(1 << 30), 0x81, WsFrameError::Text),
+            (
+                &mut WsDecoder::new(1 << 30),
+                0x83,
+                WsFrameError::UnknownOpcode(3),
+            ),
+            (
+                &mut WsDecoder::new(1 << 30),
+                0x80,
+                WsFrameError::UnexpectedContinuation,
+            ),
+            (&mut partial, 0x82, WsFrameError::Interleaved),
+        ] {
+            let mut buf = BytesMut::from(&big(first)[..]);
+            assert_eq!(decoder.decode(&mut buf), Err(expected));
+            assert!(buf.capacity() < 1024);
         }
     }
 

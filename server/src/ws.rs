@@ -2,10 +2,11 @@
 //! the writer frames and writes the node's messages itself.
 //!
 //! Server frames are unmasked, so framing one is a header of 2 to 10 bytes in front of the
-//! payload, sent with the payload in one vectored write. Writing through tungstenite instead
-//! meant a `Sink` over a lock shared with the reader, a copy of every message into its write
-//! buffer and a waker registration per send: a tenth of the node's CPU in `fanout`
-//! (docs/benchmarks.md, session 6). What tungstenite still writes on its own — the upgrade
+//! payload, sent with the payload in one vectored write (TLS: one buffer, one record). Writing
+//! through tungstenite instead meant a `Sink` over a `BiLock` shared with the reader, a copy of
+//! every message into its write buffer and a waker registration per send (about a tenth of the
+//! node's user CPU in `fanout`, docs/benchmarks.md, session 6). The socket's halves still share
+//! `tokio::io::split`'s mutex, taken per read and per write. What tungstenite still writes on its own — the upgrade
 //! response, and later pongs and close replies — goes to the socket during the upgrade and
 //! through the connection's outbound queue after it, so it stays in order with the messages.
 
@@ -305,12 +306,20 @@ struct WsSink<S> {
 
 impl<S: AsyncWrite> WsSink<S> {
     /// Writes one frame: header and payload in one vectored write where the stream takes
-    /// them (TCP), one after the other otherwise (TLS, which batches them into a record).
+    /// them (TCP); copied into one buffer otherwise (TLS, where two writes would be two
+    /// records and two TCP segments).
     async fn frame(&mut self, first: u8, payload: &[u8]) -> io::Result<()> {
         let header = Header::new(first, payload.len());
-        self.write
-            .write_all_buf(&mut header.as_slice().chain(payload))
-            .await?;
+        if self.write.is_write_vectored() {
+            self.write
+                .write_all_buf(&mut header.as_slice().chain(payload))
+                .await?;
+        } else {
+            let mut whole = Vec::with_capacity(header.len + payload.len());
+            whole.extend_from_slice(header.as_slice());
+            whole.extend_from_slice(payload);
+            self.write.write_all(&whole).await?;
+        }
         self.write.flush().await
     }
 }
@@ -402,6 +411,46 @@ mod tests {
             }
             other => panic!("close: {other:?}"),
         }
+    }
+
+    /// A stream that cannot write vectored (TLS) gets each frame in one write.
+    #[tokio::test]
+    async fn a_stream_without_vectored_writes_gets_one_write_per_frame() {
+        #[derive(Default)]
+        struct Writes(Vec<Vec<u8>>);
+        impl AsyncWrite for Writes {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.push(buf.to_vec());
+                Poll::Ready(Ok(buf.len()))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        impl AsyncRead for Writes {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let (read, write) = tokio::io::split(Writes::default());
+        let mut sink = WsSink { write };
+        assert!(sink.send(Bytes::from_static(b"abc")).await.is_ok());
+        assert!(sink.send(Bytes::from(vec![7u8; 300])).await.is_ok());
+        let writes = read.unsplit(sink.write).0;
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes[0], [0x82, 3, b'a', b'b', b'c']);
+        assert_eq!(writes[1].len(), 4 + 300);
     }
 
     /// After the upgrade, a pong tungstenite owes the client is queued behind the messages
