@@ -47,6 +47,11 @@ pub enum QuicError {
     },
 }
 
+/// Packets a client may receive before it must acknowledge (ACK frequency extension, which
+/// quinn clients support; others ignore it). The default acknowledges every other packet; a
+/// fanout sends mostly one-way, and each acknowledgement costs both sides a packet.
+const ACK_ELICITING_THRESHOLD: u32 = 8;
+
 /// A QUIC endpoint for `addr` with the node's certificate.
 pub fn endpoint(
     addr: SocketAddr,
@@ -62,6 +67,9 @@ pub fn endpoint(
     transport.max_concurrent_bidi_streams(VarInt::from_u32(1));
     transport.max_concurrent_uni_streams(VarInt::from_u32(0));
     transport.max_idle_timeout(IdleTimeout::try_from(idle_timeout).ok());
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    transport.ack_frequency_config(Some(acks));
     config.transport_config(Arc::new(transport));
     let socket = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
     let runtime = quinn::default_runtime().ok_or_else(|| QuicError::Bind {
