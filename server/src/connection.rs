@@ -1,6 +1,7 @@
 //! One client connection, WebSocket (`ws`) or QUIC (`quic`), from `Hello` to close: the
-//! handshake with its deadline and token check, the read loop with idle and expiry timers, and the writer that drains the outbound
-//! queue in batches. Bad input closes this connection only, with a typed close code.
+//! handshake with its deadline and token check, the read loop with idle and expiry timers, and
+//! the writer that drains the outbound queue in batches. Bad input closes this connection only,
+//! with a typed close code.
 
 use std::future::Future;
 use std::net::SocketAddr;
