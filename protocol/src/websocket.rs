@@ -197,7 +197,7 @@ fn close(payload: &[u8]) -> Result<WsIncoming, WsFrameError> {
     }
 }
 
-/// The kinds of frame a client sends.
+/// The kinds of frame the node and its clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WsOpcode {
     /// A binary message (one frame).
@@ -208,26 +208,52 @@ pub enum WsOpcode {
     Pong,
 }
 
+/// The header of a frame with FIN set: opcode, mask bit, and the payload length in 7, 7+16 or
+/// 7+64 bits, the shortest that fits (RFC 6455 section 5.2). The masking key, if any, follows
+/// it and is not part of it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameHeader {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl FrameHeader {
+    /// The header of a `payload_len`-byte frame; `masked` for client frames.
+    pub fn new(opcode: WsOpcode, payload_len: usize, masked: bool) -> Self {
+        let opcode = match opcode {
+            WsOpcode::Binary => BINARY,
+            WsOpcode::Close => CLOSE,
+            WsOpcode::Pong => PONG,
+        };
+        let mask = if masked { MASKED } else { 0 };
+        let mut bytes = [0u8; 10];
+        bytes[0] = FIN | opcode;
+        let len = if payload_len < 126 {
+            bytes[1] = mask | payload_len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload_len) {
+            bytes[1] = mask | 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = mask | 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        Self { bytes, len }
+    }
+
+    /// The header's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Appends one client frame (FIN set, masked with `mask`, as RFC 6455 requires of clients) to
 /// `out`. The mask should be unpredictable (random per frame).
 pub fn client_frame(out: &mut BytesMut, opcode: WsOpcode, payload: &[u8], mask: [u8; 4]) {
-    let opcode = match opcode {
-        WsOpcode::Binary => BINARY,
-        WsOpcode::Close => CLOSE,
-        WsOpcode::Pong => PONG,
-    };
     out.reserve(14 + payload.len());
-    out.extend_from_slice(&[FIN | opcode]);
-    let len = payload.len();
-    if len < 126 {
-        out.extend_from_slice(&[MASKED | len as u8]);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.extend_from_slice(&[MASKED | 126]);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.extend_from_slice(&[MASKED | 127]);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    out.extend_from_slice(FrameHeader::new(opcode, payload.len(), true).as_slice());
     out.extend_from_slice(&mask);
     let start = out.len();
     out.extend_from_slice(payload);
@@ -399,6 +425,19 @@ mod tests {
             decoder.decode(&mut buf),
             Ok(Some(WsIncoming::Message(m))) if m.len() == 70_000
         ));
+    }
+
+    #[test]
+    fn headers_use_the_shortest_length_encoding() {
+        let header = |opcode, len| FrameHeader::new(opcode, len, false).as_slice().to_vec();
+        assert_eq!(header(WsOpcode::Binary, 0), [0x82, 0]);
+        assert_eq!(header(WsOpcode::Binary, 125), [0x82, 125]);
+        assert_eq!(header(WsOpcode::Binary, 126), [0x82, 126, 0, 126]);
+        assert_eq!(header(WsOpcode::Binary, 65_535), [0x82, 126, 0xff, 0xff]);
+        assert_eq!(
+            header(WsOpcode::Close, 65_536),
+            [0x88, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use chorus_protocol::codec::split_frames;
 use chorus_protocol::v1::CloseCode;
-use chorus_protocol::websocket::close_payload;
+use chorus_protocol::websocket::{FrameHeader, WsOpcode, close_payload};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -36,10 +36,6 @@ use crate::session::Shared;
 /// Frames one client WebSocket message may carry: batching is for a few requests at a time,
 /// and a message of tiny frames must not cost unbounded bookkeeping.
 const MAX_FRAMES_PER_MESSAGE: usize = 256;
-
-/// Opcodes of the frames the node sends (RFC 6455 section 5.2), with FIN set.
-const FIN_BINARY: u8 = 0x82;
-const FIN_CLOSE: u8 = 0x88;
 
 /// WebSocket buffers sized for many idle connections: tungstenite's defaults (128 KiB read,
 /// 128 KiB write) would cost a quarter of a megabyte per connection. Each connection keeps its
@@ -267,38 +263,6 @@ where
     }
 }
 
-/// The header of an unmasked frame with FIN set: first byte, then the payload length in 7,
-/// 7+16 or 7+64 bits (RFC 6455 section 5.2).
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    bytes: [u8; 10],
-    len: usize,
-}
-
-impl Header {
-    fn new(first: u8, payload_len: usize) -> Self {
-        let mut bytes = [0u8; 10];
-        bytes[0] = first;
-        let len = if payload_len < 126 {
-            bytes[1] = payload_len as u8;
-            2
-        } else if let Ok(short) = u16::try_from(payload_len) {
-            bytes[1] = 126;
-            bytes[2..4].copy_from_slice(&short.to_be_bytes());
-            4
-        } else {
-            bytes[1] = 127;
-            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
-            10
-        };
-        Self { bytes, len }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
 /// The writer's end of the socket.
 struct WsSink<S> {
     write: WriteHalf<S>,
@@ -308,14 +272,15 @@ impl<S: AsyncWrite> WsSink<S> {
     /// Writes one frame: header and payload in one vectored write where the stream takes
     /// them (TCP); copied into one buffer otherwise (TLS, where two writes would be two
     /// records and two TCP segments).
-    async fn frame(&mut self, first: u8, payload: &[u8]) -> io::Result<()> {
-        let header = Header::new(first, payload.len());
+    async fn frame(&mut self, opcode: WsOpcode, payload: &[u8]) -> io::Result<()> {
+        // Server frames are unmasked.
+        let header = FrameHeader::new(opcode, payload.len(), false);
         if self.write.is_write_vectored() {
             self.write
                 .write_all_buf(&mut header.as_slice().chain(payload))
                 .await?;
         } else {
-            let mut whole = Vec::with_capacity(header.len + payload.len());
+            let mut whole = Vec::with_capacity(header.as_slice().len() + payload.len());
             whole.extend_from_slice(header.as_slice());
             whole.extend_from_slice(payload);
             self.write.write_all(&whole).await?;
@@ -329,7 +294,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn send(&mut self, bytes: Bytes) -> Result<(), ()> {
-        self.frame(FIN_BINARY, &bytes).await.map_err(|_| ())
+        self.frame(WsOpcode::Binary, &bytes).await.map_err(|_| ())
     }
 
     async fn send_raw(&mut self, mut bytes: Bytes) -> Result<(), ()> {
@@ -338,11 +303,11 @@ where
     }
 
     async fn close(&mut self, close: &Close, disconnect: Bytes) {
-        if self.frame(FIN_BINARY, &disconnect).await.is_err() {
+        if self.frame(WsOpcode::Binary, &disconnect).await.is_err() {
             return;
         }
         let payload = close_payload(close.code.websocket_code(), &close.reason);
-        if self.frame(FIN_CLOSE, &payload).await.is_ok() {
+        if self.frame(WsOpcode::Close, &payload).await.is_ok() {
             let _ = self.write.shutdown().await;
         }
     }
@@ -352,21 +317,6 @@ where
 mod tests {
     use super::*;
     use tokio_tungstenite::tungstenite::protocol::Role;
-
-    #[test]
-    fn headers_use_the_shortest_length_encoding() {
-        assert_eq!(Header::new(FIN_BINARY, 0).as_slice(), [0x82, 0]);
-        assert_eq!(Header::new(FIN_BINARY, 125).as_slice(), [0x82, 125]);
-        assert_eq!(Header::new(FIN_BINARY, 126).as_slice(), [0x82, 126, 0, 126]);
-        assert_eq!(
-            Header::new(FIN_BINARY, 65_535).as_slice(),
-            [0x82, 126, 0xff, 0xff]
-        );
-        assert_eq!(
-            Header::new(FIN_CLOSE, 65_536).as_slice(),
-            [0x88, 127, 0, 0, 0, 0, 0, 1, 0, 0]
-        );
-    }
 
     /// Frames the writer sends, read back by tungstenite as a client would.
     #[tokio::test]
