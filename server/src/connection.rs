@@ -93,7 +93,7 @@ pub async fn run_connection<Src, Snk>(
     let _counted = crate::stats::ConnectionGauge::new(shared.clone(), transport);
     let mut source = Counted {
         inner: source,
-        transport,
+        bytes_in: metrics::counter!("chorus_bytes_in_total", "transport" => transport),
     };
     let limits = shared.limits().clone();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
@@ -156,7 +156,8 @@ impl Drop for Gauge {
 /// Counts the bytes of frames read.
 struct Counted<Src> {
     inner: Src,
-    transport: &'static str,
+    /// Registered once per connection, not looked up per read.
+    bytes_in: metrics::Counter,
 }
 
 impl<Src: FrameSource> FrameSource for Counted<Src> {
@@ -164,8 +165,7 @@ impl<Src: FrameSource> FrameSource for Counted<Src> {
         let frames = self.inner.next_frames().await?;
         if let Some(f) = &frames {
             let n: usize = f.iter().map(Bytes::len).sum();
-            metrics::counter!("chorus_bytes_in_total", "transport" => self.transport)
-                .increment(n as u64);
+            self.bytes_in.increment(n as u64);
         }
         Ok(frames)
     }

@@ -317,9 +317,10 @@ impl CommitListener for Hub {
             .count() as u64;
         self.deliveries
             .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("chorus_deliveries_total").increment(delivered);
+        let hot = crate::observe::HotMetrics::get();
+        hot.deliveries.increment(delivered);
         let age_ms = crate::clock::unix_ms().saturating_sub(entry.event.server_time_ms);
-        metrics::histogram!("chorus_publish_to_delivery_seconds").record(age_ms as f64 / 1000.0);
+        hot.publish_to_delivery.record(age_ms as f64 / 1000.0);
         // A member who left or was removed sees that event, then nothing more.
         let Some(chorus_protocol::v1::channel_event::Body::MemberChanged(m)) = &entry.event.body
         else {

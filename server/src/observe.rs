@@ -42,6 +42,36 @@ pub fn recorder() -> &'static PrometheusHandle {
     })
 }
 
+/// Handles of the metrics updated per message, registered once. The `metrics` macros look a
+/// metric up in the recorder's registry on every call (hashing its name and labels); per
+/// message that was about 2 % of the node's CPU in `pairs` (docs/benchmarks.md, session 7).
+pub struct HotMetrics {
+    /// `chorus_deliveries_total`.
+    pub deliveries: metrics::Counter,
+    /// `chorus_publish_to_delivery_seconds`.
+    pub publish_to_delivery: metrics::Histogram,
+    /// `chorus_commit_seconds`.
+    pub commit: metrics::Histogram,
+    /// `chorus_publishes_total`.
+    pub publishes: metrics::Counter,
+}
+
+impl HotMetrics {
+    /// The handles, bound to [`recorder`] (installed first, so that none is a no-op handle).
+    pub fn get() -> &'static HotMetrics {
+        static HOT: OnceLock<HotMetrics> = OnceLock::new();
+        HOT.get_or_init(|| {
+            recorder();
+            HotMetrics {
+                deliveries: metrics::counter!("chorus_deliveries_total"),
+                publish_to_delivery: metrics::histogram!("chorus_publish_to_delivery_seconds"),
+                commit: metrics::histogram!("chorus_commit_seconds"),
+                publishes: metrics::counter!("chorus_publishes_total"),
+            }
+        })
+    }
+}
+
 /// `/metrics`, `/healthz`, `/readyz`.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()

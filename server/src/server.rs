@@ -85,6 +85,8 @@ impl Server {
             None => None,
         };
         let store = Store::open(config.store.clone())?;
+        // Installed before anything registers a metric handle (the hub's, the connections').
+        crate::observe::recorder();
         let hub = Arc::new(Hub::default());
         store.set_commit_listener(hub.clone());
         let listener = listen(config.ws_listen).map_err(|source| StartError::Bind {
@@ -111,7 +113,6 @@ impl Server {
             ),
             None => None,
         };
-        crate::observe::recorder();
         // Bound before anything is accepted, so that a second node on the same data directory
         // fails here (the store lock already refused it) and admins can reach a node at once.
         let control = match &config.control_socket {

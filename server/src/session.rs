@@ -992,9 +992,9 @@ impl Session {
         Ok(Box::pin(async move {
             let appended = ticket.durable().await.map_err(store_error)?;
             if !appended.duplicate {
-                metrics::histogram!("chorus_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("chorus_publishes_total").increment(1);
+                let hot = crate::observe::HotMetrics::get();
+                hot.commit.record(started.elapsed().as_secs_f64());
+                hot.publishes.increment(1);
             }
             // Posting means having read the channel; the marker moves in the background.
             shared.own_reads.note(user, id, appended.entry.seq);
