@@ -68,12 +68,12 @@ pub(crate) fn log(c: &ChannelId, seq: Seq) -> Vec<u8> {
     log_prefix(c).u64(seq.get()).into_vec()
 }
 
+pub(crate) fn idem_prefix(c: &ChannelId) -> Key {
+    Key::new(IDEM).str(c.as_str())
+}
+
 pub(crate) fn idem(c: &ChannelId, author: &str, client_msg_id: &str) -> Vec<u8> {
-    Key::new(IDEM)
-        .str(c.as_str())
-        .str(author)
-        .str(client_msg_id)
-        .into_vec()
+    idem_prefix(c).str(author).str(client_msg_id).into_vec()
 }
 
 pub(crate) fn thread_prefix(c: &ChannelId, parent: Seq) -> Key {

@@ -32,6 +32,7 @@ mod commit;
 mod config;
 pub mod engine;
 mod error;
+mod idem_filter;
 mod keys;
 mod log;
 mod meta;

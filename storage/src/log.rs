@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::commit::Completion;
 use crate::engine::{Direction, MAX_VALUE_BYTES, Op, as_ref_bound, prefix_bounds};
 use crate::error::StoreError;
+use crate::idem_filter::IdemFilter;
 use crate::keys;
 use crate::records::{ChannelRecord, LogEntry, decode_entry, encode_entry};
 use crate::store::{Inner, Store};
@@ -123,6 +124,8 @@ struct LogState {
     tail_bytes: usize,
     /// Appends queued but not yet durable, by (author, client_msg_id).
     pending: HashMap<(String, String), Pending>,
+    /// Made at the first append with an idempotency key (channels only read need none).
+    idem_filter: Option<IdemFilter>,
 }
 
 /// Told of every new durable entry, once, in seq order per channel: the hook for fan-out. Runs
@@ -310,6 +313,7 @@ impl Inner {
                 tail: VecDeque::new(),
                 tail_bytes: 0,
                 pending: HashMap::new(),
+                idem_filter: None,
             }),
             listener: self.listener.clone(),
             cache_bytes: self.cache_bytes.clone(),
@@ -440,19 +444,29 @@ impl Store {
     ) -> Result<Step, StoreError> {
         let inner = &*self.inner;
         let mut state = log.lock();
-        let step = if let Some(key) = &idem_key {
+        let idem_bytes = idem_key.as_ref().map(|(a, k)| keys::idem(channel, a, k));
+        let step = if let (Some(key), Some(bytes)) = (&idem_key, &idem_bytes) {
             if let Some(pending) = state.pending.get_mut(key) {
                 // The first append with this key is still on its way to disk: share its fate.
                 let (tx, rx) = oneshot::channel();
                 pending.waiters.push(tx);
                 Step::Wait(rx)
-            }
-            // Under the lock: the writer removes a pending key only after the entry is in
-            // the engine, so a committed duplicate is found here.
-            else if let Some(v) = inner.engine.get(&keys::idem(channel, &key.0, &key.1))? {
-                Step::Stored(Seq(keys::trailing_u64(&v).unwrap_or_default()))
             } else {
-                Step::Append
+                let filter = state
+                    .idem_filter
+                    .get_or_insert_with(|| IdemFilter::new(&keys::idem_prefix(channel).into_vec()));
+                filter.scan_step(&*inner.engine)?;
+                // Under the lock: the writer removes a pending key only after the entry is in
+                // the engine, so a committed duplicate is found here.
+                let stored = if filter.may_contain(bytes) {
+                    inner.engine.get(bytes)?
+                } else {
+                    None
+                };
+                match stored {
+                    Some(v) => Step::Stored(Seq(keys::trailing_u64(&v).unwrap_or_default())),
+                    None => Step::Append,
+                }
             }
         } else {
             Step::Append
@@ -487,11 +501,11 @@ impl Store {
         event.seq = seq.get();
         event.epoch = state.epoch.get();
         let mut ops = vec![Op::Put(keys::log(channel, seq), value)];
-        if let Some((a, k)) = &idem_key {
-            ops.push(Op::Put(
-                keys::idem(channel, a, k),
-                seq.get().to_be_bytes().to_vec(),
-            ));
+        if let Some(bytes) = idem_bytes {
+            if let Some(filter) = state.idem_filter.as_mut() {
+                filter.insert(&bytes);
+            }
+            ops.push(Op::Put(bytes, seq.get().to_be_bytes().to_vec()));
         }
         for key in keys::index_keys(channel, seq, event.body.as_ref()) {
             ops.push(Op::Put(key, Vec::new()));

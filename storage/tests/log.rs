@@ -349,6 +349,54 @@ async fn fjall_reopen_keeps_everything() {
     reopen_keeps_everything(Kind::Fjall).await;
 }
 
+/// After a restart the idempotency filter learns the stored keys a page per append: retries of
+/// keys anywhere in a long index (well past the first page) are still found, from the first
+/// retry on, and a new key after them is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_after_reopen_are_found_across_the_whole_index() {
+    let mut t = open(Kind::Fjall);
+    create(&t.store, "c", "alice", &[]).await;
+    let c = cid("c");
+    let n = 2_600u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let appends: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let store = t.store.clone();
+                let c = c.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(&c, entry("alice", &format!("m{i}"), Some(&format!("k{i}"))))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in appends {
+            task.await.unwrap();
+        }
+    }
+    t.reopen();
+    // Newest keys first: they sort after the first page ("k999" > "k1xxx").
+    for i in (0..n).rev() {
+        let again = t
+            .store
+            .append(&c, entry("alice", "retry", Some(&format!("k{i}"))))
+            .await
+            .unwrap();
+        assert!(again.duplicate, "k{i} was found");
+        assert_eq!(text_of(&again.entry), format!("m{i}"));
+    }
+    assert_eq!(t.store.position(&c).unwrap().head, Seq(n));
+    let fresh = t
+        .store
+        .append(&c, entry("alice", "new", Some("k-new")))
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate);
+    assert_eq!(fresh.entry.seq, Seq(n + 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_reopen_keeps_everything() {
     reopen_keeps_everything(Kind::Sled).await;
