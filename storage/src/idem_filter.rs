@@ -38,9 +38,16 @@ const TIGHTENING: f64 = 0.7;
 pub(crate) struct IdemFilter {
     layers: Vec<Layer>,
     hasher: RandomState,
-    /// The scan of stored keys: where it goes on, and where the index ends. `None` once every
-    /// key stored before the filter existed has been added.
-    scan: Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)>,
+    /// The scan of stored keys; `None` once every key stored before the filter existed has been
+    /// added.
+    scan: Option<Scan>,
+}
+
+/// Where the scan of a channel's stored keys goes on, and where its index ends.
+#[derive(Debug)]
+struct Scan {
+    from: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
 }
 
 impl IdemFilter {
@@ -50,18 +57,21 @@ impl IdemFilter {
         Self {
             layers: Vec::new(),
             hasher: RandomState::new(),
-            scan: Some(prefix_bounds(prefix)),
+            scan: Some({
+                let (from, end) = prefix_bounds(prefix);
+                Scan { from, end }
+            }),
         }
     }
 
     /// Adds the next page of stored keys, if the scan is not done.
     pub(crate) fn scan_step(&mut self, engine: &dyn Engine) -> Result<(), StoreError> {
-        let Some((from, end)) = &self.scan else {
+        let Some(scan) = &self.scan else {
             return Ok(());
         };
         let page = engine.scan(
-            as_ref_bound(from),
-            as_ref_bound(end),
+            as_ref_bound(&scan.from),
+            as_ref_bound(&scan.end),
             Direction::Forward,
             SCAN_PAGE,
         )?;
@@ -70,7 +80,10 @@ impl IdemFilter {
             self.insert(key);
         }
         self.scan = match (more, page.into_iter().next_back(), self.scan.take()) {
-            (true, Some((last, _)), Some((_, end))) => Some((Bound::Excluded(last), end)),
+            (true, Some((last, _)), Some(Scan { end, .. })) => Some(Scan {
+                from: Bound::Excluded(last),
+                end,
+            }),
             _ => None,
         };
         Ok(())
