@@ -5,7 +5,7 @@
 //! Asking the engine meant a memtable search per publish for a key that is not there: about
 //! 6 % of the node's CPU in `pairs` at 25,000 messages/s (docs/benchmarks.md, session 7). A key
 //! this filter has never seen is certainly not stored, so the engine is asked only about keys it
-//! may have seen: real retries, and false positives (under 4 %).
+//! may have seen: real retries, and false positives (under 3.3 %).
 //!
 //! The filter learns the keys stored before it existed by scanning the channel's idempotency
 //! index one page per append, so that the first publish after a restart into a channel with a
