@@ -31,6 +31,11 @@ const GROWTH: usize = 4;
 /// predecessor's, so all layers together stay under `FIRST_FP / (1 - TIGHTENING)` (3.3 %).
 const FIRST_FP: f64 = 0.01;
 const TIGHTENING: f64 = 0.7;
+/// A filter that would grow past this many bytes is dropped (its layers up to 4 million keys
+/// hold 5.6 million in ~11 MB; the next one would not fit), and its
+/// channel's keys are all looked up in the engine, as before the filter existed: one huge
+/// channel must not hold memory without bound.
+const MAX_BYTES: usize = 16 << 20;
 
 /// A scalable Bloom filter (layers of growing size) with a per-filter random hash seed, so
 /// that nobody can choose keys that collide in every node's filter.
@@ -41,6 +46,8 @@ pub(crate) struct IdemFilter {
     /// The scan of stored keys; `None` once every key stored before the filter existed has been
     /// added.
     scan: Option<Scan>,
+    /// Set when the filter outgrew [`MAX_BYTES`]: every key may be stored.
+    dropped: bool,
 }
 
 /// Where the scan of a channel's stored keys goes on, and where its index ends.
@@ -61,12 +68,13 @@ impl IdemFilter {
                 let (from, end) = prefix_bounds(prefix);
                 Scan { from, end }
             }),
+            dropped: false,
         }
     }
 
     /// Adds the next page of stored keys, if the scan is not done.
     pub(crate) fn scan_step(&mut self, engine: &dyn Engine) -> Result<(), StoreError> {
-        let Some(scan) = &self.scan else {
+        let Some(scan) = self.scan.as_ref().filter(|_| !self.dropped) else {
             return Ok(());
         };
         let page = engine.scan(
@@ -91,7 +99,7 @@ impl IdemFilter {
 
     /// False only if `key` was certainly never stored.
     pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
-        if self.scan.is_some() {
+        if self.scan.is_some() || self.dropped {
             return true;
         }
         let hash = self.hasher.hash_one(key);
@@ -100,13 +108,24 @@ impl IdemFilter {
 
     /// Records `key` as (about to be) stored.
     pub(crate) fn insert(&mut self, key: &[u8]) {
+        if self.dropped {
+            return;
+        }
         let hash = self.hasher.hash_one(key);
         let full = self.layers.last().is_none_or(Layer::is_full);
         if full {
             let n = self.layers.len();
             let capacity = FIRST_CAPACITY.saturating_mul(GROWTH.saturating_pow(n as u32));
             let fp = FIRST_FP * TIGHTENING.powi(n as i32);
-            self.layers.push(Layer::new(capacity, fp));
+            let layer = Layer::new(capacity, fp);
+            let bytes: usize = self.layers.iter().map(Layer::bytes).sum::<usize>() + layer.bytes();
+            if bytes > MAX_BYTES {
+                self.dropped = true;
+                self.layers = Vec::new();
+                self.scan = None;
+                return;
+            }
+            self.layers.push(layer);
         }
         if let Some(layer) = self.layers.last_mut() {
             layer.insert(hash);
@@ -136,6 +155,10 @@ impl Layer {
             capacity,
             len: 0,
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.bits.len() * 8
     }
 
     fn is_full(&self) -> bool {
@@ -214,6 +237,26 @@ mod tests {
             f.layers[0].bits.len() * 8 <= 128,
             "bytes of the first layer"
         );
+    }
+
+    /// A filter that would outgrow its cap is dropped: from then on every key may be stored
+    /// (and is looked up), which is what a channel without a filter does.
+    #[test]
+    fn a_filter_past_its_cap_is_dropped_and_answers_maybe() {
+        let mut f = empty();
+        let mut i = 0;
+        while !f.dropped {
+            f.insert(&(i as u64).to_le_bytes());
+            i += 1;
+        }
+        assert_eq!(
+            i, 5_592_384,
+            "dropped when the layer after 4 Mi keys would start"
+        );
+        assert!(f.layers.is_empty(), "its memory is freed");
+        assert!(f.may_contain(&key(b"k", 0)) && f.may_contain(b"never inserted"));
+        f.insert(b"more");
+        assert!(f.layers.is_empty());
     }
 
     /// Stored keys are learnt a page per step; until the last page, every key may be there.
