@@ -7,6 +7,9 @@
 //!   `auth_failures_total{reason}`;
 //! - histograms (seconds): `commit_seconds` (publish accepted to durable),
 //!   `publish_to_delivery_seconds` (server time of the event to its push into subscriber queues).
+//! - the store's group commit, copied at each scrape: counters `store_batches_total`,
+//!   `store_requests_total`, `store_syncs_total`, `store_sync_microseconds_total`,
+//!   `store_write_microseconds_total`; gauges `store_sync_max_seconds`, `store_write_max_seconds`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -81,11 +84,28 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn metrics_text() -> impl IntoResponse {
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    store_metrics(shared.store.commit_stats());
     (
         [("content-type", "text/plain; version=0.0.4")],
         recorder().render(),
     )
+}
+
+/// Copies the store's group-commit counters into the registry just before a scrape: the store
+/// keeps them as plain atomics (it has no metrics dependency), and a scrape sees them exact.
+fn store_metrics(stats: &chorus_storage::CommitStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let micros = |nanos: &std::sync::atomic::AtomicU64| nanos.load(Relaxed) / 1_000;
+    metrics::counter!("chorus_store_batches_total").absolute(stats.batches.load(Relaxed));
+    metrics::counter!("chorus_store_requests_total").absolute(stats.requests.load(Relaxed));
+    metrics::counter!("chorus_store_syncs_total").absolute(stats.syncs.load(Relaxed));
+    metrics::counter!("chorus_store_sync_microseconds_total").absolute(micros(&stats.sync_nanos));
+    metrics::counter!("chorus_store_write_microseconds_total").absolute(micros(&stats.write_nanos));
+    metrics::gauge!("chorus_store_sync_max_seconds")
+        .set(stats.max_sync_nanos.load(Relaxed) as f64 / 1e9);
+    metrics::gauge!("chorus_store_write_max_seconds")
+        .set(stats.max_write_nanos.load(Relaxed) as f64 / 1e9);
 }
 
 /// Ready when the store accepts writes and the node is not shutting down.

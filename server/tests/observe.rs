@@ -70,7 +70,19 @@ async fn metrics_and_health() {
         receipts_before + 1.0,
         "{after}"
     );
+    // The store's group commit: every publish above went through a batch and a sync.
+    let requests = counter(&after, "chorus_store_requests_total");
+    let batches = counter(&after, "chorus_store_batches_total");
+    let syncs = counter(&after, "chorus_store_syncs_total");
+    assert!(requests >= 3.0 && batches >= 1.0 && syncs >= 1.0, "{after}");
+    assert!(requests >= batches, "{after}");
+    assert!(
+        counter(&after, "chorus_store_sync_microseconds_total") > 0.0,
+        "{after}"
+    );
     for name in [
+        "chorus_store_sync_max_seconds",
+        "chorus_store_write_max_seconds",
         "chorus_deliveries_total",
         "chorus_connections{transport=\"websocket\"}",
         "chorus_sessions",
