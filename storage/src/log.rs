@@ -443,8 +443,9 @@ impl Store {
         idem_key: Option<(String, String)>,
     ) -> Result<Step, StoreError> {
         let inner = &*self.inner;
-        let mut state = log.lock();
+        // Built before the channel lock is taken: the critical section orders the channel's appends.
         let idem_bytes = idem_key.as_ref().map(|(a, k)| keys::idem(channel, a, k));
+        let mut state = log.lock();
         let step = if let (Some(key), Some(bytes)) = (&idem_key, &idem_bytes) {
             if let Some(pending) = state.pending.get_mut(key) {
                 // The first append with this key is still on its way to disk: share its fate.
