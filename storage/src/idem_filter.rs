@@ -74,7 +74,8 @@ impl IdemFilter {
 
     /// Adds the next page of stored keys, if the scan is not done.
     pub(crate) fn scan_step(&mut self, engine: &dyn Engine) -> Result<(), StoreError> {
-        let Some(scan) = self.scan.as_ref().filter(|_| !self.dropped) else {
+        // Dropping the filter ends the scan too.
+        let Some(scan) = &self.scan else {
             return Ok(());
         };
         let page = engine.scan(
