@@ -46,6 +46,15 @@ struct Cli {
     /// Local source addresses to spread connections over (127.0.0.2 onwards).
     #[arg(long, default_value_t = 8, global = true)]
     source_ips: usize,
+    /// Largest UDP payload the tester's QUIC sockets accept, so the largest packets the node
+    /// may send them (1200 ..= 65527; loopback's MTU allows all; 1472 is an Ethernet path's).
+    #[arg(long, global = true, default_value_t = chorus_client::raw::DEFAULT_MAX_UDP_PAYLOAD,
+          value_parser = clap::value_parser!(u16).range(1200..=65527))]
+    quic_max_udp_payload: u16,
+    /// UDP sockets the tester's QUIC connections share (spread over the source addresses).
+    #[arg(long, global = true, default_value_t = chorus_loadtest::scenario::DEFAULT_QUIC_SOCKETS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    quic_sockets: u64,
     /// The node's pid: its CPU and memory go into the report.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
@@ -121,7 +130,8 @@ async fn run(cli: &Cli) -> anyhow::Result<chorus_loadtest::report::Report> {
         cli.source_ips,
         cli.connect_rate,
         cli.server_pid,
-    )?;
+    )?
+    .with_quic_sockets(cli.quic_sockets as usize, cli.quic_max_udp_payload);
     match &cli.scenario {
         Scenario::Connect(a) => scenario::connect::run(&setup, a).await,
         Scenario::Fanout(a) => scenario::fanout::run(&setup, a).await,

@@ -52,6 +52,15 @@ pub enum QuicError {
 /// fanout sends mostly one-way, and each acknowledgement costs both sides a packet.
 const ACK_ELICITING_THRESHOLD: u32 = 8;
 
+/// The largest UDP payload MTU discovery searches for. A client's endpoint advertises what it
+/// accepts (quinn's default 1,472: an Ethernet MTU; the Chorus SDK 16 KiB on loopback) and that
+/// caps the search per connection, so on Internet paths nothing changes; where the client and
+/// the path allow it, fewer and larger packets carry the same messages (each packet costs a
+/// header, an AEAD seal, header protection and acknowledgements on both sides). quinn keeps a
+/// send buffer of up to ten packets per connection sized from the path MTU, so this is not
+/// 64 KiB.
+const MTU_DISCOVERY_UPPER_BOUND: u16 = 16 * 1024;
+
 /// A QUIC endpoint for `addr` with the node's certificate.
 pub fn endpoint(
     addr: SocketAddr,
@@ -70,6 +79,9 @@ pub fn endpoint(
     let mut acks = quinn::AckFrequencyConfig::default();
     acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
     transport.ack_frequency_config(Some(acks));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_DISCOVERY_UPPER_BOUND);
+    transport.mtu_discovery_config(Some(mtu));
     config.transport_config(Arc::new(transport));
     let socket = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
     let runtime = quinn::default_runtime().ok_or_else(|| QuicError::Bind {
