@@ -261,3 +261,52 @@ async fn clients_share_a_quic_endpoint_across_reconnects() {
     }
     assert_eq!(peers(&node), vec![local.clone(), local]);
 }
+
+/// An endpoint that accepts 16 KiB datagrams (loopback allows them): the node may send it
+/// packets up to that size once MTU discovery has found the path allows them; messages of any
+/// size still arrive whole and in order. A limit outside QUIC's range is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_datagram_endpoint_carries_messages_whole_and_in_order() {
+    use chorus_client::raw::QuicEndpoint;
+
+    let local: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let refused = QuicEndpoint::bind_with_max_udp_payload(local, 1199).unwrap_err();
+    assert!(matches!(refused, Error::Transport(_)), "{refused:?}");
+
+    let (node, cert) = Node::start_tls().await;
+    let quic_port = node.server.quic_addr().unwrap().port();
+    let endpoint = QuicEndpoint::bind_with_max_udp_payload(local, 16 * 1024).unwrap();
+    let connect = |user: &str| {
+        ClientConfig::new(&format!("quic://127.0.0.1:{quic_port}"), token(user))
+            .unwrap()
+            .trust(TlsTrust::PinnedCertFile(cert.clone()))
+            .quic_endpoint(&endpoint)
+    };
+    let (ann, _ann_events) = Client::connect(connect("ann")).await.unwrap();
+    let (ben, mut ben_events) = Client::connect(connect("ben")).await.unwrap();
+    let room = channel("big-datagrams");
+    ann.create_group(&room, "big", &[chorus_client::UserId::new("ben").unwrap()])
+        .await
+        .unwrap();
+    ben.subscribe(&room).await.unwrap();
+    // Sizes around and across one 16 KiB datagram (the message limit is 16 KiB of content).
+    let sizes = [1, 1_000, 1_400, 1_500, 9_000, 15_000, 16_000, 16_384];
+    for (i, size) in sizes.iter().enumerate() {
+        let body: String = std::iter::repeat_n(char::from(b'a' + i as u8), *size).collect();
+        ann.send_text(&room, body).await.unwrap();
+    }
+    for (i, size) in sizes.iter().enumerate() {
+        let entry = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            next_entry(&mut ben_events),
+        )
+        .await
+        .expect("entry delivered");
+        let body = text(&entry);
+        assert_eq!(body.len(), *size, "message {i}");
+        assert!(
+            body.bytes().all(|b| b == b'a' + i as u8),
+            "message {i} intact"
+        );
+    }
+}

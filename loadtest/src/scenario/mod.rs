@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chorus_client::{ClientConfig, Endpoint, Scheme, TlsTrust};
 use chorus_client::raw::QuicEndpoint;
+use chorus_client::{ClientConfig, Endpoint, Scheme, TlsTrust};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
