@@ -145,6 +145,30 @@ pub struct Usage {
     pub rss_end_kib: u64,
 }
 
+/// The host's UDP receive-buffer drops so far (IPv4 and IPv6), from `/proc/net`; `None` where
+/// the files are not there.
+pub fn udp_receive_drops() -> Option<u64> {
+    let v4 = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let v6 = std::fs::read_to_string("/proc/net/snmp6").unwrap_or_default();
+    Some(rcvbuf_errors_v4(&v4)? + rcvbuf_errors_v6(&v6).unwrap_or(0))
+}
+
+/// `RcvbufErrors` from `/proc/net/snmp`: a `Udp:` header line of names, then one of values.
+fn rcvbuf_errors_v4(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(column)?.parse().ok()
+}
+
+/// `Udp6RcvbufErrors` from `/proc/net/snmp6`: one `name value` pair a line.
+fn rcvbuf_errors_v6(snmp6: &str) -> Option<u64> {
+    snmp6.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == "Udp6RcvbufErrors").then(|| f.next()?.parse().ok())?
+    })
+}
+
 impl Usage {
     /// From two samples `wall` apart.
     pub fn between(start: ProcSample, end: ProcSample, wall: Duration) -> Self {
@@ -200,6 +224,11 @@ pub struct Report {
     pub client: Option<Usage>,
     /// Client CPU nanoseconds per delivery (how much of the machine the load tester took).
     pub client_cpu_ns_per_delivery: Option<f64>,
+    /// UDP datagrams the host dropped for full socket receive buffers during the run
+    /// (`RcvbufErrors` of `/proc/net/snmp` and `snmp6`, all sockets, so the node's and the
+    /// tester's). QUIC recovers each drop by retransmission and a smaller congestion window: a
+    /// QUIC run with drops measured the sockets' buffers as much as the node.
+    pub host_udp_receive_drops: Option<u64>,
     /// Scenario-specific figures.
     pub extra: Value,
 }
@@ -231,6 +260,11 @@ impl Report {
                 self.lost, self.duplicates, self.reordered, self.undelivered
             ),
         );
+        if let Some(drops) = self.host_udp_receive_drops
+            && self.transport == "quic"
+        {
+            row("UDP receive drops (host)", drops.to_string());
+        }
         let p = |p: &Percentiles| {
             format!(
                 "p50 {} p90 {} p99 {} p99.9 {} max {} us (n={})",
@@ -276,6 +310,21 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counters as Linux prints them: columns looked up by name, IPv6 by its line.
+    #[test]
+    fn udp_receive_drops_are_read_from_the_snmp_tables() {
+        let v4 = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                  Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                  Udp: 41044731 238179 366641 41671387 366640 0\n\
+                  UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                  UdpLite: 0 0 0 0 7 0\n";
+        assert_eq!(rcvbuf_errors_v4(v4), Some(366_640));
+        let v6 = "Udp6InDatagrams                 \t12\nUdp6RcvbufErrors                \t3\n";
+        assert_eq!(rcvbuf_errors_v6(v6), Some(3));
+        assert_eq!(rcvbuf_errors_v4("Ip: 1 64\n"), None);
+        assert_eq!(rcvbuf_errors_v6(""), None);
+    }
 
     /// The i-th sample of thread t: spread over 1 µs to 0.5 s.
     fn sample(t: u64, i: u64) -> Duration {

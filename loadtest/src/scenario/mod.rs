@@ -225,6 +225,7 @@ impl Setup {
             client: report::sample("self"),
             server: self.server_pid.and_then(|p| report::sample(&p.to_string())),
             pid: self.server_pid,
+            udp_drops: report::udp_receive_drops(),
         }
     }
 
@@ -247,6 +248,7 @@ pub struct Meter {
     client: Option<report::ProcSample>,
     server: Option<report::ProcSample>,
     pid: Option<u32>,
+    udp_drops: Option<u64>,
 }
 
 impl Meter {
@@ -265,6 +267,9 @@ impl Meter {
             && let Some(b) = report::sample(&pid.to_string())
         {
             report.server = Some(Usage::between(a, b, wall));
+        }
+        if let (Some(a), Some(b)) = (self.udp_drops, report::udp_receive_drops()) {
+            report.host_udp_receive_drops = Some(b.saturating_sub(a));
         }
     }
 }
