@@ -53,8 +53,9 @@ pub enum QuicError {
 const ACK_ELICITING_THRESHOLD: u32 = 8;
 
 /// The largest UDP payload MTU discovery searches for. A client's endpoint advertises what it
-/// accepts (quinn's default 1,472: an Ethernet MTU; the Chorus SDK 16 KiB on loopback) and that
-/// caps the search per connection, so on Internet paths nothing changes; where the client and
+/// accepts (quinn's and the SDK's default 1,472: an Ethernet MTU; more only when the client asks,
+/// e.g. `raw::QuicEndpoint::bind_with_max_udp_payload`) and that caps the search per
+/// connection, so for default clients nothing changes; where the client and
 /// the path allow it, fewer and larger packets carry the same messages (each packet costs a
 /// header, an AEAD seal, header protection and acknowledgements on both sides). quinn keeps a
 /// send buffer of up to ten packets per connection sized from the path MTU, so this is not

@@ -50,7 +50,8 @@ pub struct Setup {
     quic_max_udp_payload: u16,
     /// How many shared QUIC endpoints (UDP sockets) to spread connections over.
     quic_sockets: usize,
-    /// QUIC endpoints shared by lean connections, one per source address (bound on first use).
+    /// QUIC endpoints shared by the connections, `quic_sockets` spread over the source addresses
+    /// (bound on first use; `None` where binding failed).
     quic_endpoints: Arc<std::sync::OnceLock<Vec<Option<QuicEndpoint>>>>,
 }
 
