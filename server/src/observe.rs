@@ -86,6 +86,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     store_metrics(shared.store.commit_stats());
+    if let Some(socket) = shared.quic_socket.get() {
+        quic_socket_metrics(socket);
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         recorder().render(),
@@ -106,6 +109,17 @@ fn store_metrics(stats: &chorus_storage::CommitStats) {
         .set(stats.max_sync_nanos.load(Relaxed) as f64 / 1e9);
     metrics::gauge!("chorus_store_write_max_seconds")
         .set(stats.max_write_nanos.load(Relaxed) as f64 / 1e9);
+}
+
+/// The QUIC socket's kernel counters, read at scrape time: what the kernel granted and what it
+/// dropped for a full receive buffer (each drop costs the sender a retransmission and a smaller
+/// congestion window; steady growth means `net.core.rmem_max` is too small for the load).
+fn quic_socket_metrics(socket: &crate::quic::SocketInfo) {
+    metrics::gauge!("chorus_quic_socket_receive_buffer_bytes")
+        .set(socket.receive_buffer_bytes as f64);
+    if let Some(drops) = socket.receive_drops() {
+        metrics::counter!("chorus_quic_receive_drops_total").absolute(drops);
+    }
 }
 
 /// Ready when the store accepts writes and the node is not shutting down.

@@ -62,13 +62,13 @@ const ACK_ELICITING_THRESHOLD: u32 = 8;
 /// 64 KiB.
 const MTU_DISCOVERY_UPPER_BOUND: u16 = 16 * 1024;
 
-/// A QUIC endpoint for `addr` with the node's certificate.
+/// A QUIC endpoint for `addr` with the node's certificate, and what its socket was granted.
 pub fn endpoint(
     addr: SocketAddr,
     cert: &std::path::Path,
     key: &std::path::Path,
     idle_timeout: Duration,
-) -> Result<Endpoint, QuicError> {
+) -> Result<(Endpoint, SocketInfo), QuicError> {
     let tls = crate::tls::server_config(cert, key, &[QUIC_ALPN])?;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
@@ -84,15 +84,16 @@ pub fn endpoint(
     mtu.upper_bound(MTU_DISCOVERY_UPPER_BOUND);
     transport.mtu_discovery_config(Some(mtu));
     config.transport_config(Arc::new(transport));
-    let socket = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    let (socket, info) = udp_socket(addr).map_err(|source| QuicError::Bind { addr, source })?;
     let runtime = quinn::default_runtime().ok_or_else(|| QuicError::Bind {
         addr,
         source: std::io::Error::other("no async runtime"),
     })?;
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config.cid_generator(|| Box::new(RandomCids));
-    Endpoint::new(endpoint_config, Some(config), socket, runtime)
-        .map_err(|source| QuicError::Bind { addr, source })
+    let endpoint = Endpoint::new(endpoint_config, Some(config), socket, runtime)
+        .map_err(|source| QuicError::Bind { addr, source })?;
+    Ok((endpoint, info))
 }
 
 /// Connection ids of 8 random bytes.
@@ -125,7 +126,7 @@ impl ConnectionIdGenerator for RandomCids {
 /// 3 and 7 seconds.
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, SocketInfo)> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -135,7 +136,74 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    let info = SocketInfo {
+        receive_buffer_bytes: socket.recv_buffer_size().unwrap_or(0),
+        inode: socket_inode(&socket),
+    };
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let wanted = if cfg!(target_os = "linux") {
+        2 * UDP_BUFFER_BYTES
+    } else {
+        UDP_BUFFER_BYTES
+    };
+    if info.receive_buffer_bytes < wanted {
+        tracing::warn!(
+            granted = info.receive_buffer_bytes,
+            asked = UDP_BUFFER_BYTES,
+            "the QUIC socket's receive buffer is smaller than asked (net.core.rmem_max caps it): \
+             bursts to many connections may be dropped and retransmitted; raise net.core.rmem_max \
+             to {UDP_BUFFER_BYTES} and watch chorus_quic_receive_drops_total"
+        );
+    }
+    Ok((socket.into(), info))
+}
+
+/// The node's QUIC socket as the kernel set it up.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketInfo {
+    /// The receive buffer granted (as the kernel reports it: on Linux twice the usable size).
+    pub receive_buffer_bytes: usize,
+    /// The socket's inode, which finds its row in `/proc/net/udp` (Linux; `None` elsewhere).
+    pub inode: Option<u64>,
+}
+
+impl SocketInfo {
+    /// Datagrams the kernel dropped on this socket because its receive buffer was full (Linux:
+    /// the `drops` column of `/proc/net/udp` or `udp6`; `None` where not available).
+    pub fn receive_drops(&self) -> Option<u64> {
+        let inode = self.inode?;
+        ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+            let table = std::fs::read_to_string(path).ok()?;
+            drops_of_inode(&table, inode)
+        })
+    }
+}
+
+/// The `drops` column (the last) of the row whose `inode` column (the tenth) is `inode`.
+fn drops_of_inode(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|row| {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        if fields.get(9)?.parse::<u64>().ok()? != inode {
+            return None;
+        }
+        fields.last()?.parse().ok()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn socket_inode(socket: &socket2::Socket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn socket_inode(_socket: &socket2::Socket) -> Option<u64> {
+    None
 }
 
 /// Accepts connections until `stop`.
@@ -271,6 +339,27 @@ impl FrameSink for QuicSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows as Linux prints them (header, then one socket a row, `drops` last).
+    #[test]
+    fn drops_are_read_from_the_row_of_the_sockets_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            \x20 1: 0100007F:24E4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+            \x20 2: 0700007F:E778 00000000:0000 07 00000000:003DB517 00:00000000 00000000     0        0 999 2 0000000000000000 298\n";
+        assert_eq!(drops_of_inode(table, 4242), Some(17));
+        assert_eq!(drops_of_inode(table, 999), Some(298));
+        assert_eq!(drops_of_inode(table, 1), None);
+    }
+
+    /// The node finds its own socket's row: a fresh socket has dropped nothing.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_bound_socket_reports_its_buffer_and_no_drops() {
+        let (_socket, info) = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(info.receive_buffer_bytes > 0);
+        assert!(info.inode.is_some());
+        assert_eq!(info.receive_drops(), Some(0));
+    }
 
     /// 200,000 ids: with quinn's default 24 random bits about 1,200 pairs would collide
     /// (n^2 / 2^25); with 64 bits none should.

@@ -126,7 +126,14 @@ impl Server {
             }
             None => None,
         };
+        let (quic, quic_socket) = match quic {
+            Some((endpoint, info)) => (Some(endpoint), Some(info)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared::new(store, hub, config, verifier));
+        if let Some(info) = quic_socket {
+            let _ = shared.quic_socket.set(info);
+        }
         shared.background.spawn({
             let (own_reads, store) = (shared.own_reads.clone(), shared.store.clone());
             async move { own_reads.run(store).await }

@@ -69,6 +69,8 @@ pub struct Shared {
     pub accepting: tokio_util::sync::CancellationToken,
     /// Live counters for `status`.
     pub stats: crate::stats::NodeStats,
+    /// The QUIC socket, when QUIC is on (its drops go into `/metrics`).
+    pub quic_socket: std::sync::OnceLock<crate::quic::SocketInfo>,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -88,6 +90,7 @@ impl Shared {
             started: std::time::Instant::now(),
             accepting: tokio_util::sync::CancellationToken::new(),
             stats: crate::stats::NodeStats::default(),
+            quic_socket: std::sync::OnceLock::new(),
             next_key: std::sync::atomic::AtomicU64::new(1),
             config,
         }

@@ -5,22 +5,7 @@
 mod common;
 
 use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request};
-use common::{Node, appended};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
+use common::{Node, appended, http_get as get};
 
 fn counter(text: &str, name: &str) -> f64 {
     text.lines()

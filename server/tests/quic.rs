@@ -28,6 +28,16 @@ struct QuicClient {
 
 impl QuicClient {
     async fn connect(addr: std::net::SocketAddr, cert: &std::path::Path) -> Self {
+        Self::connect_with(addr, cert, 1472).await
+    }
+
+    /// [`QuicClient::connect`] from an endpoint that accepts UDP payloads up to
+    /// `max_udp_payload` bytes (advertised to the node, which caps its MTU discovery with it).
+    async fn connect_with(
+        addr: std::net::SocketAddr,
+        cert: &std::path::Path,
+        max_udp_payload: u16,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
             roots.add(c.unwrap()).unwrap();
@@ -40,7 +50,17 @@ impl QuicClient {
             .with_no_client_auth();
         tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(max_udp_payload)
+            .unwrap();
+        let mut endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            None,
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            quinn::default_runtime().unwrap(),
+        )
+        .unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
         let (send, recv) = connection.open_bi().await.unwrap();
@@ -177,6 +197,89 @@ async fn quic_and_websocket_clients_share_channels() {
         }
         other => panic!("unexpected close {other:?}"),
     }
+}
+
+/// A client that accepts 16 KiB datagrams gets them from the node once MTU discovery has run
+/// (loopback carries them), and `/metrics` shows the QUIC socket's buffer and its drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_datagram_clients_get_large_packets_and_metrics_show_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = chorus_server::dev::ensure(dir.path()).unwrap();
+    let mut config = Config::for_tests(dir.path(), common::SECRET);
+    config.tls = Some((dev.cert.clone(), dev.key.clone()));
+    config.quic_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = chorus_server::Server::start(config).await.unwrap();
+
+    let mut q = QuicClient::connect_with(server.quic_addr().unwrap(), &dev.cert, 16 * 1024).await;
+    let welcome = q
+        .request(Request::Hello(v1::Hello {
+            protocol_version: 1,
+            token: common::token("bob"),
+            client: None,
+            resume: None,
+        }))
+        .await;
+    assert!(matches!(welcome, reply::Result::Welcome(_)));
+    let mut alice = tls_ws_client(server.ws_addr(), &dev.cert, "alice").await;
+    alice
+        .create_group("big", ChannelKind::Group, &["bob"])
+        .await;
+    let sub = q
+        .request(Request::Subscribe(v1::Subscribe {
+            channel_id: "big".into(),
+            since: None,
+        }))
+        .await;
+    assert!(matches!(sub, reply::Result::Subscribed(_)));
+    // MTU discovery probes on its own after the handshake (one round trip per step).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let before = q.connection.stats().udp_rx;
+    let body = "x".repeat(15_000);
+    for i in 0..6 {
+        common::appended(alice.publish("big", &format!("k{i}"), &body).await);
+    }
+    let mut received = 0;
+    while received < 6 {
+        if let Some(server_envelope::Kind::Push(v1::Push {
+            push: Some(push::Push::Event(e)),
+        })) = q.next().await.unwrap().kind
+        {
+            assert_eq!(common::text(&e).len(), body.len());
+            received += 1;
+        }
+    }
+    let after = q.connection.stats().udp_rx;
+    let (bytes, datagrams) = (
+        after.bytes - before.bytes,
+        after.datagrams - before.datagrams,
+    );
+    assert!(
+        bytes / datagrams.max(1) > 1472,
+        "{bytes} bytes in {datagrams} datagrams: the node kept to Ethernet-sized packets"
+    );
+
+    let (status, metrics) = common::http_get(server.http_addr().unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(
+        value("chorus_quic_socket_receive_buffer_bytes").unwrap_or(0.0) > 0.0,
+        "{metrics}"
+    );
+    if cfg!(target_os = "linux") {
+        assert!(
+            value("chorus_quic_receive_drops_total").is_some(),
+            "{metrics}"
+        );
+    }
+    server.shutdown().await;
 }
 
 async fn tls_ws_client(
