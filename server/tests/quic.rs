@@ -27,12 +27,8 @@ struct QuicClient {
 }
 
 impl QuicClient {
-    async fn connect(addr: std::net::SocketAddr, cert: &std::path::Path) -> Self {
-        Self::connect_with(addr, cert, 1472).await
-    }
-
-    /// [`QuicClient::connect`] from an endpoint that accepts UDP payloads up to
-    /// `max_udp_payload` bytes (advertised to the node, which caps its MTU discovery with it).
+    /// Connects from an endpoint that accepts UDP payloads up to `max_udp_payload` bytes
+    /// (advertised to the node, which caps its MTU discovery with it; quinn's default is 1,472).
     async fn connect_with(
         addr: std::net::SocketAddr,
         cert: &std::path::Path,
@@ -124,38 +120,7 @@ impl QuicClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_and_websocket_clients_share_channels() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = chorus_server::dev::ensure(dir.path()).unwrap();
-    let mut config = Config::for_tests(dir.path(), common::SECRET);
-    config.tls = Some((dev.cert.clone(), dev.key.clone()));
-    config.quic_listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = chorus_server::Server::start(config).await.unwrap();
-    let quic_addr = server.quic_addr().unwrap();
-
-    let mut q = QuicClient::connect(quic_addr, &dev.cert).await;
-    let welcome = q
-        .request(Request::Hello(v1::Hello {
-            protocol_version: 1,
-            token: common::token("bob"),
-            client: None,
-            resume: None,
-        }))
-        .await;
-    assert!(matches!(welcome, reply::Result::Welcome(w) if w.user_id == "bob"));
-
-    // A WebSocket client (TLS) creates the channel and publishes; the QUIC client receives.
-    let dev_cert = dev.cert.clone();
-    let ws_addr = server.ws_addr();
-    let mut alice = tls_ws_client(ws_addr, &dev_cert, "alice").await;
-    alice
-        .create_group("mixed", ChannelKind::Group, &["bob"])
-        .await;
-    let sub = q
-        .request(Request::Subscribe(v1::Subscribe {
-            channel_id: "mixed".into(),
-            since: None,
-        }))
-        .await;
-    assert!(matches!(sub, reply::Result::Subscribed(_)));
+    let (server, mut q, mut alice) = bob_on_quic_alice_on_wss(dir.path(), "mixed", 1472).await;
     let ack = common::appended(alice.publish("mixed", "k1", "over websocket").await);
     let event = loop {
         match q.next().await.unwrap().kind {
@@ -204,34 +169,7 @@ async fn quic_and_websocket_clients_share_channels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_datagram_clients_get_large_packets_and_metrics_show_the_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = chorus_server::dev::ensure(dir.path()).unwrap();
-    let mut config = Config::for_tests(dir.path(), common::SECRET);
-    config.tls = Some((dev.cert.clone(), dev.key.clone()));
-    config.quic_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = chorus_server::Server::start(config).await.unwrap();
-
-    let mut q = QuicClient::connect_with(server.quic_addr().unwrap(), &dev.cert, 16 * 1024).await;
-    let welcome = q
-        .request(Request::Hello(v1::Hello {
-            protocol_version: 1,
-            token: common::token("bob"),
-            client: None,
-            resume: None,
-        }))
-        .await;
-    assert!(matches!(welcome, reply::Result::Welcome(_)));
-    let mut alice = tls_ws_client(server.ws_addr(), &dev.cert, "alice").await;
-    alice
-        .create_group("big", ChannelKind::Group, &["bob"])
-        .await;
-    let sub = q
-        .request(Request::Subscribe(v1::Subscribe {
-            channel_id: "big".into(),
-            since: None,
-        }))
-        .await;
-    assert!(matches!(sub, reply::Result::Subscribed(_)));
+    let (server, mut q, mut alice) = bob_on_quic_alice_on_wss(dir.path(), "big", 16 * 1024).await;
     // MTU discovery probes on its own after the handshake (one round trip per step).
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
@@ -280,6 +218,45 @@ async fn large_datagram_clients_get_large_packets_and_metrics_show_the_socket() 
         );
     }
     server.shutdown().await;
+}
+
+/// A node in `dir` serving WebSocket over TLS, QUIC and metrics; bob on QUIC (his endpoint
+/// accepting `max_udp_payload`-byte datagrams) subscribed to `channel`, a group alice (on
+/// WebSocket over TLS) created with him.
+async fn bob_on_quic_alice_on_wss(
+    dir: &std::path::Path,
+    channel: &str,
+    max_udp_payload: u16,
+) -> (chorus_server::Server, QuicClient, common::Client) {
+    let dev = chorus_server::dev::ensure(dir).unwrap();
+    let mut config = Config::for_tests(dir, common::SECRET);
+    config.tls = Some((dev.cert.clone(), dev.key.clone()));
+    config.quic_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = chorus_server::Server::start(config).await.unwrap();
+    let mut q =
+        QuicClient::connect_with(server.quic_addr().unwrap(), &dev.cert, max_udp_payload).await;
+    let welcome = q
+        .request(Request::Hello(v1::Hello {
+            protocol_version: 1,
+            token: common::token("bob"),
+            client: None,
+            resume: None,
+        }))
+        .await;
+    assert!(matches!(welcome, reply::Result::Welcome(w) if w.user_id == "bob"));
+    let mut alice = tls_ws_client(server.ws_addr(), &dev.cert, "alice").await;
+    alice
+        .create_group(channel, ChannelKind::Group, &["bob"])
+        .await;
+    let sub = q
+        .request(Request::Subscribe(v1::Subscribe {
+            channel_id: channel.into(),
+            since: None,
+        }))
+        .await;
+    assert!(matches!(sub, reply::Result::Subscribed(_)));
+    (server, q, alice)
 }
 
 async fn tls_ws_client(
