@@ -86,7 +86,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     store_metrics(shared.store.commit_stats());
-    if let Some(socket) = shared.quic_socket.get() {
+    if let Some(socket) = &shared.quic_socket {
         quic_socket_metrics(socket);
     }
     (

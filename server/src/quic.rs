@@ -182,8 +182,8 @@ impl SocketInfo {
 /// The `drops` column (the last) of the row whose `inode` column (the tenth) is `inode`.
 fn drops_of_inode(table: &str, inode: u64) -> Option<u64> {
     table.lines().skip(1).find_map(|row| {
-        let fields: Vec<&str> = row.split_whitespace().collect();
-        if fields.get(9)?.parse::<u64>().ok()? != inode {
+        let mut fields = row.split_whitespace();
+        if fields.nth(9)?.parse::<u64>().ok()? != inode {
             return None;
         }
         fields.last()?.parse().ok()

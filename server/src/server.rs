@@ -130,10 +130,9 @@ impl Server {
             Some((endpoint, info)) => (Some(endpoint), Some(info)),
             None => (None, None),
         };
-        let shared = Arc::new(Shared::new(store, hub, config, verifier));
-        if let Some(info) = quic_socket {
-            let _ = shared.quic_socket.set(info);
-        }
+        let mut shared = Shared::new(store, hub, config, verifier);
+        shared.quic_socket = quic_socket;
+        let shared = Arc::new(shared);
         shared.background.spawn({
             let (own_reads, store) = (shared.own_reads.clone(), shared.store.clone());
             async move { own_reads.run(store).await }

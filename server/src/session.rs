@@ -70,7 +70,7 @@ pub struct Shared {
     /// Live counters for `status`.
     pub stats: crate::stats::NodeStats,
     /// The QUIC socket, when QUIC is on (its drops go into `/metrics`).
-    pub quic_socket: std::sync::OnceLock<crate::quic::SocketInfo>,
+    pub quic_socket: Option<crate::quic::SocketInfo>,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -90,7 +90,7 @@ impl Shared {
             started: std::time::Instant::now(),
             accepting: tokio_util::sync::CancellationToken::new(),
             stats: crate::stats::NodeStats::default(),
-            quic_socket: std::sync::OnceLock::new(),
+            quic_socket: None,
             next_key: std::sync::atomic::AtomicU64::new(1),
             config,
         }
