@@ -145,6 +145,94 @@ pub struct Usage {
     pub rss_end_kib: u64,
 }
 
+/// The whole host's CPU time so far, from the first line of `/proc/stat` (clock ticks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCpuSample {
+    /// user + nice + system + irq + softirq (guest time is already inside user and nice).
+    busy: u64,
+    /// idle + iowait.
+    idle: u64,
+    /// Time the hypervisor ran someone else while this VM had work.
+    steal: u64,
+    /// Logical CPUs (`cpuN` lines).
+    cpus: u32,
+}
+
+/// Reads `/proc/stat`; `None` where it is not there (not Linux).
+pub fn host_cpu() -> Option<HostCpuSample> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_proc_stat(stat: &str) -> Option<HostCpuSample> {
+    let mut fields = stat.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal guest guest_nice; older kernels print fewer.
+    let mut ticks = [0u64; 8];
+    for (slot, field) in ticks.iter_mut().zip(fields) {
+        *slot = field.parse().ok()?;
+    }
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks;
+    let cpus = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    Some(HostCpuSample {
+        busy: user + nice + system + irq + softirq,
+        idle: idle + iowait,
+        steal,
+        cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+    })
+}
+
+/// Where the host's CPUs went during the measured phase. On a VM, `steal_cores` is time the
+/// hypervisor gave to other guests while this one wanted to run: latency and throughput
+/// measured then are the neighbours' as much as the node's, so compare runs only at similar
+/// steal.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HostCpu {
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Cores busy with any process or interrupt (node, load tester, everything else).
+    pub busy_cores: f64,
+    /// Cores idle (including waiting for I/O).
+    pub idle_cores: f64,
+    /// Cores stolen by the hypervisor.
+    pub steal_cores: f64,
+    /// Stolen share of all CPU time, percent.
+    pub steal_percent: f64,
+}
+
+impl HostCpu {
+    /// From two samples `wall` apart.
+    pub fn between(start: HostCpuSample, end: HostCpuSample, wall: Duration) -> Self {
+        // Linux counts in USER_HZ = 100 ticks a second.
+        let cores =
+            |a: u64, b: u64| b.saturating_sub(a) as f64 / 100.0 / wall.as_secs_f64().max(1e-9);
+        let steal = end.steal.saturating_sub(start.steal);
+        let total =
+            end.busy.saturating_sub(start.busy) + end.idle.saturating_sub(start.idle) + steal;
+        Self {
+            cpus: end.cpus,
+            busy_cores: cores(start.busy, end.busy),
+            idle_cores: cores(start.idle, end.idle),
+            steal_cores: cores(start.steal, end.steal),
+            steal_percent: if total == 0 {
+                0.0
+            } else {
+                steal as f64 * 100.0 / total as f64
+            },
+        }
+    }
+}
+
+/// Steal above this share of the host's CPU is flagged in the table.
+pub const STEAL_WARNING_PERCENT: f64 = 5.0;
+
 /// The host's UDP receive-buffer drops so far (IPv4 and IPv6), from `/proc/net`; `None` where
 /// the files are not there.
 pub fn udp_receive_drops() -> Option<u64> {
@@ -229,6 +317,8 @@ pub struct Report {
     /// tester's). QUIC recovers each drop by retransmission and a smaller congestion window: a
     /// QUIC run with drops measured the sockets' buffers as much as the node.
     pub host_udp_receive_drops: Option<u64>,
+    /// The host's CPU over the measured phase, including time stolen by a hypervisor.
+    pub host_cpu: Option<HostCpu>,
     /// Scenario-specific figures.
     pub extra: Value,
 }
@@ -295,6 +385,21 @@ impl Report {
         if let Some(ns) = self.client_cpu_ns_per_delivery {
             row("load tester CPU/delivery", format!("{ns:.0} ns"));
         }
+        if let Some(h) = &self.host_cpu {
+            row(
+                "host CPU",
+                format!(
+                    "{} cpus: busy {:.2}, idle {:.2}, stolen {:.2} cores ({:.0} %)",
+                    h.cpus, h.busy_cores, h.idle_cores, h.steal_cores, h.steal_percent
+                ),
+            );
+            if h.steal_percent >= STEAL_WARNING_PERCENT {
+                row(
+                    "warning",
+                    "the hypervisor took CPU from this VM: figures are not comparable".into(),
+                );
+            }
+        }
         for (k, v) in &self.errors {
             row(&format!("error {k}"), v.to_string());
         }
@@ -324,6 +429,32 @@ mod tests {
         assert_eq!(rcvbuf_errors_v6(v6), Some(3));
         assert_eq!(rcvbuf_errors_v4("Ip: 1 64\n"), None);
         assert_eq!(rcvbuf_errors_v6(""), None);
+    }
+
+    /// The first line of `/proc/stat` as Linux prints it, and as older kernels print it.
+    #[test]
+    fn host_cpu_splits_busy_idle_and_stolen_time() {
+        let at = |user, steal| {
+            format!(
+                "cpu  {user} 5 300 1000 40 0 60 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n\
+                 cpu1 1 2 3 4 5 6 7 8 0 0\nintr 123 4\nctxt 99\n"
+            )
+        };
+        let a = parse_proc_stat(&at(1_000, 100)).unwrap_or_default();
+        assert_eq!(a.cpus, 2);
+        assert_eq!((a.busy, a.idle, a.steal), (1_365, 1_040, 100));
+        // 10 s later: 1,400 more ticks busy, 600 stolen, none idle (2 cpus x 1,000 ticks).
+        let b = parse_proc_stat(&at(2_400, 700)).unwrap_or_default();
+        let h = HostCpu::between(a, b, Duration::from_secs(10));
+        assert_eq!(h.cpus, 2);
+        assert!((h.busy_cores - 1.4).abs() < 1e-9, "{h:?}");
+        assert!((h.steal_cores - 0.6).abs() < 1e-9, "{h:?}");
+        assert_eq!(h.idle_cores, 0.0);
+        assert!((h.steal_percent - 30.0).abs() < 1e-9, "{h:?}");
+        let old = parse_proc_stat("cpu  10 0 20 30\ncpu0 10 0 20 30\n").unwrap_or_default();
+        assert_eq!((old.busy, old.idle, old.steal, old.cpus), (30, 30, 0, 1));
+        assert_eq!(parse_proc_stat("intr 1\n"), None);
+        assert_eq!(parse_proc_stat("cpu  1 x 3\n"), None);
     }
 
     /// The i-th sample of thread t: spread over 1 µs to 0.5 s.

@@ -71,9 +71,15 @@ async fn every_scenario_delivers_everything_once() {
         "connect_us",
         "errors",
         "server",
+        "host_cpu",
     ] {
         assert!(json.get(key).is_some(), "{key} in the report");
     }
+    // Linux: the host's CPU over the phase adds up to roughly its CPUs (ticks are 10 ms).
+    let host = r.host_cpu.clone().unwrap();
+    let sum = host.busy_cores + host.idle_cores + host.steal_cores;
+    assert!(host.cpus >= 1 && sum > 0.0, "{host:?}");
+    assert!(sum <= f64::from(host.cpus) * 1.5, "{host:?}");
 
     let r = scenario::fanout::run(
         &setup,

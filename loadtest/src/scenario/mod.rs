@@ -227,6 +227,7 @@ impl Setup {
             server: self.server_pid.and_then(|p| report::sample(&p.to_string())),
             pid: self.server_pid,
             udp_drops: report::udp_receive_drops(),
+            host: report::host_cpu(),
         }
     }
 
@@ -250,6 +251,7 @@ pub struct Meter {
     server: Option<report::ProcSample>,
     pid: Option<u32>,
     udp_drops: Option<u64>,
+    host: Option<report::HostCpuSample>,
 }
 
 impl Meter {
@@ -271,6 +273,9 @@ impl Meter {
         }
         if let (Some(a), Some(b)) = (self.udp_drops, report::udp_receive_drops()) {
             report.host_udp_receive_drops = Some(b.saturating_sub(a));
+        }
+        if let (Some(a), Some(b)) = (self.host, report::host_cpu()) {
+            report.host_cpu = Some(report::HostCpu::between(a, b, wall));
         }
     }
 }
