@@ -112,6 +112,9 @@ pub struct ProcSample {
     pub rss_kib: u64,
 }
 
+/// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every mainstream architecture.
+const USER_HZ: f64 = 100.0;
+
 /// Reads `/proc/<pid>` (`self` for this process).
 pub fn sample(pid: &str) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -127,9 +130,8 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    // Linux reports in clock ticks of 1/100 s (USER_HZ) on every mainstream architecture.
     Some(ProcSample {
-        cpu_secs: ticks / 100.0,
+        cpu_secs: ticks / USER_HZ,
         rss_kib,
     })
 }
@@ -210,9 +212,8 @@ pub struct HostCpu {
 impl HostCpu {
     /// From two samples `wall` apart.
     pub fn between(start: HostCpuSample, end: HostCpuSample, wall: Duration) -> Self {
-        // Linux counts in USER_HZ = 100 ticks a second.
         let cores =
-            |a: u64, b: u64| b.saturating_sub(a) as f64 / 100.0 / wall.as_secs_f64().max(1e-9);
+            |a: u64, b: u64| b.saturating_sub(a) as f64 / USER_HZ / wall.as_secs_f64().max(1e-9);
         let steal = end.steal.saturating_sub(start.steal);
         let total =
             end.busy.saturating_sub(start.busy) + end.idle.saturating_sub(start.idle) + steal;
@@ -230,7 +231,7 @@ impl HostCpu {
     }
 }
 
-/// Steal above this share of the host's CPU is flagged in the table.
+/// Steal at or above this share of the host's CPU is flagged in the table.
 pub const STEAL_WARNING_PERCENT: f64 = 5.0;
 
 /// The host's UDP receive-buffer drops so far (IPv4 and IPv6), from `/proc/net`; `None` where
