@@ -9,7 +9,8 @@
 //!   `publish_to_delivery_seconds` (server time of the event to its push into subscriber queues).
 //! - the store's group commit, copied at each scrape: counters `store_batches_total`,
 //!   `store_requests_total`, `store_syncs_total`, `store_sync_microseconds_total`,
-//!   `store_write_microseconds_total`; gauges `store_sync_max_seconds`, `store_write_max_seconds`.
+//!   `store_write_microseconds_total`, `store_memtables_freed_total`; gauges
+//!   `store_sync_max_seconds`, `store_write_max_seconds`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -86,6 +87,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     store_metrics(shared.store.commit_stats());
+    metrics::counter!("chorus_store_memtables_freed_total")
+        .absolute(shared.store.memtables_freed());
     if let Some(socket) = &shared.quic_socket {
         quic_socket_metrics(socket);
     }

@@ -161,6 +161,11 @@ impl Store {
         Ok(self.inner.engine.disk_bytes()?)
     }
 
+    /// fjall memtables whose memory the engine's reaper thread freed (see `engine::reaper`).
+    pub fn memtables_freed(&self) -> u64 {
+        self.inner.engine.memtables_freed()
+    }
+
     /// Batches, requests and syncs made so far by the group-commit writer.
     pub fn commit_stats(&self) -> &CommitStats {
         &self.inner.stats

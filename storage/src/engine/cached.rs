@@ -132,6 +132,10 @@ impl Engine for RecordCache {
         self.inner.disk_bytes()
     }
 
+    fn memtables_freed(&self) -> u64 {
+        self.inner.memtables_freed()
+    }
+
     fn visit_snapshot(&self, visit: &mut Visitor<'_>) -> Result<bool, EngineError> {
         self.inner.visit_snapshot(visit)
     }

@@ -9,6 +9,8 @@
 //! reaches the newest one before any sync), and rotating to a new journal fsyncs the old one and
 //! then the directory (`journal::writer::Writer::rotate`). So fsyncing the newest journal covers
 //! every batch written before the sync started.
+//!
+//! A [`MemtableReaper`] frees flushed memtables off fjall's locks (see its module).
 
 use std::fs::File;
 use std::ops::Bound;
@@ -17,6 +19,7 @@ use std::sync::Mutex;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::reaper::MemtableReaper;
 use super::{Direction, Engine, KeyValue, Op, collect_directed};
 use crate::error::EngineError;
 
@@ -27,6 +30,7 @@ pub struct FjallEngine {
     dir: PathBuf,
     /// The newest journal known, by id, with a handle to fsync it.
     journal: Mutex<(u64, File)>,
+    reaper: MemtableReaper,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -56,11 +60,13 @@ impl FjallEngine {
             backend("no journal file (<id>.jnl) in the directory: unexpected fjall layout")
         })?;
         let file = File::open(journal_path(dir, id))?;
+        let reaper = MemtableReaper::start(keyspace.clone())?;
         Ok(Self {
             db,
             keyspace,
             dir: dir.to_path_buf(),
             journal: Mutex::new((id, file)),
+            reaper,
         })
     }
 }
@@ -145,6 +151,10 @@ impl Engine for FjallEngine {
 
     fn disk_bytes(&self) -> Result<u64, EngineError> {
         self.db.disk_space().map_err(backend)
+    }
+
+    fn memtables_freed(&self) -> u64 {
+        self.reaper.freed()
     }
 }
 

@@ -11,6 +11,7 @@ use crate::error::EngineError;
 pub(crate) mod cached;
 pub mod fjall;
 pub mod memory;
+mod reaper;
 #[cfg(feature = "sled")]
 pub mod sled;
 
@@ -64,6 +65,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the engine occupies on disk (0 for memory).
     fn disk_bytes(&self) -> Result<u64, EngineError>;
+
+    /// Memtables freed off the engine's own locks (fjall's reaper); 0 for engines without.
+    fn memtables_freed(&self) -> u64 {
+        0
+    }
 
     /// Calls `visit` with every pair as of one instant, in key order, while writes go on (an
     /// online backup). Returns `Ok(false)` without visiting when the engine has no snapshots;
