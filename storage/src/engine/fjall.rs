@@ -10,7 +10,8 @@
 //! then the directory (`journal::writer::Writer::rotate`). So fsyncing the newest journal covers
 //! every batch written before the sync started.
 //!
-//! A [`MemtableReaper`] frees flushed memtables off fjall's locks (see its module).
+//! The store's `memtable-reaper` thread frees flushed memtables off fjall's locks (see
+//! `engine/reaper.rs`).
 
 use std::fs::File;
 use std::ops::Bound;
@@ -25,12 +26,13 @@ use crate::error::EngineError;
 
 /// A fjall database with one keyspace holding the store's whole key space.
 pub struct FjallEngine {
+    /// First, so that it stops before the database shuts down.
+    reaper: MemtableReaper,
     db: Database,
     keyspace: Keyspace,
     dir: PathBuf,
     /// The newest journal known, by id, with a handle to fsync it.
     journal: Mutex<(u64, File)>,
-    reaper: MemtableReaper,
 }
 
 impl std::fmt::Debug for FjallEngine {
