@@ -2,7 +2,7 @@
 //! CPU and memory read from `/proc`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -45,12 +45,13 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Records a duration in microseconds (clamped into range).
-pub fn record(h: &mut Histogram<u64>, d: Duration) {
+/// Records a duration in microseconds (clamped into range); returns the value recorded.
+pub fn record(h: &mut Histogram<u64>, d: Duration) -> u64 {
     let us = u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .clamp(1, 3_600_000_000);
     let _ = h.record(us);
+    us
 }
 
 /// How many histograms a [`Latencies`] keeps: more than the tester's worker threads, so that
@@ -65,39 +66,122 @@ thread_local! {
     };
 }
 
+/// A latency above this counts as slow in the [`Second`] it arrived in.
+pub const SLOW_US: u64 = 10_000;
+
+/// The timeline covers at most this many seconds from the start (a day); later arrivals are in
+/// the histogram only. Bounds its memory whatever the duration asked for.
+const MAX_TIMELINE_SECONDS: u64 = 86_400;
+
+/// One second of a run's deliveries: where in time a tail happened (a store stall, a flush, a
+/// neighbour's burst), which the percentiles of the whole run cannot say.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Second {
+    /// Whole seconds since the actors started.
+    pub second: u64,
+    /// Latencies recorded in it.
+    pub count: u64,
+    /// The largest, microseconds.
+    pub max_us: u64,
+    /// How many were above [`SLOW_US`].
+    pub slow: u64,
+}
+
+/// One thread's share: its histogram and its timeline.
+#[derive(Debug)]
+struct Shard {
+    histogram: Histogram<u64>,
+    timeline: Vec<Second>,
+}
+
 /// Latency histograms shared by all actors, one per thread. A histogram per actor (188 KiB
 /// each) was most of the tester's memory: ~190 MiB of 233 at 1,000 subscribers (its CPU per
 /// delivery did not measurably change). A thread's own histogram is uncontended.
 #[derive(Debug)]
 pub struct Latencies {
-    shards: Box<[std::sync::Mutex<Histogram<u64>>]>,
+    start: Instant,
+    shards: Box<[std::sync::Mutex<Shard>]>,
 }
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self {
-            shards: (0..LATENCY_SHARDS)
-                .map(|_| std::sync::Mutex::new(histogram()))
-                .collect(),
-        }
+        Self::starting(Instant::now())
     }
 }
 
 impl Latencies {
-    /// Records a duration into the calling thread's histogram.
+    /// Empty; the timeline counts seconds from `start`.
+    pub fn starting(start: Instant) -> Self {
+        Self {
+            start,
+            shards: (0..LATENCY_SHARDS)
+                .map(|_| {
+                    std::sync::Mutex::new(Shard {
+                        histogram: histogram(),
+                        timeline: Vec::new(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Records a latency that ended now.
     pub fn record(&self, d: Duration) {
+        self.record_at(d, self.start.elapsed().as_secs());
+    }
+
+    /// Records a latency that ended in the given second of the run, into the calling thread's
+    /// shard.
+    pub fn record_at(&self, d: Duration, second: u64) {
         let shard = LATENCY_SHARD.with(|s| *s);
-        let mut h = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-        record(&mut h, d);
+        let mut shard = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        let us = record(&mut shard.histogram, d);
+        if second < MAX_TIMELINE_SECONDS {
+            let i = second as usize;
+            if shard.timeline.len() <= i {
+                let from = shard.timeline.len() as u64;
+                shard.timeline.extend((from..=second).map(|second| Second {
+                    second,
+                    ..Second::default()
+                }));
+            }
+            let s = &mut shard.timeline[i];
+            s.count += 1;
+            s.max_us = s.max_us.max(us);
+            s.slow += u64::from(us > SLOW_US);
+        }
     }
 
     /// Everything recorded so far, in one histogram.
     pub fn merged(&self) -> Histogram<u64> {
         let mut all = histogram();
         for shard in &self.shards {
-            let h = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             // Same bounds everywhere: adding cannot fail.
-            let _ = all.add(&*h);
+            let _ = all.add(&shard.histogram);
+        }
+        all
+    }
+
+    /// Every thread's timeline added up, one entry per second up to the last with a record.
+    pub fn timeline(&self) -> Vec<Second> {
+        let mut all: Vec<Second> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for s in &shard.timeline {
+                let i = s.second as usize;
+                if all.len() <= i {
+                    let from = all.len() as u64;
+                    all.extend((from..=s.second).map(|second| Second {
+                        second,
+                        ..Second::default()
+                    }));
+                }
+                let a = &mut all[i];
+                a.count += s.count;
+                a.max_us = a.max_us.max(s.max_us);
+                a.slow += s.slow;
+            }
         }
         all
     }
@@ -303,6 +387,8 @@ pub struct Report {
     pub reordered: u64,
     /// Publish to receipt, microseconds (same process).
     pub latency_us: Percentiles,
+    /// The same latencies second by second (empty for scenarios without them).
+    pub latency_timeline: Vec<Second>,
     /// Connect to `Welcome`, microseconds.
     pub connect_us: Percentiles,
     /// Errors by kind.
@@ -365,6 +451,15 @@ impl Report {
         if self.latency_us.count > 0 {
             row("latency", p(&self.latency_us));
         }
+        for s in worst_seconds(&self.latency_timeline, 3) {
+            row(
+                "slow second",
+                format!(
+                    "at {} s: max {} us, {} of {} over {} us",
+                    s.second, s.max_us, s.slow, s.count, SLOW_US
+                ),
+            );
+        }
         if self.connect_us.count > 0 {
             row("connect", p(&self.connect_us));
         }
@@ -411,6 +506,14 @@ impl Report {
         }
         out
     }
+}
+
+/// Up to `n` seconds with a latency above [`SLOW_US`], the one with the largest maximum first.
+pub fn worst_seconds(timeline: &[Second], n: usize) -> Vec<Second> {
+    let mut slow: Vec<Second> = timeline.iter().filter(|s| s.slow > 0).copied().collect();
+    slow.sort_by(|a, b| b.max_us.cmp(&a.max_us).then(a.second.cmp(&b.second)));
+    slow.truncate(n);
+    slow
 }
 
 #[cfg(test)]
@@ -489,7 +592,60 @@ mod tests {
         }
         let merged = shared.merged();
         assert_eq!(merged.len(), 24_000);
+        let timeline = shared.timeline();
+        assert_eq!(timeline.iter().map(|s| s.count).sum::<u64>(), 24_000);
         assert_eq!(Percentiles::of(&merged), Percentiles::of(&reference));
         assert_eq!(merged.min(), reference.min());
+    }
+
+    /// Seconds add up across threads, gaps are filled with empty seconds, and the slow ones
+    /// come out worst first.
+    #[test]
+    fn the_timeline_places_slow_latencies_in_their_second() {
+        let shared = std::sync::Arc::new(Latencies::default());
+        let ms = Duration::from_millis;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    shared.record_at(ms(1), 0);
+                    shared.record_at(ms(20 + t), 3);
+                    shared.record_at(ms(2), 3);
+                    if t == 0 {
+                        shared.record_at(ms(150), 5);
+                    }
+                    shared.record_at(ms(1), MAX_TIMELINE_SECONDS);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join()
+                .unwrap_or_else(|_| panic!("a recording thread panicked"));
+        }
+        let timeline = shared.timeline();
+        let at = |second: u64, count, max_us, slow| Second {
+            second,
+            count,
+            max_us,
+            slow,
+        };
+        assert_eq!(
+            timeline,
+            vec![
+                at(0, 4, 1_000, 0),
+                at(1, 0, 0, 0),
+                at(2, 0, 0, 0),
+                at(3, 8, 23_000, 4),
+                at(4, 0, 0, 0),
+                at(5, 1, 150_000, 1),
+            ]
+        );
+        // Past the timeline's end a latency is still in the histogram.
+        assert_eq!(shared.merged().len(), 17);
+        let worst = worst_seconds(&timeline, 3);
+        assert_eq!(
+            worst.iter().map(|s| s.second).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
     }
 }

@@ -61,6 +61,17 @@ async fn every_scenario_delivers_everything_once() {
     assert!(r.delivered >= r.published * 20, "{}", r.table());
     assert_eq!(r.connections, 22);
     assert!(r.latency_us.count > 0 && r.connect_us.count == 22);
+    // Every latency is in the timeline's second it arrived in.
+    assert_eq!(
+        r.latency_timeline.iter().map(|s| s.count).sum::<u64>(),
+        r.latency_us.count
+    );
+    assert!(
+        r.latency_timeline
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.second == i as u64 && s.max_us <= r.latency_us.max)
+    );
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let json = serde_json::to_value(&r).unwrap();
     for key in [
@@ -68,6 +79,7 @@ async fn every_scenario_delivers_everything_once() {
         "delivered_per_sec",
         "lost",
         "latency_us",
+        "latency_timeline",
         "connect_us",
         "errors",
         "server",

@@ -402,6 +402,8 @@ pub struct Finished {
     pub finals: HashMap<String, u64>,
     /// Publish-to-receipt latency of others' messages, microseconds, over all actors.
     pub latency: Histogram<u64>,
+    /// The same latencies second by second.
+    pub timeline: Vec<report::Second>,
 }
 
 /// Runs a set of actors through the phases: `run_for`, then drain (up to `drain_limit`), then
@@ -415,9 +417,9 @@ pub async fn orchestrate(
     let (tx, rx) = watch::channel(Phase::Run);
     let finals = Arc::new(Finals::default());
     let drained = Arc::new(tokio::sync::Semaphore::new(0));
-    let latency = Arc::new(report::Latencies::default());
     let n = actors.len();
     let started = Instant::now();
+    let latency = Arc::new(report::Latencies::starting(started.into_std()));
     let tasks: Vec<_> = actors
         .into_iter()
         .map(|(conn, plan)| {
@@ -457,6 +459,7 @@ pub async fn orchestrate(
         started,
         finals: finals.snapshot(),
         latency: latency.merged(),
+        timeline: latency.timeline(),
     }
 }
 
@@ -505,6 +508,7 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
         }
     }
     report.latency_us = crate::report::Percentiles::of(&run.latency);
+    report.latency_timeline = run.timeline.clone();
     let secs = last
         .saturating_duration_since(started)
         .as_secs_f64()
