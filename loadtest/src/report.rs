@@ -87,6 +87,28 @@ pub struct Second {
     pub slow: u64,
 }
 
+impl Second {
+    /// Adds another record of the same second.
+    fn add(&mut self, other: &Second) {
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+        self.slow += other.slow;
+    }
+}
+
+/// The entry of `second` in a timeline indexed by second, adding empty seconds up to it.
+fn second_mut(timeline: &mut Vec<Second>, second: u64) -> &mut Second {
+    let i = second as usize;
+    if timeline.len() <= i {
+        let from = timeline.len() as u64;
+        timeline.extend((from..=second).map(|second| Second {
+            second,
+            ..Second::default()
+        }));
+    }
+    &mut timeline[i]
+}
+
 /// One thread's share: its histogram and its timeline.
 #[derive(Debug)]
 struct Shard {
@@ -137,18 +159,12 @@ impl Latencies {
         let mut shard = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         let us = record(&mut shard.histogram, d);
         if second < MAX_TIMELINE_SECONDS {
-            let i = second as usize;
-            if shard.timeline.len() <= i {
-                let from = shard.timeline.len() as u64;
-                shard.timeline.extend((from..=second).map(|second| Second {
-                    second,
-                    ..Second::default()
-                }));
-            }
-            let s = &mut shard.timeline[i];
-            s.count += 1;
-            s.max_us = s.max_us.max(us);
-            s.slow += u64::from(us > SLOW_US);
+            second_mut(&mut shard.timeline, second).add(&Second {
+                second,
+                count: 1,
+                max_us: us,
+                slow: u64::from(us > SLOW_US),
+            });
         }
     }
 
@@ -169,18 +185,7 @@ impl Latencies {
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             for s in &shard.timeline {
-                let i = s.second as usize;
-                if all.len() <= i {
-                    let from = all.len() as u64;
-                    all.extend((from..=s.second).map(|second| Second {
-                        second,
-                        ..Second::default()
-                    }));
-                }
-                let a = &mut all[i];
-                a.count += s.count;
-                a.max_us = a.max_us.max(s.max_us);
-                a.slow += s.slow;
+                second_mut(&mut all, s.second).add(s);
             }
         }
         all
