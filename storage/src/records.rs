@@ -121,6 +121,12 @@ pub struct BanRecord {
 /// The version byte in front of every stored log entry.
 const ENTRY_FORMAT: u8 = 1;
 
+/// What a cached entry holds besides the bytes of its strings (which its stored length stands
+/// for): the entry itself inside its `Arc` (two counters). Counted in full so that the tail
+/// caches' byte budgets bound the memory they really hold; the 96 bytes counted before were
+/// less than half of the struct.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<LogEntry>() + 2 * std::mem::size_of::<usize>();
+
 /// A log entry as read back: the event (with channel, seq and epoch filled in) and its
 /// message ordinal.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +147,7 @@ impl LogEntry {
             seq,
             ordinal,
             event,
-            size: 96 + stored_len,
+            size: ENTRY_OVERHEAD + stored_len,
         }
     }
 
@@ -225,4 +231,21 @@ pub(crate) fn decode_record<M: Message + Default>(
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod entry_size_tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_entry_counts_its_whole_struct_and_its_stored_bytes() {
+        let entry = LogEntry::new(Seq::from(1), 1, ChannelEvent::default(), 150);
+        // The `Arc` a cache holds it in adds two counters to the struct.
+        let floor = std::mem::size_of::<LogEntry>() + 2 * std::mem::size_of::<usize>() + 150;
+        assert!(
+            entry.approx_bytes() >= floor,
+            "{} < {floor}",
+            entry.approx_bytes()
+        );
+    }
 }
