@@ -207,22 +207,130 @@ const USER_HZ: f64 = 100.0;
 /// Reads `/proc/<pid>` (`self` for this process).
 pub fn sample(pid: &str) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the name.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     Some(ProcSample {
-        cpu_secs: ticks / USER_HZ,
-        rss_kib,
+        cpu_secs: stat_cpu_secs(&stat)?,
+        rss_kib: status_number(&status, "VmRSS:").unwrap_or(0),
     })
+}
+
+/// User + system CPU seconds from a `stat` line (of a process or of one of its threads).
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace();
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 after the name.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// The number after `key` in a `status` file (`VmRSS:`, `voluntary_ctxt_switches:`, ...).
+fn status_number(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// One thread's counters so far, from `/proc/<pid>/task/<tid>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadSample {
+    /// The thread id.
+    pub tid: u32,
+    /// Its name (`comm`: at most 15 bytes, e.g. `chorus-store-wr` for `chorus-store-writer`).
+    pub name: String,
+    /// CPU seconds so far.
+    pub cpu_secs: f64,
+    /// Times it gave up the CPU to wait (for a lock, I/O, a wake-up).
+    pub voluntary_switches: u64,
+    /// Times the scheduler took the CPU from it.
+    pub involuntary_switches: u64,
+}
+
+impl ThreadSample {
+    fn parse(tid: u32, comm: &str, stat: &str, status: &str) -> Option<Self> {
+        Some(Self {
+            tid,
+            name: comm.trim_end().to_owned(),
+            cpu_secs: stat_cpu_secs(stat)?,
+            voluntary_switches: status_number(status, "voluntary_ctxt_switches:")?,
+            involuntary_switches: status_number(status, "nonvoluntary_ctxt_switches:")?,
+        })
+    }
+}
+
+/// Every thread of a process; `None` where `/proc` is not there. A thread that ends while it is
+/// read is left out.
+pub fn thread_samples(pid: &str) -> Option<Vec<ThreadSample>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for task in dir.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let path = task.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).ok();
+        if let (Some(comm), Some(stat), Some(status)) = (read("comm"), read("stat"), read("status"))
+            && let Some(t) = ThreadSample::parse(tid, &comm, &stat, &status)
+        {
+            out.push(t);
+        }
+    }
+    Some(out)
+}
+
+/// A process's threads of one name over the measured phase: which of the node's stages (tokio
+/// workers, the store's writer and syncer, the engine's flush workers) took its CPU, and how
+/// often each waited or was preempted. Threads that ended during the phase are not counted;
+/// threads that started during it count from zero.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ThreadGroup {
+    /// The threads' name.
+    pub name: String,
+    /// How many threads have it at the end of the phase.
+    pub threads: u32,
+    /// Average cores used over the phase, all of them together.
+    pub cpu_cores: f64,
+    /// Voluntary context switches per second (waits), all of them together.
+    pub voluntary_switches_per_sec: f64,
+    /// Involuntary context switches per second (preemptions).
+    pub involuntary_switches_per_sec: f64,
+}
+
+impl ThreadGroup {
+    /// From two samples `wall` apart, the busiest group first.
+    pub fn between(start: &[ThreadSample], end: &[ThreadSample], wall: Duration) -> Vec<Self> {
+        let secs = wall.as_secs_f64().max(1e-9);
+        let mut groups: BTreeMap<&str, Self> = BTreeMap::new();
+        for t in end {
+            let before = start.iter().find(|s| s.tid == t.tid && s.name == t.name);
+            let g = groups.entry(&t.name).or_insert_with(|| Self {
+                name: t.name.clone(),
+                ..Self::default()
+            });
+            g.threads += 1;
+            g.cpu_cores += (t.cpu_secs - before.map_or(0.0, |b| b.cpu_secs)).max(0.0) / secs;
+            g.voluntary_switches_per_sec += t
+                .voluntary_switches
+                .saturating_sub(before.map_or(0, |b| b.voluntary_switches))
+                as f64
+                / secs;
+            g.involuntary_switches_per_sec += t
+                .involuntary_switches
+                .saturating_sub(before.map_or(0, |b| b.involuntary_switches))
+                as f64
+                / secs;
+        }
+        let mut out: Vec<Self> = groups.into_values().collect();
+        out.sort_by(|a, b| {
+            b.cpu_cores
+                .total_cmp(&a.cpu_cores)
+                .then(a.name.cmp(&b.name))
+        });
+        out
+    }
 }
 
 /// A process's usage over the measured phase.
@@ -400,6 +508,9 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// The node's CPU and memory (with `--server-pid`).
     pub server: Option<Usage>,
+    /// The node's CPU and context switches by thread name, busiest first (with `--server-pid`,
+    /// on Linux; empty otherwise).
+    pub server_threads: Vec<ThreadGroup>,
     /// This process's CPU and memory.
     pub client: Option<Usage>,
     /// Client CPU nanoseconds per delivery (how much of the machine the load tester took).
@@ -474,6 +585,19 @@ impl Report {
                 format!(
                     "{:.2} cores, RSS {} -> {} KiB",
                     s.cpu_cores, s.rss_start_kib, s.rss_end_kib
+                ),
+            );
+        }
+        for g in self.server_threads.iter().filter(|g| g.cpu_cores >= 0.01) {
+            row(
+                "server thread",
+                format!(
+                    "{} x{}: {:.2} cores, {:.0} waits/s, {:.0} preemptions/s",
+                    g.name,
+                    g.threads,
+                    g.cpu_cores,
+                    g.voluntary_switches_per_sec,
+                    g.involuntary_switches_per_sec
                 ),
             );
         }
@@ -652,5 +776,76 @@ mod tests {
             worst.iter().map(|s| s.second).collect::<Vec<_>>(),
             vec![5, 3]
         );
+    }
+
+    #[test]
+    fn thread_groups_add_up_each_name_over_the_phase() {
+        // A `stat` line as Linux prints it for a thread (name with a space and a parenthesis),
+        // utime 150 and stime 50 ticks, and the two switch counters of its `status` file.
+        let stat = |utime: u64, stime: u64| {
+            format!(
+                "4242 (tokio-rt (w)) S 1 4242 4242 0 -1 4194368 4031 0 0 0 {utime} {stime} 0 0 20 0 9 0"
+            )
+        };
+        let status = |vol: u64, invol: u64| {
+            format!(
+                "Name:\ttokio\nVmRSS:\t100 kB\nvoluntary_ctxt_switches:\t{vol}\nnonvoluntary_ctxt_switches:\t{invol}\n"
+            )
+        };
+        let t = |tid, name: &str, cpu: (u64, u64), sw: (u64, u64)| {
+            ThreadSample::parse(
+                tid,
+                &format!("{name}\n"),
+                &stat(cpu.0, cpu.1),
+                &status(sw.0, sw.1),
+            )
+            .unwrap()
+        };
+        let first = t(1, "worker", (150, 50), (10, 1));
+        assert_eq!(first.name, "worker");
+        assert!((first.cpu_secs - 2.0).abs() < 1e-9, "{first:?}");
+        assert_eq!(
+            (first.voluntary_switches, first.involuntary_switches),
+            (10, 1)
+        );
+
+        let start = vec![
+            first,
+            t(2, "worker", (100, 0), (0, 0)),
+            t(3, "writer", (10, 0), (5, 5)),
+            // Ends during the phase: not counted.
+            t(4, "gone", (500, 0), (0, 0)),
+        ];
+        let end = vec![
+            t(1, "worker", (250, 50), (30, 1)),
+            t(2, "worker", (200, 0), (10, 3)),
+            t(3, "writer", (60, 0), (25, 5)),
+            // Starts during the phase: counted from zero.
+            t(5, "flush", (20, 0), (2, 0)),
+        ];
+        let groups = ThreadGroup::between(&start, &end, Duration::from_secs(2));
+        let g = |name, threads, cores, vol, invol| ThreadGroup {
+            name: String::from(name),
+            threads,
+            cpu_cores: cores,
+            voluntary_switches_per_sec: vol,
+            involuntary_switches_per_sec: invol,
+        };
+        assert_eq!(
+            groups,
+            vec![
+                g("worker", 2, 1.0, 15.0, 1.5),
+                g("writer", 1, 0.25, 10.0, 0.0),
+                g("flush", 1, 0.1, 1.0, 0.0),
+            ]
+        );
+        assert!(ThreadSample::parse(9, "x", "no parenthesis", "").is_none());
+    }
+
+    #[test]
+    fn this_process_has_threads_to_sample() {
+        let me = thread_samples("self").unwrap();
+        assert!(!me.is_empty());
+        assert!(me.iter().all(|t| t.cpu_secs >= 0.0 && !t.name.is_empty()));
     }
 }

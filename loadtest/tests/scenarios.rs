@@ -83,6 +83,7 @@ async fn every_scenario_delivers_everything_once() {
         "connect_us",
         "errors",
         "server",
+        "server_threads",
         "host_cpu",
     ] {
         assert!(json.get(key).is_some(), "{key} in the report");
@@ -92,6 +93,15 @@ async fn every_scenario_delivers_everything_once() {
     let sum = host.busy_cores + host.idle_cores + host.steal_cores;
     assert!(host.cpus >= 1 && sum > 0.0, "{host:?}");
     assert!(sum <= f64::from(host.cpus) * 1.5, "{host:?}");
+    // The node's CPU by thread name (the node runs in this process here): its store writer
+    // is one thread of its own.
+    assert!(
+        r.server_threads
+            .iter()
+            .any(|g| g.name == "chorus-store-wr" && g.threads == 1),
+        "{:?}",
+        r.server_threads
+    );
 
     let r = scenario::fanout::run(
         &setup,

@@ -225,6 +225,9 @@ impl Setup {
             at: Instant::now(),
             client: report::sample("self"),
             server: self.server_pid.and_then(|p| report::sample(&p.to_string())),
+            server_threads: self
+                .server_pid
+                .and_then(|p| report::thread_samples(&p.to_string())),
             pid: self.server_pid,
             udp_drops: report::udp_receive_drops(),
             host: report::host_cpu(),
@@ -244,11 +247,12 @@ impl Setup {
 }
 
 /// CPU and memory at the start of a phase.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Meter {
     at: Instant,
     client: Option<report::ProcSample>,
     server: Option<report::ProcSample>,
+    server_threads: Option<Vec<report::ThreadSample>>,
     pid: Option<u32>,
     udp_drops: Option<u64>,
     host: Option<report::HostCpuSample>,
@@ -270,6 +274,11 @@ impl Meter {
             && let Some(b) = report::sample(&pid.to_string())
         {
             report.server = Some(Usage::between(a, b, wall));
+        }
+        if let (Some(a), Some(pid)) = (&self.server_threads, self.pid)
+            && let Some(b) = report::thread_samples(&pid.to_string())
+        {
+            report.server_threads = report::ThreadGroup::between(a, &b, wall);
         }
         if let (Some(a), Some(b)) = (self.udp_drops, report::udp_receive_drops()) {
             report.host_udp_receive_drops = Some(b.saturating_sub(a));
