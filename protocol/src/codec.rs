@@ -94,6 +94,30 @@ pub fn encode_frame_to_bytes(msg: &impl Message) -> Bytes {
     buf.freeze()
 }
 
+/// `ServerEnvelope.push` and `Push.event`: the fields [`encode_event_frame`] writes by hand.
+const ENVELOPE_PUSH_FIELD: u32 = 2;
+const PUSH_EVENT_FIELD: u32 = 1;
+
+/// Encodes `event` as the frame of a `ServerEnvelope { push: Push { event } }`, byte for byte
+/// what [`encode_frame_to_bytes`] makes of that envelope, without building it: the envelope
+/// owns its event, so building it meant cloning every string of the event once per commit and
+/// once per replayed entry, only to encode and drop the copy.
+pub fn encode_event_frame(event: &crate::v1::ChannelEvent) -> Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let event_len = event.encoded_len();
+    let push_len = key_len(PUSH_EVENT_FIELD) + encoded_len_varint(event_len as u64) + event_len;
+    let envelope_len =
+        key_len(ENVELOPE_PUSH_FIELD) + encoded_len_varint(push_len as u64) + push_len;
+    let mut buf = BytesMut::with_capacity(prost::length_delimiter_len(envelope_len) + envelope_len);
+    encode_varint(envelope_len as u64, &mut buf);
+    encode_key(ENVELOPE_PUSH_FIELD, WireType::LengthDelimited, &mut buf);
+    encode_varint(push_len as u64, &mut buf);
+    encode_key(PUSH_EVENT_FIELD, WireType::LengthDelimited, &mut buf);
+    encode_varint(event_len as u64, &mut buf);
+    event.encode_raw(&mut buf);
+    buf.freeze()
+}
+
 /// Reads a length prefix from the start of `bytes`.
 ///
 /// Returns `Ok(None)` when the prefix is incomplete, or `Ok(Some((prefix_len, frame_len)))`.
@@ -260,6 +284,37 @@ mod tests {
 
     fn ping(id: u64) -> ClientEnvelope {
         ClientEnvelope::new(id, Request::Ping(Ping { client_time_ms: id }))
+    }
+
+    #[test]
+    fn an_event_frame_is_the_push_envelope_encoded() {
+        use crate::v1::{
+            ChannelEvent, Message as ChatMessage, ServerEnvelope, channel_event, push,
+        };
+        let big_text = "x".repeat(300);
+        let events = [
+            ChannelEvent::default(),
+            ChannelEvent {
+                channel_id: "dm-alice-bob".into(),
+                seq: 1 << 40,
+                author_id: "alice".into(),
+                server_time_ms: 1_764_000_000_000,
+                epoch: 3,
+                body: Some(channel_event::Body::Message(ChatMessage {
+                    client_msg_id: "c-1".into(),
+                    text: big_text,
+                    mentions: vec!["bob".into()],
+                    custom: vec![0, 1, 2].into(),
+                    ..Default::default()
+                })),
+            },
+        ];
+        for event in events {
+            let by_envelope =
+                encode_frame_to_bytes(&ServerEnvelope::push(push::Push::Event(event.clone())));
+            let frame = encode_event_frame(&event);
+            assert_eq!(frame, by_envelope, "{event:?}");
+        }
     }
 
     #[test]

@@ -6,8 +6,11 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use chorus_protocol::codec::{FrameDecoder, decode_frames, encode_frame, split_frames};
-use chorus_protocol::v1::{ClientEnvelope, ServerEnvelope};
+use chorus_protocol::codec::{
+    FrameDecoder, decode_frames, encode_event_frame, encode_frame, encode_frame_to_bytes,
+    split_frames,
+};
+use chorus_protocol::v1::{ChannelEvent, ClientEnvelope, ServerEnvelope, push};
 use chorus_protocol::{DecodeError, limits};
 use proptest::prelude::*;
 use prost::Message;
@@ -24,6 +27,11 @@ fn arb_server_envelope() -> impl Strategy<Value = ServerEnvelope> {
 fn arb_client_envelope() -> impl Strategy<Value = ClientEnvelope> {
     arb_message(message("ClientEnvelope"))
         .prop_map(|d| ClientEnvelope::decode(d.encode_to_vec().as_slice()).unwrap())
+}
+
+fn arb_channel_event() -> impl Strategy<Value = ChannelEvent> {
+    arb_message(message("ChannelEvent"))
+        .prop_map(|d| ChannelEvent::decode(d.encode_to_vec().as_slice()).unwrap())
 }
 
 fn encode_all<M: Message>(msgs: &[M]) -> Bytes {
@@ -66,6 +74,13 @@ proptest! {
         prop_assert_eq!(&stream_decode::<ServerEnvelope>(&wire, &cuts), &msgs);
         let whole: Vec<ServerEnvelope> = decode_frames(wire, MAX).collect::<Result<_, _>>().unwrap();
         prop_assert_eq!(whole, msgs);
+    }
+
+    #[test]
+    fn an_event_frame_is_byte_for_byte_the_push_envelope(event in arb_channel_event()) {
+        let by_envelope =
+            encode_frame_to_bytes(&ServerEnvelope::push(push::Push::Event(event.clone())));
+        prop_assert_eq!(encode_event_frame(&event), by_envelope);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chorus_protocol::codec::encode_frame_to_bytes;
+use chorus_protocol::codec::{encode_event_frame, encode_frame_to_bytes};
 use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1::{ServerEnvelope, push};
 use chorus_storage::{CommitListener, LogEntry};
@@ -308,9 +308,7 @@ impl CommitListener for Hub {
             return;
         };
         // Encoded once; every queue shares the same bytes.
-        let frame = encode_frame_to_bytes(&ServerEnvelope::push(push::Push::Event(
-            entry.event.clone(),
-        )));
+        let frame = encode_event_frame(&entry.event);
         let delivered = subs
             .values()
             .filter(|sub| sub.deliver(entry.seq, &frame))

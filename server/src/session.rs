@@ -1108,9 +1108,7 @@ impl Session {
                     // The user left or was removed meanwhile; the hub has said so.
                     return;
                 }
-                let frame = encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::Event(
-                    entry.event.clone(),
-                )));
+                let frame = chorus_protocol::codec::encode_event_frame(&entry.event);
                 if !self.outbound.push_when_room(frame).await {
                     return;
                 }
