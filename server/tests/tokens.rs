@@ -123,6 +123,21 @@ async fn idle_connections_are_closed() {
     let mut quiet = node.connect("alice").await;
     let d = quiet.until_closed().await.expect("a Disconnect push");
     assert_eq!(d.code, CloseCode::IdleTimeout as i32);
+    // Traffic keeps a connection open well past the timeout (the node's timer, armed for the
+    // first 300 ms, finds traffic when it fires and waits again), and it closes once the
+    // traffic stops.
+    let mut busy = node.connect("bob").await;
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        assert!(matches!(
+            busy.request(Request::Ping(v1::Ping::default())).await,
+            reply::Result::Pong(_)
+        ));
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    let d = busy.until_closed().await.expect("a Disconnect push");
+    assert_eq!(d.code, CloseCode::IdleTimeout as i32);
     // No Hello at all: the handshake deadline.
     let node = Node::start_with(|c| c.limits.handshake_timeout_ms = 200).await;
     let mut silent = Client::raw(node.addr()).await;
