@@ -35,6 +35,8 @@ mod error;
 mod idem_filter;
 mod keys;
 mod log;
+#[cfg(test)]
+mod log_layout_tests;
 mod meta;
 mod records;
 mod retention;

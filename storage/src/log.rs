@@ -141,6 +141,8 @@ pub(crate) type ListenerSlot = Arc<std::sync::OnceLock<Arc<dyn CommitListener>>>
 /// The in-memory side of one channel's log.
 pub(crate) struct ChannelLog {
     id: ChannelId,
+    /// Where its entries are keyed.
+    pub(crate) keys: keys::LogKeys,
     state: Mutex<LogState>,
     listener: ListenerSlot,
     cache_bytes: Arc<AtomicUsize>,
@@ -286,7 +288,8 @@ impl Inner {
             .record(&keys::channel(channel))?
             .ok_or_else(|| StoreError::ChannelNotFound(channel.to_string()))?;
         let first_available = Seq(record.first_available_seq.max(1));
-        let prefix = keys::log_prefix(channel).into_vec();
+        let log_keys = keys::LogKeys::of(channel, record.log_number);
+        let prefix = log_keys.prefix();
         let (start, end) = prefix_bounds(&prefix);
         let last = self.engine.scan(
             as_ref_bound(&start),
@@ -303,6 +306,7 @@ impl Inner {
         };
         let log = Arc::new(ChannelLog {
             id: channel.clone(),
+            keys: log_keys,
             state: Mutex::new(LogState {
                 epoch: Epoch(record.epoch),
                 next_seq: head.next(),
@@ -341,7 +345,7 @@ impl Inner {
             }
             state.epoch
         };
-        let key = keys::log(&log.id, seq);
+        let key = log.keys.key(seq);
         match self.engine.get(&key)? {
             Some(v) => Ok(Some(Arc::new(to_log_entry(&log.id, epoch, seq, &key, &v)?))),
             None => Ok(None),
@@ -360,8 +364,8 @@ impl Inner {
             }
             state.epoch
         };
-        let start = keys::log(&log.id, lo);
-        let end = keys::log(&log.id, hi);
+        let start = log.keys.key(lo);
+        let end = log.keys.key(hi);
         let limit = (hi.get() - lo.get() + 1) as usize;
         self.engine
             .scan(
@@ -501,7 +505,7 @@ impl Store {
         event.channel_id = channel.to_string();
         event.seq = seq.get();
         event.epoch = state.epoch.get();
-        let mut ops = vec![Op::Put(keys::log(channel, seq), value)];
+        let mut ops = vec![Op::Put(log.keys.key(seq), value)];
         if let Some(bytes) = idem_bytes {
             if let Some(filter) = state.idem_filter.as_mut() {
                 filter.insert(&bytes);
@@ -565,7 +569,7 @@ impl Store {
                 channel: channel.to_string(),
                 seq: seq.get(),
             })?;
-        let key = keys::log(channel, seq);
+        let key = log.keys.key(seq);
         let idem = match inner.engine.get(&key)? {
             Some(v) => decode_entry(&key, &v)?.client_msg_id,
             None => String::new(),

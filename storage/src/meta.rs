@@ -105,6 +105,20 @@ fn channel_ids(
         .collect()
 }
 
+/// The next channel log number as stored (1 in a store that never gave one).
+fn stored_log_number(inner: &crate::store::Inner) -> Result<u64, StoreError> {
+    let key = keys::next_log_number();
+    match inner.engine.get(&key)? {
+        None => Ok(1),
+        Some(v) => <[u8; 8]>::try_from(v.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                key: crate::records::hex(&key),
+                message: "the log-number counter is not 8 bytes".into(),
+            }),
+    }
+}
+
 fn user_id(s: &str) -> Result<UserId, StoreError> {
     UserId::new(s).map_err(|e| StoreError::Corrupt {
         key: s.to_owned(),
@@ -136,7 +150,7 @@ impl Store {
                 members.push((user, role));
             }
         }
-        let record = ChannelRecord {
+        let mut record = ChannelRecord {
             kind: new.kind as i32,
             name: new.name,
             topic: new.topic,
@@ -151,9 +165,9 @@ impl Store {
             retention_max_age_ms: new.retention.max_age_ms,
             retention_max_entries: new.retention.max_entries,
             removed_ordinal: 0,
+            log_number: 0,
         };
         let mut ops = extra;
-        ops.push(Op::Put(key, record.encode_to_vec()));
         for (user, role) in &members {
             let m = MemberRecord {
                 role: *role as i32,
@@ -163,7 +177,30 @@ impl Store {
             ops.push(Op::Put(keys::member(&new.id, user), m.encode_to_vec()));
             ops.push(Op::Put(keys::user_channel(user, &new.id), Vec::new()));
         }
-        inner.commit(ops).await?;
+        let permit = inner.reserve().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            // The number is taken and the creation queued under one lock, so creations reach
+            // the engine in number order and the stored counter only grows: a number is never
+            // given twice, even across a crash (the counter is written with the channel).
+            let mut next = inner
+                .next_log_number
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let number = match *next {
+                Some(n) => n,
+                None => stored_log_number(inner)?,
+            };
+            record.log_number = number;
+            ops.push(Op::Put(key, record.encode_to_vec()));
+            ops.push(Op::Put(
+                keys::next_log_number(),
+                (number + 1).to_be_bytes().to_vec(),
+            ));
+            inner.enqueue(ops, crate::commit::Completion::Done(tx), permit)?;
+            *next = Some(number + 1);
+        }
+        rx.await.map_err(|_| StoreError::Closed)??;
         // A channel of this id may have been loaded (and failed) before: start afresh.
         inner.logs.remove(&new.id);
         self.channel(&new.id)?
@@ -622,7 +659,7 @@ impl Store {
             .commit(vec![Op::Put(ckey, record.encode_to_vec())])
             .await?;
         crate::log::cut_tail(log, cut, epoch);
-        crate::retention::delete_below(inner, channel, cut).await
+        crate::retention::delete_below(inner, channel, &log.keys, cut).await
     }
 }
 

@@ -51,6 +51,10 @@ pub struct ChannelRecord {
     /// ordinals keep counting when retention empties the log.
     #[prost(uint64, tag = "13")]
     pub removed_ordinal: u64,
+    /// The channel's number in its log keys (`l number seq`, see `keys::LogKeys`), given at
+    /// creation; 0 for channels created before numbers existed, whose log keeps `L id seq`.
+    #[prost(uint64, tag = "14")]
+    pub log_number: u64,
 }
 
 /// A member of a channel.

@@ -74,8 +74,8 @@ impl Store {
             let oldest_kept = now_ms.saturating_sub(policy.max_age_ms);
             // Walk forward from the cut while entries are too old.
             'walk: while cut <= head {
-                let from = keys::log(channel, Seq(cut));
-                let to = keys::log(channel, Seq(head));
+                let from = log.keys.key(Seq(cut));
+                let to = log.keys.key(Seq(head));
                 let rows = inner.engine.scan(
                     std::ops::Bound::Included(&from),
                     std::ops::Bound::Included(&to),
@@ -114,11 +114,12 @@ fn nonzero_or(own: u64, default: u64) -> u64 {
 pub(crate) async fn delete_below(
     inner: &Inner,
     channel: &ChannelId,
+    log_keys: &keys::LogKeys,
     cut: Seq,
 ) -> Result<u64, StoreError> {
     let mut removed = 0;
-    let start = keys::log(channel, Seq(0));
-    let end = keys::log(channel, cut);
+    let start = log_keys.key(Seq(0));
+    let end = log_keys.key(cut);
     loop {
         let rows = inner.engine.scan(
             std::ops::Bound::Included(&start),

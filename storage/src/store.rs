@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// See `Writer::gate`.
     pub(crate) write_gate: Arc<std::sync::RwLock<()>>,
+    /// The next channel log number (`keys::LogKeys`); read from the engine at the first
+    /// channel creation.
+    pub(crate) next_log_number: std::sync::Mutex<Option<u64>>,
     /// Held for the store's lifetime: the directory lock.
     _lock: Option<File>,
 }
@@ -139,6 +142,7 @@ impl Store {
                 hasher: std::collections::hash_map::RandomState::new(),
                 writer: std::sync::Mutex::new(handle),
                 write_gate,
+                next_log_number: std::sync::Mutex::new(None),
                 _lock: lock,
                 config,
             }),

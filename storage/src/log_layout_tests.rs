@@ -1,0 +1,175 @@
+//! Both log-key layouts in a real fjall store: channels created now get log numbers, never the
+//! same one twice (also across a restart), and a channel from before numbers (`L` keys) still
+//! appends, reads, deduplicates, survives a restart and has retention applied.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ops::Bound;
+use std::path::Path;
+
+use bytes::Bytes;
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
+use chorus_protocol::v1::{ChannelKind, Message, channel_event::Body};
+use prost::Message as _;
+
+use crate::engine::{Direction, Op};
+use crate::records::ChannelRecord;
+use crate::{
+    Anchor, ChannelPatch, EngineKind, LogQuery, NewChannel, NewEntry, RetentionPolicy, Store,
+    StoreConfig, keys,
+};
+
+fn open(dir: &Path) -> Store {
+    let mut config = StoreConfig::new(dir);
+    config.engine = EngineKind::Fjall;
+    config.engine_cache_bytes = 8 * 1024 * 1024;
+    Store::open(config).unwrap()
+}
+
+fn cid(s: &str) -> ChannelId {
+    ChannelId::new(s).unwrap()
+}
+
+async fn create(store: &Store, id: &str) {
+    store
+        .create_channel(NewChannel {
+            id: cid(id),
+            kind: ChannelKind::Group,
+            name: id.to_owned(),
+            topic: String::new(),
+            created_by: UserId::new("alice").unwrap(),
+            created_at_ms: 1_000,
+            members: Vec::new(),
+            custom: Bytes::new(),
+            retention: RetentionPolicy::default(),
+        })
+        .await
+        .unwrap();
+}
+
+fn record(store: &Store, id: &str) -> ChannelRecord {
+    store
+        .inner
+        .record(&keys::channel(&cid(id)))
+        .unwrap()
+        .unwrap()
+}
+
+/// How many keys of one table the engine holds.
+fn count(store: &Store, table: u8) -> usize {
+    store
+        .inner
+        .engine
+        .scan(
+            Bound::Included(&[table][..]),
+            Bound::Excluded(&[table + 1][..]),
+            Direction::Forward,
+            usize::MAX,
+        )
+        .unwrap()
+        .len()
+}
+
+async fn append(store: &Store, id: &str, text: &str, key: Option<&str>) -> (Seq, bool) {
+    let a = store
+        .append(
+            &cid(id),
+            NewEntry {
+                author: Some(UserId::new("alice").unwrap()),
+                time_ms: 1_000,
+                body: Body::Message(Message {
+                    text: text.to_owned(),
+                    ..Message::default()
+                }),
+                client_msg_id: key.map(str::to_owned),
+            },
+        )
+        .await
+        .unwrap();
+    (a.entry.seq, a.duplicate)
+}
+
+fn seqs(store: &Store, id: &str) -> Vec<u64> {
+    let query = LogQuery {
+        anchor: Anchor::Latest,
+        limit: 100,
+        thread: None,
+    };
+    let page = store.read(&cid(id), &query).unwrap();
+    page.entries.iter().map(|e| e.seq.get()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_and_named_logs_live_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "a").await;
+    create(&store, "b").await;
+    assert_eq!(
+        (
+            record(&store, "a").log_number,
+            record(&store, "b").log_number
+        ),
+        (1, 2)
+    );
+
+    // `old` as a channel from before numbers: its record has none, and nothing is logged yet.
+    create(&store, "old").await;
+    let mut old = record(&store, "old");
+    old.log_number = 0;
+    store
+        .inner
+        .commit(vec![Op::Put(
+            keys::channel(&cid("old")),
+            old.encode_to_vec(),
+        )])
+        .await
+        .unwrap();
+    store.inner.logs.remove(&cid("old"));
+
+    for i in 1..=5 {
+        append(&store, "a", &format!("a{i}"), None).await;
+        append(&store, "old", &format!("o{i}"), None).await;
+    }
+    assert_eq!(
+        (count(&store, keys::LOG), count(&store, keys::NUMBERED_LOG)),
+        (5, 5)
+    );
+    assert_eq!(seqs(&store, "old"), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&store, "a"), [1, 2, 3, 4, 5]);
+
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    // The counter was stored with the channels: no number is given twice.
+    create(&store, "c").await;
+    assert_eq!(record(&store, "c").log_number, 4);
+    assert_eq!(seqs(&store, "old"), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&store, "a"), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        append(&store, "old", "o6", Some("k")).await,
+        (Seq(6), false)
+    );
+    assert_eq!(append(&store, "old", "o6", Some("k")).await, (Seq(6), true));
+    assert_eq!(count(&store, keys::LOG), 6);
+
+    store
+        .update_channel(
+            &cid("old"),
+            ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: 2,
+                }),
+                ..ChannelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.retain_channel(&cid("old"), 2_000).await.unwrap(), 4);
+    assert_eq!(count(&store, keys::LOG), 2);
+    assert_eq!(seqs(&store, "old"), [5, 6]);
+    // The numbered logs were not touched.
+    assert_eq!(count(&store, keys::NUMBERED_LOG), 5);
+    assert_eq!(record(&store, "old").log_number, 0);
+}
