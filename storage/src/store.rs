@@ -21,8 +21,14 @@ use crate::error::{OpenError, StoreError};
 use crate::log::ChannelLog;
 use crate::records::decode_record;
 
-/// The format this build writes; a directory with another one is refused at open.
-const FORMAT_VERSION: u32 = 1;
+/// The format this build writes; a directory with another one is refused at open, except
+/// version 1, which is upgraded in place. Version 2 added numbered log keys (`keys::LogKeys`):
+/// a build that knows only version 1 would not find those channels' entries, so it must refuse
+/// a version 2 directory rather than open it.
+const FORMAT_VERSION: u32 = 2;
+/// Formats this build opens and upgrades: version 1 data is read as it is (its channels keep
+/// their `L` log keys); only the marker changes.
+const UPGRADABLE_FORMATS: [u32; 1] = [1];
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "LOCK";
 /// Striped locks serialize read-modify-write of one record without a global lock.
@@ -380,14 +386,22 @@ pub(crate) fn check_format(dir: &Path, engine: EngineKind) -> Result<(), OpenErr
         Ok(mut f) => {
             let mut found = String::new();
             f.read_to_string(&mut found).map_err(io)?;
-            if found != expected {
+            if found == expected {
+                return Ok(());
+            }
+            let upgradable = UPGRADABLE_FORMATS
+                .iter()
+                .any(|v| found == format!("chorus-store {v} {}\n", engine.as_str()));
+            if !upgradable {
                 return Err(OpenError::WrongFormat {
                     dir: dir.to_path_buf(),
                     found: found.trim().to_owned(),
                     expected: expected.trim().to_owned(),
                 });
             }
-            Ok(())
+            // Before anything of the new format is written: a crash in between leaves the old
+            // marker on data that is still entirely of the old format.
+            write_marker(dir, &expected).map_err(io)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if dir.join(engine.as_str()).exists() {
@@ -396,14 +410,20 @@ pub(crate) fn check_format(dir: &Path, engine: EngineKind) -> Result<(), OpenErr
                     "engine data present but the FORMAT file is missing",
                 ));
             }
-            let mut f = File::create(&path).map_err(io)?;
-            f.write_all(expected.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-            Ok(())
+            write_marker(dir, &expected).map_err(io)
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Writes the format marker durably and atomically (a new file renamed over the old one).
+fn write_marker(dir: &Path, marker: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(marker.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(FORMAT_FILE))?;
+    File::open(dir)?.sync_all()
 }
 
 pub(crate) fn open_engine(
