@@ -76,42 +76,35 @@ pub(crate) fn log_prefix(c: &ChannelId) -> Key {
 /// 25,000 publishes/s, docs/benchmarks.md session 11). Channels created before numbers existed
 /// keep their `L channel seq` keys, so no data is rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LogKeys {
-    /// `L len channel seq`.
-    Named(Vec<u8>),
-    /// `l number seq`.
-    Numbered(u64),
+pub(crate) struct LogKeys {
+    /// `L len channel` or `l number`: every key of the log is this and the seq.
+    prefix: Vec<u8>,
 }
 
 impl LogKeys {
     /// The layout a channel record names.
     pub(crate) fn of(c: &ChannelId, log_number: u64) -> Self {
-        if log_number == 0 {
-            Self::Named(log_prefix(c).into_vec())
+        let prefix = if log_number == 0 {
+            log_prefix(c)
         } else {
-            Self::Numbered(log_number)
+            Key::new(NUMBERED_LOG).u64(log_number)
+        };
+        Self {
+            prefix: prefix.into_vec(),
         }
     }
 
     /// What every key of the log starts with.
-    pub(crate) fn prefix(&self) -> Vec<u8> {
-        match self {
-            Self::Named(prefix) => prefix.clone(),
-            Self::Numbered(n) => Key::new(NUMBERED_LOG).u64(*n).into_vec(),
-        }
+    pub(crate) fn prefix(&self) -> &[u8] {
+        &self.prefix
     }
 
     /// The key of entry `seq`.
     pub(crate) fn key(&self, seq: Seq) -> Vec<u8> {
-        match self {
-            Self::Named(prefix) => {
-                let mut key = Vec::with_capacity(prefix.len() + 8);
-                key.extend_from_slice(prefix);
-                key.extend_from_slice(&seq.get().to_be_bytes());
-                key
-            }
-            Self::Numbered(n) => Key::new(NUMBERED_LOG).u64(*n).u64(seq.get()).into_vec(),
-        }
+        let mut key = Vec::with_capacity(self.prefix.len() + 8);
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(&seq.get().to_be_bytes());
+        key
     }
 }
 
@@ -255,8 +248,8 @@ mod tests {
                     kb.key(Seq(1))
                 ]
             );
-            assert!(ka.key(Seq(7)).starts_with(&ka.prefix()));
-            assert!(!kb.key(Seq(7)).starts_with(&ka.prefix()));
+            assert!(ka.key(Seq(7)).starts_with(ka.prefix()));
+            assert!(!kb.key(Seq(7)).starts_with(ka.prefix()));
             assert_eq!(trailing_u64(&ka.key(Seq(256))), Some(256));
         }
         // Numbered keys are short enough for the memtable to compare inline (20 bytes).

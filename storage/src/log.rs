@@ -289,8 +289,7 @@ impl Inner {
             .ok_or_else(|| StoreError::ChannelNotFound(channel.to_string()))?;
         let first_available = Seq(record.first_available_seq.max(1));
         let log_keys = keys::LogKeys::of(channel, record.log_number);
-        let prefix = log_keys.prefix();
-        let (start, end) = prefix_bounds(&prefix);
+        let (start, end) = prefix_bounds(log_keys.prefix());
         let last = self.engine.scan(
             as_ref_bound(&start),
             as_ref_bound(&end),
