@@ -1,6 +1,8 @@
 //! Both log-key layouts in a real fjall store: channels created now get log numbers, never the
 //! same one twice (also across a restart), and a channel from before numbers (`L` keys) still
-//! appends, reads, deduplicates, survives a restart and has retention applied.
+//! appends, reads, deduplicates, survives a restart and has retention applied. Likewise both
+//! idempotency layouts: hashed keys, their collisions (stored in full), and channels from
+//! before hashed keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -172,4 +174,180 @@ async fn numbered_and_named_logs_live_side_by_side() {
     // The numbered logs were not touched.
     assert_eq!(count(&store, keys::NUMBERED_LOG), 5);
     assert_eq!(record(&store, "old").log_number, 0);
+}
+
+/// Pretends `id` was created before hashed idempotency keys (store format 2).
+async fn without_hashed_idem(store: &Store, id: &str) {
+    let mut record = record(store, id);
+    record.hashed_idem = false;
+    store
+        .inner
+        .commit(vec![Op::Put(
+            keys::channel(&cid(id)),
+            record.encode_to_vec(),
+        )])
+        .await
+        .unwrap();
+    store.inner.logs.remove(&cid(id));
+}
+
+fn idem_keys(store: &Store, id: &str) -> keys::IdemKeys {
+    store.inner.channel_log(&cid(id)).unwrap().idem_keys.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_and_full_idempotency_keys_deduplicate_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "new").await;
+    create(&store, "old").await;
+    without_hashed_idem(&store, "old").await;
+    assert!(record(&store, "new").hashed_idem);
+    for (i, key) in ["k1", "k2", "k3"].into_iter().enumerate() {
+        let seq = Seq(i as u64 + 1);
+        assert_eq!(append(&store, "new", key, Some(key)).await, (seq, false));
+        assert_eq!(append(&store, "old", key, Some(key)).await, (seq, false));
+    }
+    assert_eq!(
+        (count(&store, keys::HASHED_IDEM), count(&store, keys::IDEM)),
+        (3, 3)
+    );
+    assert_eq!(
+        append(&store, "new", "again", Some("k2")).await,
+        (Seq(2), true)
+    );
+    assert_eq!(
+        append(&store, "old", "again", Some("k2")).await,
+        (Seq(2), true)
+    );
+
+    // After a restart the filters learn the stored keys again.
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    for id in ["new", "old"] {
+        assert_eq!(
+            append(&store, id, "again", Some("k3")).await,
+            (Seq(3), true)
+        );
+        assert_eq!(append(&store, id, "k4", Some("k4")).await, (Seq(4), false));
+        assert_eq!(seqs(&store, id), [1, 2, 3, 4]);
+    }
+    assert_eq!(
+        (count(&store, keys::HASHED_IDEM), count(&store, keys::IDEM)),
+        (4, 4)
+    );
+
+    // Retention removes both kinds with their entries.
+    for id in ["new", "old"] {
+        store
+            .update_channel(
+                &cid(id),
+                ChannelPatch {
+                    retention: Some(RetentionPolicy {
+                        max_age_ms: 0,
+                        max_entries: 1,
+                    }),
+                    ..ChannelPatch::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.retain_channel(&cid(id), 2_000).await.unwrap(), 3);
+    }
+    assert_eq!(
+        (count(&store, keys::HASHED_IDEM), count(&store, keys::IDEM)),
+        (1, 1)
+    );
+}
+
+/// Two keys with one hash: the second goes under its full key, is found there, and retention
+/// removes each from where it is. A collision is staged by moving the first key's hashed
+/// entry to the second key's hashed key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_collision_stores_the_second_key_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "c").await;
+    assert_eq!(append(&store, "c", "x", Some("x")).await, (Seq(1), false));
+    let ik = idem_keys(&store, "c");
+    let (hx, hy) = (
+        ik.hashed("alice", "x").unwrap(),
+        ik.hashed("alice", "y").unwrap(),
+    );
+    let held = store.inner.engine.get(&hx).unwrap().unwrap();
+    store
+        .inner
+        .commit(vec![Op::Delete(hx), Op::Put(hy.clone(), held)])
+        .await
+        .unwrap();
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+
+    assert_eq!(append(&store, "c", "y", Some("y")).await, (Seq(2), false));
+    assert_eq!(count(&store, keys::IDEM), 1, "y is stored in full");
+    assert_eq!(
+        count(&store, keys::HASHED_IDEM),
+        1,
+        "the slot still holds x"
+    );
+    assert_eq!(append(&store, "c", "y", Some("y")).await, (Seq(2), true));
+    store.close();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(append(&store, "c", "y", Some("y")).await, (Seq(2), true));
+
+    // The slot's holder goes first; y, still stored, is found under its full key.
+    store
+        .inner
+        .commit(vec![Op::Delete(hy.clone())])
+        .await
+        .unwrap();
+    assert_eq!(append(&store, "c", "y", Some("y")).await, (Seq(2), true));
+
+    // Retention deletes y's full key, not a hashed key that is not y's.
+    let z = append(&store, "c", "z", Some("z")).await;
+    assert_eq!(z, (Seq(3), false));
+    store
+        .update_channel(
+            &cid("c"),
+            ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: 1,
+                }),
+                ..ChannelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.retain_channel(&cid("c"), 2_000).await.unwrap(), 2);
+    assert_eq!(count(&store, keys::IDEM), 0);
+    assert_eq!(count(&store, keys::HASHED_IDEM), 1, "z's");
+    assert!(
+        store
+            .inner
+            .engine
+            .get(&ik.hashed("alice", "z").unwrap())
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// A key whose hashed key an append still on its way to disk takes goes in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hashed_key_taken_by_a_pending_append_is_not_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "c").await;
+    assert_eq!(append(&store, "c", "a", Some("a")).await, (Seq(1), false));
+    let log = store.inner.channel_log(&cid("c")).unwrap();
+    log.hold_slot_for_test(log.idem_keys.hashed("alice", "b").unwrap());
+    assert_eq!(append(&store, "c", "b", Some("b")).await, (Seq(2), false));
+    assert_eq!(
+        (count(&store, keys::HASHED_IDEM), count(&store, keys::IDEM)),
+        (1, 1)
+    );
+    assert_eq!(append(&store, "c", "b", Some("b")).await, (Seq(2), true));
 }
