@@ -50,47 +50,30 @@ pub(crate) struct IdemFilter {
     dropped: bool,
 }
 
-/// Where the scan of a channel's stored keys goes on, where the range being scanned ends, and
-/// the ranges still to scan after it.
+/// Where the scan of a channel's stored keys goes on, and where its index ends.
 #[derive(Debug)]
 struct Scan {
     from: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
-    next: Vec<Vec<u8>>,
-}
-
-impl Scan {
-    /// The scan of the first of `prefixes`, with the others to follow; `None` if there are none.
-    fn of(mut prefixes: Vec<Vec<u8>>) -> Option<Self> {
-        prefixes.reverse();
-        let (from, end) = prefix_bounds(&prefixes.pop()?);
-        Some(Self {
-            from,
-            end,
-            next: prefixes,
-        })
-    }
 }
 
 impl IdemFilter {
-    /// A filter for the keys under `prefixes` (one channel's idempotency index), with the scan
-    /// of the stored ones still to do.
-    pub(crate) fn new(prefixes: Vec<Vec<u8>>) -> Self {
+    /// A filter for the keys under `prefix` (one channel's idempotency index), with the scan of
+    /// the stored ones still to do.
+    pub(crate) fn new(prefix: &[u8]) -> Self {
         Self {
             layers: Vec::new(),
             hasher: RandomState::new(),
-            scan: Scan::of(prefixes),
+            scan: Some({
+                let (from, end) = prefix_bounds(prefix);
+                Scan { from, end }
+            }),
             dropped: false,
         }
     }
 
-    /// Adds the next page of stored keys, if the scan is not done. `filter_key` says what the
-    /// filter knows a stored key by (`None`: a damaged key, skipped).
-    pub(crate) fn scan_step(
-        &mut self,
-        engine: &dyn Engine,
-        filter_key: impl Fn(&[u8]) -> Option<Vec<u8>>,
-    ) -> Result<(), StoreError> {
+    /// Adds the next page of stored keys, if the scan is not done.
+    pub(crate) fn scan_step(&mut self, engine: &dyn Engine) -> Result<(), StoreError> {
         // Dropping the filter ends the scan too.
         let Some(scan) = &self.scan else {
             return Ok(());
@@ -103,17 +86,13 @@ impl IdemFilter {
         )?;
         let more = page.len() == SCAN_PAGE;
         for (key, _) in &page {
-            if let Some(key) = filter_key(key) {
-                self.insert(&key);
-            }
+            self.insert(key);
         }
         self.scan = match (more, page.into_iter().next_back(), self.scan.take()) {
-            (true, Some((last, _)), Some(Scan { end, next, .. })) => Some(Scan {
+            (true, Some((last, _)), Some(Scan { end, .. })) => Some(Scan {
                 from: Bound::Excluded(last),
                 end,
-                next,
             }),
-            (_, _, Some(Scan { next, .. })) => Scan::of(next),
             _ => None,
         };
         Ok(())
@@ -224,14 +203,10 @@ mod tests {
         k
     }
 
-    fn as_is(key: &[u8]) -> Option<Vec<u8>> {
-        Some(key.to_vec())
-    }
-
     /// A filter whose scan found nothing: it knows only what is inserted.
     fn empty() -> IdemFilter {
-        let mut f = IdemFilter::new(vec![b"I\x01c".to_vec()]);
-        f.scan_step(&MemoryEngine::new(), as_is).unwrap();
+        let mut f = IdemFilter::new(b"I\x01c");
+        f.scan_step(&MemoryEngine::new()).unwrap();
         f
     }
 
@@ -297,10 +272,10 @@ mod tests {
         ops.extend((0..100).map(|i| Op::Put(key(b"I\x01d", i), vec![0; 8])));
         engine.write(&ops).unwrap();
 
-        let mut f = IdemFilter::new(vec![prefix.clone()]);
+        let mut f = IdemFilter::new(&prefix);
         for _ in 0..3 {
             assert!(f.may_contain(&key(&prefix, 1_000_000)), "scan not done");
-            f.scan_step(&engine, as_is).unwrap();
+            f.scan_step(&engine).unwrap();
         }
         assert!(f.scan.is_none(), "three pages cover the index");
         assert!(stored.iter().all(|k| f.may_contain(k)));
@@ -312,7 +287,7 @@ mod tests {
             "{unknown} of 1000 unknown keys may be present"
         );
         // Steps after the end change nothing.
-        f.scan_step(&engine, as_is).unwrap();
+        f.scan_step(&engine).unwrap();
         assert!(f.scan.is_none());
     }
 
@@ -325,53 +300,13 @@ mod tests {
             .map(|i| Op::Put(key(&prefix, i), vec![0; 8]))
             .collect();
         engine.write(&ops).unwrap();
-        let mut f = IdemFilter::new(vec![prefix.clone()]);
-        f.scan_step(&engine, as_is).unwrap();
+        let mut f = IdemFilter::new(&prefix);
+        f.scan_step(&engine).unwrap();
         let early = key(&prefix, 0).into_iter().chain(*b"!").collect::<Vec<_>>();
         f.insert(&early);
-        f.scan_step(&engine, as_is).unwrap();
+        f.scan_step(&engine).unwrap();
         assert!(f.scan.is_none());
         assert!(f.may_contain(&early));
-    }
-
-    /// The ranges are scanned one after the other, each key learnt as its filter key says.
-    #[test]
-    fn the_scan_covers_every_range_through_the_key_mapping() {
-        let engine = MemoryEngine::new();
-        let (hashed, full) = (b"i\x07".to_vec(), b"I\x01c".to_vec());
-        let mut ops: Vec<Op> = (0..SCAN_PAGE + 3)
-            .map(|i| Op::Put(key(&hashed, i), vec![0; 8]))
-            .collect();
-        ops.push(Op::Put(key(&full, 1), vec![0; 8]));
-        ops.push(Op::Put(key(&full, 2), vec![0; 8]));
-        engine.write(&ops).unwrap();
-        // Full keys are known by a hashed form; one of them is damaged.
-        let damaged = key(&full, 2);
-        let map = |k: &[u8]| -> Option<Vec<u8>> {
-            if k == damaged.as_slice() {
-                None
-            } else if k.starts_with(&full) {
-                Some([b"mapped:".as_slice(), k].concat())
-            } else {
-                Some(k.to_vec())
-            }
-        };
-        let mut f = IdemFilter::new(vec![hashed.clone(), full.clone()]);
-        f.scan_step(&engine, map).unwrap();
-        assert!(f.scan.is_some(), "a full page: more of the first range");
-        f.scan_step(&engine, map).unwrap();
-        assert!(f.scan.is_some(), "the second range is still to scan");
-        f.scan_step(&engine, map).unwrap();
-        assert!(f.scan.is_none());
-        assert!((0..SCAN_PAGE + 3).all(|i| f.may_contain(&key(&hashed, i))));
-        assert!(f.may_contain(&[b"mapped:".as_slice(), &key(&full, 1)].concat()));
-        let unknown = (0..1000)
-            .filter(|i| f.may_contain(&key(&full, 1_000 + i)))
-            .count();
-        assert!(
-            unknown < 40,
-            "{unknown} of 1000 unknown keys may be present"
-        );
     }
 
     proptest! {

@@ -13,11 +13,8 @@ pub(crate) const LOG: u8 = b'L';
 pub(crate) const NUMBERED_LOG: u8 = b'l';
 /// `K name` -> big-endian u64: a counter (`K log-number`: the next channel log number).
 pub(crate) const COUNTER: u8 = b'K';
-/// `I channel author client_msg_id` -> seq (idempotency index, full keys; see [`IdemKeys`]).
+/// `I channel author client_msg_id` -> seq (idempotency index).
 pub(crate) const IDEM: u8 = b'I';
-/// `i number hash` -> seq, author, client_msg_id (idempotency index, hashed keys; see
-/// [`IdemKeys`]).
-pub(crate) const HASHED_IDEM: u8 = b'i';
 /// `T channel parent seq` -> empty (thread index).
 pub(crate) const THREAD: u8 = b'T';
 /// `N channel user seq` -> empty (mention index, for mention counts).
@@ -116,119 +113,12 @@ pub(crate) fn next_log_number() -> Vec<u8> {
     Key::new(COUNTER).str("log-number").into_vec()
 }
 
-/// Where a channel's idempotency index is keyed. Every publish inserts one index entry beside
-/// its log entry; the full key (`I`, channel, author, client_msg_id: ~60 bytes) is compared
-/// through the heap at every step of the memtable's skiplist search, like the old log keys
-/// (see [`LogKeys`]). Channels created since store format 3 key it `i number hash` (17 bytes,
-/// compared inline), the hash being XXH3-64 of the author and the client_msg_id, and keep both
-/// in the value so that a hit is checked. A key whose hash another key of the channel already
-/// holds goes under its full key: a collision costs a second lookup, never a lost or a wrongly
-/// merged message, and nobody gains by making collisions on purpose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IdemKeys {
-    /// `I len channel`: every key of a channel without hashed keys, and the colliding ones.
-    full_prefix: Vec<u8>,
-    /// `i number`, for channels with hashed keys.
-    hashed_prefix: Option<Vec<u8>>,
+pub(crate) fn idem_prefix(c: &ChannelId) -> Key {
+    Key::new(IDEM).str(c.as_str())
 }
 
-/// What a hashed index entry holds: the seq, and the key it stands for.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct HashedIdem<'a> {
-    pub(crate) seq: Seq,
-    pub(crate) author: &'a str,
-    pub(crate) client_msg_id: &'a str,
-}
-
-impl IdemKeys {
-    /// The layout a channel record names: hashed keys need a log number (format 3 gives both
-    /// to every channel it creates).
-    pub(crate) fn of(c: &ChannelId, log_number: u64, hashed: bool) -> Self {
-        Self {
-            full_prefix: Key::new(IDEM).str(c.as_str()).into_vec(),
-            hashed_prefix: (hashed && log_number != 0)
-                .then(|| Key::new(HASHED_IDEM).u64(log_number).into_vec()),
-        }
-    }
-
-    /// Whether the channel has hashed keys.
-    pub(crate) fn is_hashed(&self) -> bool {
-        self.hashed_prefix.is_some()
-    }
-
-    /// The full key of `(author, client_msg_id)`.
-    pub(crate) fn full(&self, author: &str, client_msg_id: &str) -> Vec<u8> {
-        let mut key = Key(Vec::with_capacity(self.full_prefix.len() + 66));
-        key.0.extend_from_slice(&self.full_prefix);
-        key.str(author).str(client_msg_id).into_vec()
-    }
-
-    /// The hashed key of `(author, client_msg_id)`, if the channel has hashed keys.
-    pub(crate) fn hashed(&self, author: &str, client_msg_id: &str) -> Option<Vec<u8>> {
-        let prefix = self.hashed_prefix.as_ref()?;
-        let mut key = Vec::with_capacity(prefix.len() + 8);
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(&idem_hash(author, client_msg_id).to_be_bytes());
-        Some(key)
-    }
-
-    /// What the channel's idempotency filter knows `(author, client_msg_id)` by: its hashed key
-    /// where the channel has them (wherever it is stored), else its full key.
-    pub(crate) fn filter_key(&self, author: &str, client_msg_id: &str) -> Vec<u8> {
-        self.hashed(author, client_msg_id)
-            .unwrap_or_else(|| self.full(author, client_msg_id))
-    }
-
-    /// The filter key of a stored index key (one under [`IdemKeys::prefixes`]).
-    pub(crate) fn filter_key_of_stored(&self, key: &[u8]) -> Option<Vec<u8>> {
-        if self.hashed_prefix.is_none() || !key.starts_with(&self.full_prefix) {
-            return Some(key.to_vec());
-        }
-        let at = self.full_prefix.len();
-        let author = trailing_str(key, at)?;
-        let client_msg_id = trailing_str(key, at + 1 + author.len())?;
-        self.hashed(author, client_msg_id)
-    }
-
-    /// The key ranges (as prefixes) the channel's index lies in.
-    pub(crate) fn prefixes(&self) -> Vec<Vec<u8>> {
-        self.hashed_prefix
-            .iter()
-            .chain([&self.full_prefix])
-            .cloned()
-            .collect()
-    }
-}
-
-/// XXH3-64 of the author (length-prefixed, so that no two pairs hash the same bytes) and the
-/// client_msg_id. Stored on disk: it must never change.
-fn idem_hash(author: &str, client_msg_id: &str) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-    h.update(&[u8::try_from(author.len()).unwrap_or(u8::MAX)]);
-    h.update(author.as_bytes());
-    h.update(client_msg_id.as_bytes());
-    h.digest()
-}
-
-/// The value of a hashed index entry: seq, then author (length-prefixed), then client_msg_id.
-pub(crate) fn hashed_idem_value(seq: Seq, author: &str, client_msg_id: &str) -> Vec<u8> {
-    let mut v = Key(Vec::with_capacity(9 + author.len() + client_msg_id.len()));
-    v.0.extend_from_slice(&seq.get().to_be_bytes());
-    let mut v = v.str(author).into_vec();
-    v.extend_from_slice(client_msg_id.as_bytes());
-    v
-}
-
-/// Reads [`hashed_idem_value`]; `None` if damaged.
-pub(crate) fn parse_hashed_idem(v: &[u8]) -> Option<HashedIdem<'_>> {
-    let seq = Seq(u64::from_be_bytes(v.get(..8)?.try_into().ok()?));
-    let author = trailing_str(v, 8)?;
-    let client_msg_id = std::str::from_utf8(v.get(9 + author.len()..)?).ok()?;
-    Some(HashedIdem {
-        seq,
-        author,
-        client_msg_id,
-    })
+pub(crate) fn idem(c: &ChannelId, author: &str, client_msg_id: &str) -> Vec<u8> {
+    idem_prefix(c).str(author).str(client_msg_id).into_vec()
 }
 
 pub(crate) fn thread_prefix(c: &ChannelId, parent: Seq) -> Key {
@@ -369,66 +259,6 @@ mod tests {
             k.extend_from_slice(&9u64.to_be_bytes());
             k
         });
-    }
-
-    /// Hashed idempotency keys are 17 bytes (compared inline), lie under their channel's
-    /// prefix, and hash with XXH3-64 as stored: this value must never change.
-    #[test]
-    fn hashed_idem_keys_are_short_and_stable() {
-        let c = ChannelId::new("dm:alice:bob").unwrap();
-        let hashed = IdemKeys::of(&c, 7, true);
-        let key = hashed.hashed("alice", "m-1").unwrap();
-        assert_eq!(key.len(), 17);
-        assert_eq!(&key[..9], &[HASHED_IDEM, 0, 0, 0, 0, 0, 0, 0, 7]);
-        // XXH3-64 of b"\x05alicem-1", as the reference C implementation gives it.
-        assert_eq!(trailing_u64(&key), Some(0xf44b_1228_148e_413d));
-        assert_ne!(hashed.hashed("alice", "m-2"), Some(key.clone()));
-        // The author's length is hashed too: ("ab", "c") is not ("a", "bc").
-        assert_ne!(hashed.hashed("ab", "c"), hashed.hashed("a", "bc"));
-        assert_eq!(hashed.filter_key("alice", "m-1"), key);
-        assert_eq!(hashed.prefixes().len(), 2);
-        assert!(hashed.prefixes().iter().any(|p| key.starts_with(p)));
-        // A key stored in full (a collision) is known to the filter by its hashed key.
-        let full = hashed.full("alice", "m-1");
-        assert!(full.starts_with(&hashed.prefixes()[1]));
-        assert_eq!(hashed.filter_key_of_stored(&full), Some(key.clone()));
-        assert_eq!(hashed.filter_key_of_stored(&key), Some(key));
-
-        // Without a log number or the record's flag, everything is in full.
-        for keys in [IdemKeys::of(&c, 0, true), IdemKeys::of(&c, 7, false)] {
-            assert!(!keys.is_hashed());
-            assert_eq!(keys.hashed("alice", "m-1"), None);
-            assert_eq!(keys.filter_key("alice", "m-1"), full);
-            assert_eq!(keys.prefixes(), vec![hashed.prefixes()[1].clone()]);
-            assert_eq!(keys.filter_key_of_stored(&full), Some(full.clone()));
-        }
-    }
-
-    #[test]
-    fn a_damaged_hashed_value_reads_as_none() {
-        let v = hashed_idem_value(Seq(9), "alice", "m-1");
-        assert!(parse_hashed_idem(&v[..7]).is_none());
-        assert!(parse_hashed_idem(&v[..10]).is_none());
-        let mut bad = v.clone();
-        bad[8] = 200;
-        assert!(parse_hashed_idem(&bad).is_none());
-        assert_eq!(
-            parse_hashed_idem(&v),
-            Some(HashedIdem {
-                seq: Seq(9),
-                author: "alice",
-                client_msg_id: "m-1"
-            })
-        );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn hashed_values_read_back(seq: u64, author in "\\PC{0,32}", id in "\\PC{0,16}") {
-            let v = hashed_idem_value(Seq(seq), &author, &id);
-            let h = parse_hashed_idem(&v).unwrap();
-            proptest::prop_assert_eq!((h.seq, h.author, h.client_msg_id), (Seq(seq), author.as_str(), id.as_str()));
-        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ever see entries up to `durable_head`: an entry the engine holds but the writer has not yet
 //! synced is invisible, so nobody can observe an entry that a crash could still take back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -108,8 +108,6 @@ type Waiter = oneshot::Sender<Result<Arc<LogEntry>, StoreError>>;
 /// An append on its way to disk; retries with its key wait here for its outcome.
 struct Pending {
     waiters: Vec<Waiter>,
-    /// The hashed index key it takes (see `pending_slots`).
-    slot: Option<Vec<u8>>,
 }
 
 struct LogState {
@@ -126,8 +124,6 @@ struct LogState {
     tail_bytes: usize,
     /// Appends queued but not yet durable, by (author, client_msg_id).
     pending: HashMap<(String, String), Pending>,
-    /// The hashed index keys those appends take: not in the engine yet, and not free.
-    pending_slots: HashSet<Vec<u8>>,
     /// Made at the first append with an idempotency key (channels only read need none).
     idem_filter: Option<IdemFilter>,
 }
@@ -147,8 +143,6 @@ pub(crate) struct ChannelLog {
     id: ChannelId,
     /// Where its entries are keyed.
     pub(crate) keys: keys::LogKeys,
-    /// Where its idempotency index is keyed.
-    pub(crate) idem_keys: keys::IdemKeys,
     state: Mutex<LogState>,
     listener: ListenerSlot,
     cache_bytes: Arc<AtomicUsize>,
@@ -208,25 +202,20 @@ impl ChannelLog {
         {
             self.pop_tail(&mut state);
         }
-        if let Some(pending) = Self::take_pending(&mut state, idem) {
+        if let Some(key) = idem
+            && let Some(pending) = state.pending.remove(key)
+        {
             for waiter in pending.waiters {
                 let _ = waiter.send(Ok(entry.clone()));
             }
         }
     }
 
-    /// Removes the pending append of `idem`: it is in the engine now, or failed.
-    fn take_pending(state: &mut LogState, idem: Option<&(String, String)>) -> Option<Pending> {
-        let pending = state.pending.remove(idem?)?;
-        if let Some(slot) = &pending.slot {
-            state.pending_slots.remove(slot);
-        }
-        Some(pending)
-    }
-
     /// Called by the writer when a queued append failed.
     pub(crate) fn fail_pending(&self, idem: Option<&(String, String)>, error: &StoreError) {
-        if let Some(pending) = Self::take_pending(&mut self.lock(), idem) {
+        if let Some(key) = idem
+            && let Some(pending) = self.lock().pending.remove(key)
+        {
             for waiter in pending.waiters {
                 let _ = waiter.send(Err(error.clone()));
             }
@@ -278,19 +267,6 @@ impl ChannelLog {
     }
 }
 
-#[cfg(test)]
-impl ChannelLog {
-    /// As if an append of another key whose hashed key is `slot` were on its way to disk (a
-    /// hash collision, which tests cannot make with real keys).
-    pub(crate) fn hold_slot_for_test(&self, slot: Vec<u8>) {
-        let mut state = self.lock();
-        if let Some(filter) = state.idem_filter.as_mut() {
-            filter.insert(&slot);
-        }
-        state.pending_slots.insert(slot);
-    }
-}
-
 impl Drop for ChannelLog {
     fn drop(&mut self) {
         let bytes = self.lock().tail_bytes;
@@ -330,7 +306,6 @@ impl Inner {
         let log = Arc::new(ChannelLog {
             id: channel.clone(),
             keys: log_keys,
-            idem_keys: keys::IdemKeys::of(channel, record.log_number, record.hashed_idem),
             state: Mutex::new(LogState {
                 epoch: Epoch(record.epoch),
                 next_seq: head.next(),
@@ -341,7 +316,6 @@ impl Inner {
                 tail: VecDeque::new(),
                 tail_bytes: 0,
                 pending: HashMap::new(),
-                pending_slots: HashSet::new(),
                 idem_filter: None,
             }),
             listener: self.listener.clone(),
@@ -423,59 +397,6 @@ fn to_log_entry(
     Ok(LogEntry::new(seq, stored.ordinal, event, value.len()))
 }
 
-/// Where a new entry's idempotency index entry goes.
-#[derive(Debug, Clone, Copy)]
-enum IndexAt {
-    /// Its hashed key (in a channel without hashed keys: its full key).
-    Hashed,
-    /// Its full key: another key holds its hashed one.
-    Full,
-}
-
-/// What the index says of a key the filter may have seen.
-enum IdemLookup {
-    /// Stored before, at this seq.
-    Stored(Seq),
-    /// Not stored.
-    New(IndexAt),
-}
-
-/// Looks `key` up in the channel's index, under the channel lock (`state`). A hashed hit counts
-/// only if the entry names the same key; a key may also be under its full key, stored while
-/// another key held its hashed one (that other may be gone since).
-fn find_idem(
-    inner: &Inner,
-    log: &ChannelLog,
-    state: &LogState,
-    key: &(String, String),
-    filter_key: &[u8],
-) -> Result<IdemLookup, StoreError> {
-    let (author, client_msg_id) = (key.0.as_str(), key.1.as_str());
-    let mut at = IndexAt::Hashed;
-    if log.idem_keys.is_hashed() {
-        if state.pending_slots.contains(filter_key) {
-            // Another key on its way to disk takes it (the same key would be in `pending`).
-            at = IndexAt::Full;
-        } else if let Some(v) = inner.engine.get(filter_key)? {
-            match keys::parse_hashed_idem(&v) {
-                Some(h) if h.author == author && h.client_msg_id == client_msg_id => {
-                    return Ok(IdemLookup::Stored(h.seq));
-                }
-                _ => at = IndexAt::Full,
-            }
-        }
-    }
-    Ok(
-        match inner
-            .engine
-            .get(&log.idem_keys.full(author, client_msg_id))?
-        {
-            Some(v) => IdemLookup::Stored(Seq(keys::trailing_u64(&v).unwrap_or_default())),
-            None => IdemLookup::New(at),
-        },
-    )
-}
-
 impl Store {
     /// Appends an entry and returns once it is durable (or was stored before under the same
     /// idempotency key).
@@ -525,39 +446,30 @@ impl Store {
         idem_key: Option<(String, String)>,
     ) -> Result<Step, StoreError> {
         let inner = &*self.inner;
-        let idem_keys = &log.idem_keys;
         // Built before the channel lock is taken: the critical section orders the channel's appends.
-        let filter_key = idem_key.as_ref().map(|(a, k)| idem_keys.filter_key(a, k));
+        let idem_bytes = idem_key.as_ref().map(|(a, k)| keys::idem(channel, a, k));
         let mut state = log.lock();
-        // Where the new entry's index entry goes, once it is known to be new.
-        let mut index_at = IndexAt::Hashed;
-        let step = if let (Some(key), Some(filter_key)) = (&idem_key, &filter_key) {
+        let step = if let (Some(key), Some(bytes)) = (&idem_key, &idem_bytes) {
             if let Some(pending) = state.pending.get_mut(key) {
                 // The first append with this key is still on its way to disk: share its fate.
                 let (tx, rx) = oneshot::channel();
                 pending.waiters.push(tx);
                 Step::Wait(rx)
             } else {
-                let maybe = {
-                    let filter = state
-                        .idem_filter
-                        .get_or_insert_with(|| IdemFilter::new(idem_keys.prefixes()));
-                    filter.scan_step(&*inner.engine, |k| idem_keys.filter_key_of_stored(k))?;
-                    filter.may_contain(filter_key)
-                };
+                let filter = state
+                    .idem_filter
+                    .get_or_insert_with(|| IdemFilter::new(&keys::idem_prefix(channel).into_vec()));
+                filter.scan_step(&*inner.engine)?;
                 // Under the lock: the writer removes a pending key only after the entry is in
                 // the engine, so a committed duplicate is found here.
-                let found = if maybe {
-                    find_idem(inner, log, &state, key, filter_key)?
+                let stored = if filter.may_contain(bytes) {
+                    inner.engine.get(bytes)?
                 } else {
-                    IdemLookup::New(IndexAt::Hashed)
+                    None
                 };
-                match found {
-                    IdemLookup::Stored(seq) => Step::Stored(seq),
-                    IdemLookup::New(at) => {
-                        index_at = at;
-                        Step::Append
-                    }
+                match stored {
+                    Some(v) => Step::Stored(Seq(keys::trailing_u64(&v).unwrap_or_default())),
+                    None => Step::Append,
                 }
             }
         } else {
@@ -593,22 +505,11 @@ impl Store {
         event.seq = seq.get();
         event.epoch = state.epoch.get();
         let mut ops = vec![Op::Put(log.keys.key(seq), value)];
-        let mut slot = None;
-        if let (Some((author, client_msg_id)), Some(filter_key)) = (&idem_key, filter_key) {
+        if let Some(bytes) = idem_bytes {
             if let Some(filter) = state.idem_filter.as_mut() {
-                filter.insert(&filter_key);
+                filter.insert(&bytes);
             }
-            match (index_at, idem_keys.is_hashed()) {
-                (IndexAt::Hashed, true) => {
-                    let value = keys::hashed_idem_value(seq, author, client_msg_id);
-                    ops.push(Op::Put(filter_key.clone(), value));
-                    slot = Some(filter_key);
-                }
-                _ => ops.push(Op::Put(
-                    idem_keys.full(author, client_msg_id),
-                    seq.get().to_be_bytes().to_vec(),
-                )),
-            }
+            ops.push(Op::Put(bytes, seq.get().to_be_bytes().to_vec()));
         }
         for key in keys::index_keys(channel, seq, event.body.as_ref()) {
             ops.push(Op::Put(key, Vec::new()));
@@ -625,14 +526,10 @@ impl Store {
         state.next_seq = seq.next();
         state.assigned_ordinal = ordinal;
         if let Some(key) = idem_key {
-            if let Some(slot) = &slot {
-                state.pending_slots.insert(slot.clone());
-            }
             state.pending.insert(
                 key,
                 Pending {
                     waiters: Vec::new(),
-                    slot,
                 },
             );
         }

@@ -166,7 +166,6 @@ impl Store {
             retention_max_entries: new.retention.max_entries,
             removed_ordinal: 0,
             log_number: 0,
-            hashed_idem: true,
         };
         let mut ops = extra;
         for (user, role) in &members {
@@ -660,7 +659,7 @@ impl Store {
             .commit(vec![Op::Put(ckey, record.encode_to_vec())])
             .await?;
         crate::log::cut_tail(log, cut, epoch);
-        crate::retention::delete_below(inner, channel, &log.keys, &log.idem_keys, cut).await
+        crate::retention::delete_below(inner, channel, &log.keys, cut).await
     }
 }
 

@@ -55,10 +55,6 @@ pub struct ChannelRecord {
     /// creation; 0 for channels created before numbers existed, whose log keeps `L id seq`.
     #[prost(uint64, tag = "14")]
     pub log_number: u64,
-    /// The channel's idempotency index uses hashed keys (`keys::IdemKeys`): set at creation
-    /// since store format 3; channels created before keep full keys.
-    #[prost(bool, tag = "15")]
-    pub hashed_idem: bool,
 }
 
 /// A member of a channel.

@@ -115,7 +115,6 @@ pub(crate) async fn delete_below(
     inner: &Inner,
     channel: &ChannelId,
     log_keys: &keys::LogKeys,
-    idem_keys: &keys::IdemKeys,
     cut: Seq,
 ) -> Result<u64, StoreError> {
     let mut removed = 0;
@@ -138,13 +137,11 @@ pub(crate) async fn delete_below(
             if let Ok(entry) = decode_entry(&k, &v) {
                 let author = entry.event.author_id.as_str();
                 if !entry.client_msg_id.is_empty() {
-                    ops.push(Op::Delete(idem_key_of(
-                        inner,
-                        idem_keys,
-                        Seq(seq),
+                    ops.push(Op::Delete(keys::idem(
+                        channel,
                         author,
                         &entry.client_msg_id,
-                    )?));
+                    )));
                 }
                 for key in keys::index_keys(channel, Seq(seq), entry.event.body.as_ref()) {
                     ops.push(Op::Delete(key));
@@ -155,27 +152,4 @@ pub(crate) async fn delete_below(
         }
         inner.commit(ops).await?;
     }
-}
-
-/// The index key of the entry at `seq`: its hashed key if that names this entry, else its full
-/// key (stored so while another entry held the hashed one). Appends never take a hashed key
-/// that is in the engine, so the answer stays true until the deletion is committed.
-fn idem_key_of(
-    inner: &Inner,
-    idem_keys: &keys::IdemKeys,
-    seq: Seq,
-    author: &str,
-    client_msg_id: &str,
-) -> Result<Vec<u8>, StoreError> {
-    if let Some(hashed) = idem_keys.hashed(author, client_msg_id) {
-        let stored = inner.engine.get(&hashed)?;
-        if stored
-            .as_deref()
-            .and_then(keys::parse_hashed_idem)
-            .is_some_and(|h| h.seq == seq)
-        {
-            return Ok(hashed);
-        }
-    }
-    Ok(idem_keys.full(author, client_msg_id))
 }

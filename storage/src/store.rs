@@ -22,15 +22,13 @@ use crate::log::ChannelLog;
 use crate::records::decode_record;
 
 /// The format this build writes; a directory with another one is refused at open, except
-/// versions 1 and 2, which are upgraded in place. Version 2 added numbered log keys
-/// (`keys::LogKeys`), version 3 hashed idempotency keys (`keys::IdemKeys`): an older build
-/// would not find those channels' entries, or would append a retried message twice, so it must
-/// refuse a newer directory rather than open it.
-const FORMAT_VERSION: u32 = 3;
-/// Formats this build opens and upgrades: their data is read as it is (channels keep the keys
-/// they were created with: `L` log keys in version 1, full idempotency keys before version 3);
-/// only the marker changes.
-const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
+/// version 1, which is upgraded in place. Version 2 added numbered log keys (`keys::LogKeys`):
+/// a build that knows only version 1 would not find those channels' entries, so it must refuse
+/// a version 2 directory rather than open it.
+const FORMAT_VERSION: u32 = 2;
+/// Formats this build opens and upgrades: version 1 data is read as it is (its channels keep
+/// their `L` log keys); only the marker changes.
+const UPGRADABLE_FORMATS: [u32; 1] = [1];
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "LOCK";
 /// Striped locks serialize read-modify-write of one record without a global lock.
