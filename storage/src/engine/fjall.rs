@@ -11,8 +11,7 @@
 //! every batch written before the sync started.
 //!
 //! The store's `memtable-reaper` thread frees flushed memtables off fjall's locks (see
-//! `engine/reaper.rs`), and each write keeps the journal's blocks written ahead of fjall's
-//! appends so that a sync writes data only (see `engine/prefill.rs`).
+//! `engine/reaper.rs`).
 
 use std::fs::File;
 use std::ops::Bound;
@@ -21,7 +20,6 @@ use std::sync::Mutex;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use super::prefill::Prefill;
 use super::reaper::MemtableReaper;
 use super::{Direction, Engine, KeyValue, Op, collect_directed};
 use crate::error::EngineError;
@@ -35,9 +33,6 @@ pub struct FjallEngine {
     dir: PathBuf,
     /// The newest journal known, by id, with a handle to fsync it.
     journal: Mutex<(u64, File)>,
-    /// Held across each batch commit and the prefill step after it: the prefill writes to
-    /// the journal only while no batch does.
-    prefill: Mutex<Prefill>,
 }
 
 impl std::fmt::Debug for FjallEngine {
@@ -73,7 +68,6 @@ impl FjallEngine {
             keyspace,
             dir: dir.to_path_buf(),
             journal: Mutex::new((id, file)),
-            prefill: Mutex::new(Prefill::open(id, &journal_path(dir, id), 0)),
             reaper,
         })
     }
@@ -138,21 +132,7 @@ impl Engine for FjallEngine {
                 Op::Delete(k) => batch.remove(&self.keyspace, k.as_slice()),
             }
         }
-        let mut prefill = self
-            .prefill
-            .lock()
-            .map_err(|_| backend("journal prefill lock poisoned"))?;
-        batch.commit().map_err(backend)?;
-        prefill.note(ops);
-        // fjall rotates after writing a batch: a journal that appeared now is still empty.
-        while journal_path(&self.dir, prefill.id() + 1).exists() {
-            let id = prefill.id() + 1;
-            *prefill = Prefill::open(id, &journal_path(&self.dir, id), 0);
-        }
-        if prefill.step().is_err() {
-            prefill.stop();
-        }
-        Ok(())
+        batch.commit().map_err(backend)
     }
 
     fn sync(&self) -> Result<(), EngineError> {
@@ -230,46 +210,5 @@ mod tests {
         );
         engine.sync().unwrap();
         assert_eq!(engine.get(b"k").unwrap(), Some(value));
-    }
-
-    /// Writes leave the journal's next megabyte written (allocated), its content unchanged:
-    /// everything written reads back, also after a reopen (journal recovery).
-    #[test]
-    fn writes_prefill_the_journal_ahead() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let engine = FjallEngine::open(dir.path(), 1 << 20).unwrap();
-        let id = newest_journal(dir.path()).unwrap().unwrap();
-        let allocated = || {
-            std::fs::metadata(journal_path(dir.path(), id))
-                .unwrap()
-                .blocks()
-                * 512
-        };
-        let before = allocated();
-        let steps = super::super::prefill::AHEAD / super::super::prefill::CHUNK;
-        for i in 0..steps + 4 {
-            engine
-                .write(&[Op::Put(i.to_be_bytes().to_vec(), vec![7; 100])])
-                .unwrap();
-        }
-        engine.sync().unwrap();
-        assert!(
-            allocated() >= before + super::super::prefill::AHEAD,
-            "{before} -> {} bytes allocated",
-            allocated()
-        );
-        assert_eq!(
-            std::fs::metadata(journal_path(dir.path(), id))
-                .unwrap()
-                .len(),
-            64 * 1024 * 1024,
-            "the journal keeps its length"
-        );
-        drop(engine);
-        let engine = FjallEngine::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..steps + 4 {
-            assert_eq!(engine.get(&i.to_be_bytes()).unwrap(), Some(vec![7; 100]));
-        }
     }
 }

@@ -11,7 +11,6 @@ use crate::error::EngineError;
 pub(crate) mod cached;
 pub mod fjall;
 pub mod memory;
-mod prefill;
 mod reaper;
 #[cfg(feature = "sled")]
 pub mod sled;
