@@ -13,6 +13,7 @@
 //! - [`received`]: the subset of the server's envelopes an actor decodes.
 //! - [`report`]: the report (JSON and table), server CPU and memory from `/proc`.
 //! - [`scenario`]: connect, fanout, pairs, rooms, reconnect-storm.
+//! - [`server_metrics`]: the node's commit latency and syncs, from its metrics endpoint.
 //! - [`token`]: HS256 tokens for synthetic users.
 
 pub mod check;
@@ -21,4 +22,5 @@ pub mod payload;
 pub mod received;
 pub mod report;
 pub mod scenario;
+pub mod server_metrics;
 pub mod token;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chorus_client::TlsTrust;
 use chorus_loadtest::scenario::{self, Setup};
+use chorus_loadtest::server_metrics::MetricsUrl;
 use chorus_loadtest::token::Minter;
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,10 @@ struct Cli {
     /// The node's pid: its CPU and memory go into the report.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// The node's metrics URL (loopback, e.g. http://127.0.0.1:9091/metrics): its commit
+    /// latency and syncs over the measured phase go into the report.
+    #[arg(long, global = true, value_parser = MetricsUrl::parse)]
+    server_metrics: Option<MetricsUrl>,
     /// Write the JSON report here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -138,7 +143,8 @@ async fn run(cli: &Cli) -> anyhow::Result<chorus_loadtest::report::Report> {
         cli.connect_rate,
         cli.server_pid,
     )?
-    .with_quic_sockets(cli.quic_sockets as usize, cli.quic_max_udp_payload);
+    .with_quic_sockets(cli.quic_sockets as usize, cli.quic_max_udp_payload)
+    .with_server_metrics(cli.server_metrics.clone());
     match &cli.scenario {
         Scenario::Connect(a) => scenario::connect::run(&setup, a).await,
         Scenario::Fanout(a) => scenario::fanout::run(&setup, a).await,

@@ -522,6 +522,8 @@ pub struct Report {
     pub host_udp_receive_drops: Option<u64>,
     /// The host's CPU over the measured phase, including time stolen by a hypervisor.
     pub host_cpu: Option<HostCpu>,
+    /// The node's commit latency and syncs over the measured phase (with `--server-metrics`).
+    pub server_commit: Option<crate::server_metrics::ServerCommit>,
     /// Scenario-specific figures.
     pub extra: Value,
 }
@@ -585,6 +587,26 @@ impl Report {
                 format!(
                     "{:.2} cores, RSS {} -> {} KiB",
                     s.cpu_cores, s.rss_start_kib, s.rss_end_kib
+                ),
+            );
+        }
+        if let Some(c) = &self.server_commit {
+            let ms = |us: Option<f64>| {
+                us.map_or("beyond the last bucket".into(), |us| {
+                    format!("<= {:.2} ms", us / 1000.0)
+                })
+            };
+            row(
+                "server commit",
+                format!(
+                    "{} durable, mean {:.2} ms, p50 {}, p99 {}, p99.9 {}; {:.0} syncs/s of {:.0} µs",
+                    c.count,
+                    c.mean_us / 1000.0,
+                    ms(c.p50_at_most_us),
+                    ms(c.p99_at_most_us),
+                    ms(c.p999_at_most_us),
+                    c.syncs_per_sec,
+                    c.sync_mean_us
                 ),
             );
         }

@@ -5,6 +5,7 @@
 
 use chorus_client::TlsTrust;
 use chorus_loadtest::scenario::{self, Setup};
+use chorus_loadtest::server_metrics::MetricsUrl;
 use chorus_loadtest::token::Minter;
 use chorus_server::config::Config;
 
@@ -15,6 +16,7 @@ async fn node(dir: &std::path::Path) -> chorus_server::Server {
     config.limits.publish_rate_per_sec = 100_000;
     config.limits.publish_burst = 100_000;
     config.control_socket = Some(dir.join("control.sock"));
+    config.http_listen = Some("127.0.0.1:0".parse().unwrap());
     chorus_server::Server::start(config).await.unwrap()
 }
 
@@ -29,6 +31,11 @@ fn setup(server: &chorus_server::Server) -> Setup {
         Some(std::process::id()),
     )
     .unwrap()
+    .with_server_metrics(
+        server
+            .http_addr()
+            .map(|a| MetricsUrl::parse(&format!("http://{a}/metrics")).unwrap()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,9 +92,24 @@ async fn every_scenario_delivers_everything_once() {
         "server",
         "server_threads",
         "host_cpu",
+        "server_commit",
     ] {
         assert!(json.get(key).is_some(), "{key} in the report");
     }
+    // The node's own commit latency over the phase: its publishes, durable within a bucket.
+    let commit = r
+        .server_commit
+        .clone()
+        .expect("scraped from the node's metrics");
+    assert!(
+        commit.count > 0 && commit.count <= r.published + 50,
+        "{commit:?} for {} published",
+        r.published
+    );
+    assert!(
+        commit.p50_at_most_us.is_some() && commit.syncs_per_sec > 0.0,
+        "{commit:?}"
+    );
     // Linux: the host's CPU over the phase adds up to roughly its CPUs (ticks are 10 ms).
     let host = r.host_cpu.clone().unwrap();
     let sum = host.busy_cores + host.idle_cores + host.steal_cores;

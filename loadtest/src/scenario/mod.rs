@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::lean::Lean;
 use crate::report::{self, Report, Usage};
+use crate::server_metrics::{CommitSample, MetricsUrl, ServerCommit};
 use crate::token::Minter;
 
 /// Longest wait for one connection's `Welcome`.
@@ -44,6 +45,8 @@ pub struct Setup {
     pub connect_rate: u32,
     /// The node's pid, for its CPU and memory.
     pub server_pid: Option<u32>,
+    /// The node's metrics endpoint, for its commit latency.
+    pub server_metrics: Option<MetricsUrl>,
     /// A prefix making this run's users and channels unique.
     pub run_id: String,
     /// Largest UDP payload the shared QUIC endpoints accept.
@@ -111,6 +114,7 @@ impl Setup {
             source_ips,
             connect_rate: connect_rate.max(1),
             server_pid,
+            server_metrics: None,
             run_id: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
             quic_max_udp_payload: chorus_client::raw::DEFAULT_MAX_UDP_PAYLOAD,
             quic_sockets: DEFAULT_QUIC_SOCKETS,
@@ -123,6 +127,13 @@ impl Setup {
     pub fn with_quic_sockets(mut self, sockets: usize, max_udp_payload: u16) -> Self {
         self.quic_sockets = sockets;
         self.quic_max_udp_payload = max_udp_payload;
+        self
+    }
+
+    /// Scrapes the node's commit latency from `url` at the start and end of each measured
+    /// phase.
+    pub fn with_server_metrics(mut self, url: Option<MetricsUrl>) -> Self {
+        self.server_metrics = url;
         self
     }
 
@@ -231,6 +242,8 @@ impl Setup {
             pid: self.server_pid,
             udp_drops: report::udp_receive_drops(),
             host: report::host_cpu(),
+            commit: self.server_metrics.as_ref().and_then(MetricsUrl::sample),
+            metrics: self.server_metrics.clone(),
         }
     }
 
@@ -256,6 +269,8 @@ pub struct Meter {
     pid: Option<u32>,
     udp_drops: Option<u64>,
     host: Option<report::HostCpuSample>,
+    commit: Option<CommitSample>,
+    metrics: Option<MetricsUrl>,
 }
 
 impl Meter {
@@ -285,6 +300,12 @@ impl Meter {
         }
         if let (Some(a), Some(b)) = (self.host, report::host_cpu()) {
             report.host_cpu = Some(report::HostCpu::between(a, b, wall));
+        }
+        if let (Some(a), Some(b)) = (
+            &self.commit,
+            self.metrics.as_ref().and_then(MetricsUrl::sample),
+        ) {
+            report.server_commit = ServerCommit::between(a, &b, wall);
         }
     }
 }
