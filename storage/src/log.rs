@@ -569,10 +569,18 @@ impl Store {
                 seq: seq.get(),
             })?;
         let key = log.keys.key(seq);
-        let idem = match inner.engine.get(&key)? {
+        let mut idem = match inner.engine.get(&key)? {
             Some(v) => decode_entry(&key, &v)?.client_msg_id,
             None => String::new(),
         };
+        // A new author (an erased user's anonymous id) drops the entry's idempotency key: the
+        // key names the old author, who can no longer publish, and retention, which finds the
+        // key by the entry's author, would never remove it.
+        let mut dropped_idem = None;
+        if author.is_some_and(|a| a != old.event.author_id) && !idem.is_empty() {
+            dropped_idem = Some(keys::idem(channel, &old.event.author_id, &idem));
+            idem.clear();
+        }
         let mut event = old.event.clone();
         event.body = Some(body);
         if let Some(author) = author {
@@ -595,6 +603,7 @@ impl Store {
             .map(Op::Delete)
             .collect();
         ops.extend(after.into_iter().map(|k| Op::Put(k, Vec::new())));
+        ops.extend(dropped_idem.map(Op::Delete));
         ops.push(Op::Put(key, value));
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Replace {

@@ -1,6 +1,7 @@
 //! Both log-key layouts in a real fjall store: channels created now get log numbers, never the
 //! same one twice (also across a restart), and a channel from before numbers (`L` keys) still
-//! appends, reads, deduplicates, survives a restart and has retention applied.
+//! appends, reads, deduplicates, survives a restart and has retention applied. Also: a rewrite
+//! under a new author (erasure) drops the entry's idempotency key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -172,4 +173,50 @@ async fn numbered_and_named_logs_live_side_by_side() {
     // The numbered logs were not touched.
     assert_eq!(count(&store, keys::NUMBERED_LOG), 5);
     assert_eq!(record(&store, "old").log_number, 0);
+}
+
+/// Erasing an author (a rewrite under a new author) drops the entries' idempotency keys, which
+/// name the old author and which retention, going by the new author, would never find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_author_takes_the_idempotency_key_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    create(&store, "c").await;
+    assert_eq!(append(&store, "c", "m1", Some("k1")).await, (Seq(1), false));
+    assert_eq!(append(&store, "c", "m2", Some("k2")).await, (Seq(2), false));
+    assert_eq!(count(&store, keys::IDEM), 2);
+    let body = |text: &str| {
+        Body::Message(Message {
+            text: text.to_owned(),
+            ..Message::default()
+        })
+    };
+    // An edit by the same author keeps it; a new author drops it.
+    store.rewrite(&cid("c"), Seq(1), body("m1'")).await.unwrap();
+    assert_eq!(count(&store, keys::IDEM), 2);
+    let e = store
+        .rewrite_as(&cid("c"), Seq(1), body("gone"), Some("erased-01"))
+        .await
+        .unwrap();
+    assert_eq!(e.event.author_id, "erased-01");
+    assert_eq!(count(&store, keys::IDEM), 1);
+    assert_eq!(append(&store, "c", "m2", Some("k2")).await, (Seq(2), true));
+
+    // Retention then removes what is left, and finds nothing of the old author to miss.
+    store
+        .update_channel(
+            &cid("c"),
+            ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: 1,
+                }),
+                ..ChannelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    append(&store, "c", "m3", None).await;
+    assert_eq!(store.retain_channel(&cid("c"), 2_000).await.unwrap(), 2);
+    assert_eq!(count(&store, keys::IDEM), 0);
 }
