@@ -576,6 +576,8 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
     alice
         .create_group("pair", ChannelKind::Group, &["bob"])
         .await;
+    // A direct channel: its pair index entry names alice.
+    alice.create_group("", ChannelKind::Direct, &["bob"]).await;
     let a1 = appended(alice.publish("pair", "a1", "alice secret one").await);
     let b1 = appended(bob.publish("pair", "b1", "bob reply").await);
     let a2 = appended(alice.publish("pair", "a2", "alice secret two").await);
@@ -610,6 +612,10 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
         .ok(json!({"cmd": "users.erase", "user": "alice"}))
         .await;
     assert_eq!(report["entries_erased"], 2, "her two messages");
+    assert_eq!(
+        report["direct_pairs_removed"], 1,
+        "her direct channel with bob"
+    );
     assert!(
         report["entries_anonymised"].as_u64().unwrap() >= 1,
         "the events naming her"

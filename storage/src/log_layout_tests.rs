@@ -220,3 +220,48 @@ async fn a_new_author_takes_the_idempotency_key_with_it() {
     assert_eq!(store.retain_channel(&cid("c"), 2_000).await.unwrap(), 2);
     assert_eq!(count(&store, keys::IDEM), 0);
 }
+
+/// Erasure's direct-pair cleanup: every pair naming the user goes, on either side of the key;
+/// the channels and other pairs stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_user_deletes_the_direct_pairs_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let u = |s: &str| UserId::new(s).unwrap();
+    for (a, b, id) in [
+        ("alice", "bob", "d1"),
+        ("carol", "alice", "d2"),
+        ("bob", "carol", "d3"),
+        ("alicea", "bob", "d4"),
+    ] {
+        store
+            .direct_channel(&u(a), &u(b), cid(id), 1_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&store, keys::DIRECT), 4);
+    assert_eq!(store.forget_direct_pairs(&u("alice")).await.unwrap(), 2);
+    assert_eq!(count(&store, keys::DIRECT), 2);
+    assert!(
+        store.channel(&cid("d1")).unwrap().is_some(),
+        "the channel stays"
+    );
+    // The other pairs still find their channels.
+    let (d3, created) = store
+        .direct_channel(&u("carol"), &u("bob"), cid("new"), 2_000)
+        .await
+        .unwrap();
+    assert_eq!((d3.id, created), (cid("d3"), false));
+    let (d4, created) = store
+        .direct_channel(&u("bob"), &u("alicea"), cid("new"), 2_000)
+        .await
+        .unwrap();
+    assert_eq!((d4.id, created), (cid("d4"), false));
+    assert_eq!(store.forget_direct_pairs(&u("nobody")).await.unwrap(), 0);
+    // A forgotten pair is a new one.
+    let (d5, created) = store
+        .direct_channel(&u("bob"), &u("alice"), cid("d5"), 3_000)
+        .await
+        .unwrap();
+    assert_eq!((d5.id, created), (cid("d5"), true));
+}

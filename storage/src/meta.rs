@@ -2,13 +2,15 @@
 //! a striped lock held until the change is durable, so that concurrent changes of one record
 //! never lose each other, while changes of different records share syncs.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use chorus_protocol::ids::{ChannelId, Epoch, Seq, UserId};
 use chorus_protocol::v1::{ChannelKind, Role};
 use prost::Message;
 
 use crate::config::RetentionPolicy;
-use crate::engine::{Direction, Op};
+use crate::engine::{Direction, Op, as_ref_bound};
 use crate::error::StoreError;
 use crate::keys;
 use crate::log::{LogPosition, MAX_MENTION_COUNT};
@@ -557,6 +559,41 @@ impl Store {
         self.inner
             .commit(vec![Op::Delete(keys::marker(user, channel))])
             .await
+    }
+
+    /// Deletes the direct-channel index entries of every pair `user` is in (erasure: the keys
+    /// name the user). The channels stay, with their other member and history; a later
+    /// `direct_channel` for such a pair would make a new one. Returns how many were deleted.
+    pub async fn forget_direct_pairs(&self, user: &UserId) -> Result<u64, StoreError> {
+        let inner = &*self.inner;
+        let end = [keys::DIRECT + 1];
+        let mut from = Bound::Included(vec![keys::DIRECT]);
+        let mut deleted = 0;
+        loop {
+            let page = inner.engine.scan(
+                as_ref_bound(&from),
+                Bound::Excluded(&end[..]),
+                Direction::Forward,
+                1_000,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(deleted);
+            };
+            from = Bound::Excluded(last.clone());
+            let ops: Vec<Op> = page
+                .into_iter()
+                .filter(|(k, _)| {
+                    let lo = keys::trailing_str(k, 1);
+                    let hi = lo.and_then(|lo| keys::trailing_str(k, 2 + lo.len()));
+                    lo == Some(user.as_str()) || hi == Some(user.as_str())
+                })
+                .map(|(k, _)| Op::Delete(k))
+                .collect();
+            deleted += ops.len() as u64;
+            if !ops.is_empty() {
+                inner.commit(ops).await?;
+            }
+        }
     }
 
     /// Creates or replaces a user's record.

@@ -180,8 +180,8 @@ pub(crate) async fn export(shared: &Shared, user: &UserId) -> Result<Value, Cont
 }
 
 /// Erases `user`: their entries become tombstones with an anonymous author, membership events
-/// naming them name the anonymous id instead, their memberships, read markers and server ban
-/// go, their profile is blanked and marked erased, their tokens are refused and their sessions
+/// naming them name the anonymous id instead, their memberships, read markers, server ban and
+/// direct-pair index entries go, their profile is blanked and marked erased, their tokens are refused and their sessions
 /// closed. Logs stay gapless.
 pub(crate) async fn erase(shared: &Shared, user: &UserId) -> Result<Value, ControlError> {
     let store = &shared.store;
@@ -285,12 +285,17 @@ pub(crate) async fn erase(shared: &Shared, user: &UserId) -> Result<Value, Contr
         .unban(BanScope::Server, user)
         .await
         .map_err(ControlError::failed)?;
+    let direct_pairs = store
+        .forget_direct_pairs(user)
+        .await
+        .map_err(ControlError::failed)?;
     Ok(json!({
         "user": user.as_str(),
         "anonymous_id": anonymous,
         "entries_erased": erased,
         "entries_anonymised": anonymised,
         "memberships_removed": memberships,
+        "direct_pairs_removed": direct_pairs,
         "sessions_closed": closed,
     }))
 }
