@@ -153,10 +153,18 @@ pub struct Chorusd {
     pub config: PathBuf,
     pub addr: SocketAddr,
     pub child: Option<Child>,
+    /// One such node per test binary at a time: a port from `free_port` is free only until
+    /// someone binds it, and a node restarted on its port must not find another test's node
+    /// (or a client's source port) there.
+    _one: tokio::sync::OwnedMutexGuard<()>,
 }
+
+static ONE_NODE_AT_A_TIME: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(Default::default);
 
 impl Chorusd {
     pub async fn start() -> Self {
+        let one = ONE_NODE_AT_A_TIME.clone().lock_owned().await;
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, SECRET).unwrap();
@@ -176,6 +184,7 @@ impl Chorusd {
             config,
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             child: None,
+            _one: one,
         };
         node.spawn().await;
         node
