@@ -90,6 +90,23 @@ async fn append(store: &Store, id: &str, text: &str, key: Option<&str>) -> (Seq,
     (a.entry.seq, a.duplicate)
 }
 
+/// Gives channel `id` a retention policy of its newest `n` entries.
+async fn keep_newest(store: &Store, id: &str, n: u64) {
+    store
+        .update_channel(
+            &cid(id),
+            ChannelPatch {
+                retention: Some(RetentionPolicy {
+                    max_age_ms: 0,
+                    max_entries: n,
+                }),
+                ..ChannelPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 fn seqs(store: &Store, id: &str) -> Vec<u64> {
     let query = LogQuery {
         anchor: Anchor::Latest,
@@ -154,19 +171,7 @@ async fn numbered_and_named_logs_live_side_by_side() {
     assert_eq!(append(&store, "old", "o6", Some("k")).await, (Seq(6), true));
     assert_eq!(count(&store, keys::LOG), 6);
 
-    store
-        .update_channel(
-            &cid("old"),
-            ChannelPatch {
-                retention: Some(RetentionPolicy {
-                    max_age_ms: 0,
-                    max_entries: 2,
-                }),
-                ..ChannelPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    keep_newest(&store, "old", 2).await;
     assert_eq!(store.retain_channel(&cid("old"), 2_000).await.unwrap(), 4);
     assert_eq!(count(&store, keys::LOG), 2);
     assert_eq!(seqs(&store, "old"), [5, 6]);
@@ -203,19 +208,7 @@ async fn a_new_author_takes_the_idempotency_key_with_it() {
     assert_eq!(append(&store, "c", "m2", Some("k2")).await, (Seq(2), true));
 
     // Retention then removes what is left, and finds nothing of the old author to miss.
-    store
-        .update_channel(
-            &cid("c"),
-            ChannelPatch {
-                retention: Some(RetentionPolicy {
-                    max_age_ms: 0,
-                    max_entries: 1,
-                }),
-                ..ChannelPatch::default()
-            },
-        )
-        .await
-        .unwrap();
+    keep_newest(&store, "c", 1).await;
     append(&store, "c", "m3", None).await;
     assert_eq!(store.retain_channel(&cid("c"), 2_000).await.unwrap(), 2);
     assert_eq!(count(&store, keys::IDEM), 0);
