@@ -181,8 +181,8 @@ pub(crate) async fn export(shared: &Shared, user: &UserId) -> Result<Value, Cont
 
 /// Erases `user`: their entries become tombstones with an anonymous author, membership events
 /// naming them name the anonymous id instead, their memberships, read markers, server ban and
-/// direct-pair index entries go, their profile is blanked and marked erased, their tokens are refused and their sessions
-/// closed. Logs stay gapless.
+/// direct-pair index entries go, their profile is blanked and marked erased, their tokens are
+/// refused and their sessions closed. Logs stay gapless.
 pub(crate) async fn erase(shared: &Shared, user: &UserId) -> Result<Value, ControlError> {
     let store = &shared.store;
     let anonymous = format!("erased-{:016x}", rand::random::<u64>());
