@@ -1,7 +1,8 @@
 //! Both log-key layouts in a real fjall store: channels created now get log numbers, never the
 //! same one twice (also across a restart), and a channel from before numbers (`L` keys) still
-//! appends, reads, deduplicates, survives a restart and has retention applied. Also: a rewrite
-//! under a new author (erasure) drops the entry's idempotency key.
+//! appends, reads, deduplicates, survives a restart and has retention applied. Also erasure's
+//! index clean-up: a rewrite under a new author drops the entry's idempotency key, and the
+//! direct-pair index entries naming a user can be forgotten.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
