@@ -2,8 +2,31 @@
 //! skips ahead records the missing ones; a missing one arriving later counts as reordered; one
 //! seen before counts as a duplicate. At the end, skipped seqs still missing are lost; seqs
 //! after the last one received are undelivered (the run ended before they came).
+//!
+//! Seqs alone cannot show a message the node stored twice (two seqs, one message): the test
+//! messages also carry their sender and the sender's message number. Where a sender publishes
+//! in order on one connection its numbers must rise from one entry to the next; where its
+//! publishes may overtake each other (the storm's, concurrent and resent across reconnects) the
+//! check remembers every number instead.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The most skipped seqs listed one by one: a node that jumps further (a corrupt or hostile
+/// seq) has the rest counted as lost without listing them, so that one bad frame cannot make
+/// the tester allocate without bound.
+const MAX_LISTED_GAP: u64 = 1 << 20;
+
+/// How a received seq fits its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// After every seq seen so far: the next one, or a skip ahead.
+    Ahead,
+    /// A seq skipped earlier, arriving now (reordered).
+    Late,
+    /// A seq seen before (duplicate).
+    Again,
+}
 
 /// Counts for one (receiver, channel) stream.
 #[derive(Debug, Clone, Default)]
@@ -14,9 +37,16 @@ pub struct StreamCheck {
     first: u64,
     /// Seqs skipped over and not (yet) seen.
     missing: BTreeSet<u64>,
+    /// Seqs skipped in jumps too long to list ([`MAX_LISTED_GAP`]): lost, whatever comes later.
+    unlisted: u64,
+    /// Each sender's highest message number seen in this stream.
+    numbers: HashMap<u32, u64>,
+    /// Every (sender, number) seen, for senders whose messages may arrive out of their order.
+    every_number: Option<HashSet<(u32, u64)>>,
     /// Entries received.
     pub received: u64,
-    /// Entries seen twice.
+    /// Entries seen twice: the same seq again, or the same message (sender and number) under
+    /// a second seq.
     pub duplicates: u64,
     /// Entries that arrived after a later one.
     pub reordered: u64,
@@ -28,23 +58,71 @@ impl StreamCheck {
     pub fn after(head: u64) -> Self {
         Self {
             last: head,
-            first: head + 1,
+            first: head.saturating_add(1),
             ..Self::default()
         }
     }
 
+    /// Checks messages by remembering every number, not by their rising: for senders whose
+    /// publishes may be sequenced out of their numbering.
+    pub fn remembering_numbers(mut self) -> Self {
+        self.every_number = Some(HashSet::new());
+        self
+    }
+
     /// Records a received seq.
-    pub fn observe(&mut self, seq: u64) {
+    pub fn observe(&mut self, seq: u64) -> Seen {
         self.received += 1;
-        if seq == self.last + 1 {
+        if seq > self.last {
+            let skipped = seq - self.last - 1;
+            if skipped > MAX_LISTED_GAP {
+                self.unlisted += skipped;
+            } else {
+                self.missing.extend(self.last + 1..seq);
+            }
             self.last = seq;
-        } else if seq > self.last {
-            self.missing.extend(self.last + 1..seq);
-            self.last = seq;
+            Seen::Ahead
         } else if self.missing.remove(&seq) {
             self.reordered += 1;
+            Seen::Late
         } else {
             self.duplicates += 1;
+            Seen::Again
+        }
+    }
+
+    /// Records a received test message: `seq` as [`StreamCheck::observe`] does, then the
+    /// sender's message `number`, which must be above the last one seen from that sender (or,
+    /// [`StreamCheck::remembering_numbers`], not seen before). One that is not is the same
+    /// message stored a second time, and counts as a duplicate.
+    /// Returns whether the message is one not received before (late ones included).
+    pub fn observe_message(&mut self, seq: u64, sender: u32, number: u64) -> bool {
+        match self.observe(seq) {
+            Seen::Again => return false,
+            // Counted as reordered; a late entry's number says nothing about storage.
+            Seen::Late => return true,
+            Seen::Ahead => {}
+        }
+        if let Some(seen) = &mut self.every_number {
+            let fresh = seen.insert((sender, number));
+            if !fresh {
+                self.duplicates += 1;
+            }
+            return fresh;
+        }
+        match self.numbers.entry(sender) {
+            Entry::Vacant(v) => {
+                v.insert(number);
+                true
+            }
+            Entry::Occupied(mut o) if number > *o.get() => {
+                o.insert(number);
+                true
+            }
+            Entry::Occupied(_) => {
+                self.duplicates += 1;
+                false
+            }
         }
     }
 
@@ -57,10 +135,12 @@ impl StreamCheck {
     /// Entries skipped over: a later one arrived and they never did. In an ordered stream this
     /// is a loss whenever the run ended.
     pub fn gaps(&self, expected_last: u64) -> u64 {
-        self.missing
-            .iter()
-            .filter(|s| **s >= self.first && **s <= expected_last)
-            .count() as u64
+        self.unlisted
+            + self
+                .missing
+                .iter()
+                .filter(|s| **s >= self.first && **s <= expected_last)
+                .count() as u64
     }
 
     /// Entries after the last one received, up to `expected_last`: not delivered by the time
@@ -90,10 +170,55 @@ mod tests {
         assert_eq!(c.lost(18), 3, "and the tail");
         assert_eq!((c.gaps(18), c.tail(18)), (1, 2));
         let mut clean = StreamCheck::after(0);
-        (1..=100).for_each(|s| clean.observe(s));
+        for s in 1..=100 {
+            clean.observe(s);
+        }
         assert_eq!(
             (clean.lost(100), clean.duplicates, clean.reordered),
             (0, 0, 0)
         );
+    }
+
+    #[test]
+    fn the_same_message_under_two_seqs_is_a_duplicate() {
+        let mut c = StreamCheck::after(0);
+        c.observe_message(1, 7, 1);
+        c.observe_message(2, 9, 1);
+        c.observe_message(3, 7, 2);
+        assert_eq!(c.duplicates, 0, "senders are numbered apart");
+        c.observe_message(4, 7, 2);
+        assert_eq!(c.duplicates, 1, "7's message 2 stored again");
+        c.observe_message(5, 7, 3);
+        c.observe_message(5, 7, 3);
+        assert_eq!(c.duplicates, 2, "a repeated seq counts once, not twice");
+        c.observe_message(7, 9, 2);
+        c.observe_message(6, 9, 5);
+        assert_eq!(
+            (c.duplicates, c.reordered),
+            (2, 1),
+            "a late seq is a reorder, its number not judged"
+        );
+        assert_eq!(c.lost(7), 0);
+    }
+
+    #[test]
+    fn remembered_numbers_may_come_in_any_order() {
+        let mut c = StreamCheck::after(0).remembering_numbers();
+        assert!(c.observe_message(1, 0, 5));
+        assert!(c.observe_message(2, 0, 3));
+        assert!(!c.observe_message(3, 0, 5));
+        assert_eq!((c.duplicates, c.reordered, c.lost(3)), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_seq_far_ahead_counts_lost_without_listing() {
+        let mut c = StreamCheck::after(0);
+        c.observe(1);
+        c.observe(u64::MAX);
+        assert_eq!(c.gaps(u64::MAX), u64::MAX - 2);
+        assert!(c.missing.is_empty());
+        c.observe(u64::MAX);
+        assert_eq!(c.duplicates, 1);
+        assert_eq!(StreamCheck::after(u64::MAX).tail(5), 0);
     }
 }

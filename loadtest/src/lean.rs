@@ -94,9 +94,9 @@ impl Lean {
     /// Sends one request and waits for its reply; pushes that arrive meanwhile are kept.
     pub async fn request(&mut self, request: Request) -> anyhow::Result<reply::Result> {
         let id = self.next_id();
-        self.send(vec![(id, request)]).await?;
         let mut kept = VecDeque::new();
         let wait = async {
+            self.send(vec![(id, request)]).await?;
             loop {
                 let frames = match self.reader.next().await {
                     RawIncoming::Frames(f) => f,

@@ -205,6 +205,8 @@ async fn every_scenario_delivers_everything_once() {
     .unwrap();
     assert_eq!(r.connections, 50);
     assert!(r.extra["connects_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(r.extra["connections_alive_at_end"], 50, "{}", r.table());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
 
     let r = scenario::storm::run(
         &setup,
@@ -228,6 +230,12 @@ async fn every_scenario_delivers_everything_once() {
     );
     assert_eq!(r.extra["clients_reconnected"], 30, "{}", r.table());
     assert_eq!(r.extra["clients_not_caught_up"], 0, "{}", r.table());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // Every publish acknowledged, each delivered to the 10 clients of its channel, timed.
+    assert_eq!(r.extra["publishes_attempted"], r.published, "{}", r.table());
+    assert!(r.published > 50, "{}", r.table());
+    assert_eq!(r.latency_us.count, r.published * 10, "{}", r.table());
+    assert_eq!(r.extra["reconnect_us"]["count"], 30, "{}", r.table());
     server.shutdown().await;
 }
 

@@ -109,9 +109,60 @@ pub struct Outcome {
     pub delivered: u64,
 }
 
+/// How long an actor may take to stop once told to.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+impl Outcome {
+    /// The outcome of an actor whose own was lost: one error, nothing else.
+    fn failed(error: &str) -> Self {
+        Self {
+            acked: 0,
+            checks: HashMap::new(),
+            errors: BTreeMap::from([(error.to_owned(), 1)]),
+            last_delivery: None,
+            // Its failure is the error; "not drained" would count it twice.
+            drained: true,
+            delivered: 0,
+        }
+    }
+}
+
 enum Sent {
     Publish(usize),
     Other,
+}
+
+/// What an actor owes the coordinator however it ends (drained, closed, failed to send,
+/// panicked): its channels' last acknowledged seqs, so that subscribers are checked against
+/// every acknowledged publish, and its drain permit, so that the drain does not wait for an
+/// actor that is gone.
+struct Reporting<'a> {
+    publish_to: &'a [(String, f64)],
+    finals: &'a Finals,
+    drained: &'a tokio::sync::Semaphore,
+    /// Per channel of `publish_to`: the highest seq acknowledged.
+    acked_max: Vec<u64>,
+    reported: bool,
+}
+
+impl Reporting<'_> {
+    fn report(&mut self) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        for ((channel, _), seq) in self.publish_to.iter().zip(&self.acked_max) {
+            if *seq > 0 {
+                self.finals.raise(channel, *seq);
+            }
+        }
+        self.drained.add_permits(1);
+    }
+}
+
+impl Drop for Reporting<'_> {
+    fn drop(&mut self) {
+        self.report();
+    }
 }
 
 /// The next phase change (`None`: the coordinator is gone), handing the receiver back.
@@ -158,7 +209,13 @@ pub async fn run(
     let total_weight: f64 = plan.publish_to.iter().map(|(_, w)| w).sum();
     let text = "x".repeat(plan.body);
     let mut in_flight: HashMap<u64, Sent> = HashMap::new();
-    let mut acked_max: Vec<u64> = vec![0; plan.publish_to.len()];
+    let mut reporting = Reporting {
+        publish_to: &plan.publish_to,
+        finals: &finals,
+        drained: &drained,
+        acked_max: vec![0; plan.publish_to.len()],
+        reported: false,
+    };
     let mut sent: u64 = 0;
     let mut received_since_mark: u64 = 0;
     let start = Instant::now();
@@ -176,7 +233,6 @@ pub async fn run(
     let mut phase_wait = wait_phase(phase);
     let next_publish = tokio::time::sleep_until(Instant::now() + Duration::from_secs(3600));
     tokio::pin!(next_publish);
-    let mut reported_drain = false;
     // Entries that arrived with the subscribe replies.
     let mut backlog: Vec<received::Envelope> = conn
         .pending
@@ -248,17 +304,11 @@ pub async fn run(
             }
         }
         if current == Phase::Drain
-            && !reported_drain
+            && !out.drained
             && !in_flight.values().any(|s| matches!(s, Sent::Publish(_)))
         {
-            for (i, (channel, _)) in plan.publish_to.iter().enumerate() {
-                if acked_max[i] > 0 {
-                    finals.raise(channel, acked_max[i]);
-                }
-            }
-            reported_drain = true;
+            reporting.report();
             out.drained = true;
-            drained.add_permits(1);
         }
         if current == Phase::Settle
             && out
@@ -272,8 +322,14 @@ pub async fn run(
             return out;
         }
         // Wait for frames, the next publish, or a phase change.
+        // A full window waits for replies, not for the clock: a send time already past would
+        // fire at once on every turn and spin.
         let next_due = match plan.pace {
-            Pace::Rate(r) if current == Phase::Run && !plan.publish_to.is_empty() => {
+            Pace::Rate(r)
+                if current == Phase::Run
+                    && !plan.publish_to.is_empty()
+                    && in_flight.len() < window =>
+            {
                 Some(start + Duration::from_secs_f64(((sent + 1) as f64 - offset).max(0.0) / r))
             }
             _ => None,
@@ -295,9 +351,6 @@ pub async fn run(
                     RawIncoming::Closed { code, reason } => {
                         let kind = code.map_or_else(|| format!("closed: {reason}"), |c| format!("closed: {}", c.as_str_name()));
                         *out.errors.entry(kind).or_default() += 1;
-                        if !reported_drain {
-                            drained.add_permits(1);
-                        }
                         return out;
                     }
                 },
@@ -321,7 +374,8 @@ pub async fn run(
                     Some(Sent::Publish(target)) => match r.result {
                         Some(received::ReplyResult::Appended(a)) => {
                             out.acked += 1;
-                            acked_max[target] = acked_max[target].max(a.seq);
+                            let max = &mut reporting.acked_max[target];
+                            *max = (*max).max(a.seq);
                         }
                         Some(received::ReplyResult::Error(e)) => {
                             *out.errors
@@ -355,14 +409,23 @@ pub async fn run(
                     let Some(check) = out.checks.get_mut(channel) else {
                         continue;
                     };
-                    check.observe(e.seq);
                     out.last_delivery = Some(Instant::now());
-                    if let Some(received::Body::Message(m)) = &e.body
-                        && let Some(p) = Payload::decode(&m.custom)
-                    {
-                        out.delivered += 1;
-                        if p.sender != plan.id {
-                            latency.record(p.age());
+                    let payload = match &e.body {
+                        Some(received::Body::Message(m)) => Payload::decode(&m.custom),
+                        _ => None,
+                    };
+                    match payload {
+                        // A duplicate is neither a delivery nor a latency sample.
+                        Some(p) => {
+                            if check.observe_message(e.seq, p.sender, p.number) {
+                                out.delivered += 1;
+                                if p.sender != plan.id {
+                                    latency.record(p.age());
+                                }
+                            }
+                        }
+                        None => {
+                            check.observe(e.seq);
                         }
                     }
                     received_since_mark += 1;
@@ -443,15 +506,25 @@ pub async fn orchestrate(
     for t in tasks {
         let left = settle_deadline.saturating_duration_since(Instant::now());
         let mut t = t;
-        match tokio::time::timeout(left, &mut t).await {
-            Ok(Ok(o)) => outcomes.push(o),
-            Ok(Err(_)) => {}
+        let ended = match tokio::time::timeout(left, &mut t).await {
+            Ok(ended) => ended,
             Err(_) => {
                 let _ = tx.send(Phase::Stop);
-                if let Ok(o) = t.await {
-                    outcomes.push(o);
+                match tokio::time::timeout(STOP_GRACE, &mut t).await {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        // Blocked in a send the node does not take: its counts are lost with
+                        // it, and the run says so.
+                        t.abort();
+                        outcomes.push(Outcome::failed("actor did not stop (blocked sending)"));
+                        continue;
+                    }
                 }
             }
+        };
+        match ended {
+            Ok(o) => outcomes.push(o),
+            Err(e) => outcomes.push(Outcome::failed(&format!("actor failed: {e}"))),
         }
     }
     Finished {

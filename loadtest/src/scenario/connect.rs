@@ -22,6 +22,22 @@ pub struct Args {
     pub hold: u64,
 }
 
+/// The longest wait between a held connection's pings.
+const MAX_PING_EVERY: Duration = Duration::from_secs(20);
+
+/// How long a ping may wait for the socket to take it.
+const SEND_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often to ping: the node's heartbeat interval, or half its idle timeout, whichever is
+/// shorter, at most [`MAX_PING_EVERY`].
+fn heartbeat(welcome: &v1::Welcome) -> Duration {
+    [welcome.heartbeat_interval_ms, welcome.idle_timeout_ms / 2]
+        .into_iter()
+        .filter(|ms| *ms > 0)
+        .map(|ms| Duration::from_millis(ms.into()))
+        .fold(MAX_PING_EVERY, Duration::min)
+}
+
 /// Runs `connect`.
 pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if args.connections == 0 {
@@ -53,46 +69,97 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         )
         .await;
     let took = start.elapsed();
-    report.connections = conns.len() as u64;
+    let opened = conns.len();
+    report.connections = opened as u64;
     report.connect_us = Percentiles::of(&hist);
     report.errors = errors;
     report.duration_secs = took.as_secs_f64();
-    // Hold: idle, apart from a ping per connection every 20 s to stay under the idle timeout.
+    // Hold: idle, apart from a ping per connection each heartbeat interval the node announced
+    // (so that its idle timeout never closes them).
     let hold_until = Instant::now() + Duration::from_secs(args.hold);
     let settle = Duration::from_secs(2).min(Duration::from_secs(args.hold));
     tokio::time::sleep(settle).await;
     let held = setup
         .server_pid
         .and_then(|p| report::sample(&p.to_string()));
+    let every = conns
+        .iter()
+        .map(|(_, c)| heartbeat(&c.welcome))
+        .min()
+        .unwrap_or(MAX_PING_EVERY);
     while Instant::now() < hold_until {
         let wait = hold_until
             .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(20));
+            .min(every);
         tokio::time::sleep(wait).await;
         if Instant::now() < hold_until {
             for (_, c) in &mut conns {
                 let id = c.next_id();
-                let _ = c
-                    .send(vec![(id, Request::Ping(v1::Ping { client_time_ms: 0 }))])
-                    .await;
+                // A socket that takes no bytes is found out by the check below.
+                let _ = tokio::time::timeout(
+                    SEND_LIMIT,
+                    c.send(vec![(id, Request::Ping(v1::Ping { client_time_ms: 0 }))]),
+                )
+                .await;
             }
         }
     }
     meter.finish(&mut report);
+    // Whether each connection is still open: a held connection the node dropped must not
+    // count as held.
+    let mut checks = tokio::task::JoinSet::new();
+    for (_, mut c) in conns.drain(..) {
+        checks.spawn(async move {
+            let alive = c
+                .request(Request::Ping(v1::Ping { client_time_ms: 0 }))
+                .await;
+            let _ = tokio::time::timeout(SEND_LIMIT, c.writer.close()).await;
+            alive.map(|_| ())
+        });
+    }
+    let mut alive = 0u64;
+    while let Some(done) = checks.join_next().await {
+        match done {
+            Ok(Ok(())) => alive += 1,
+            Ok(Err(e)) => {
+                *report
+                    .errors
+                    .entry(format!("lost while held: {e}"))
+                    .or_default() += 1
+            }
+            Err(e) => *report.errors.entry(format!("check task: {e}")).or_default() += 1,
+        }
+    }
     let per_conn = match (before, held) {
-        (Some(b), Some(h)) if !conns.is_empty() => {
-            Some(h.rss_kib.saturating_sub(b.rss_kib) as f64 / conns.len() as f64)
+        (Some(b), Some(h)) if opened > 0 => {
+            Some(h.rss_kib.saturating_sub(b.rss_kib) as f64 / opened as f64)
         }
         _ => None,
     };
     report.extra = json!({
-        "connects_per_sec": conns.len() as f64 / took.as_secs_f64().max(1e-9),
+        "connects_per_sec": opened as f64 / took.as_secs_f64().max(1e-9),
+        "connections_alive_at_end": alive,
         "server_rss_per_connection_kib": per_conn,
         "server_rss_before_kib": before.map(|b| b.rss_kib),
         "server_rss_held_kib": held.map(|h| h.rss_kib),
     });
-    for (_, c) in &mut conns {
-        c.writer.close().await;
-    }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_follow_the_node_heartbeat() {
+        let w = |heartbeat_interval_ms, idle_timeout_ms| v1::Welcome {
+            heartbeat_interval_ms,
+            idle_timeout_ms,
+            ..Default::default()
+        };
+        assert_eq!(heartbeat(&w(0, 0)), MAX_PING_EVERY);
+        assert_eq!(heartbeat(&w(15_000, 60_000)), Duration::from_secs(15));
+        assert_eq!(heartbeat(&w(30_000, 10_000)), Duration::from_secs(5));
+        assert_eq!(heartbeat(&w(0, 90_000)), MAX_PING_EVERY);
+    }
 }

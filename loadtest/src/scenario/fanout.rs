@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
     /// Total publishes per second (fixed rate).
-    #[arg(long, conflicts_with = "window")]
+    #[arg(long, conflicts_with = "window", value_parser = super::positive_rate)]
     pub rate: Option<f64>,
     /// Unacknowledged publishes per publisher (maximum throughput).
     #[arg(long)]

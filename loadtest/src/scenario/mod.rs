@@ -315,3 +315,41 @@ pub fn short(e: &anyhow::Error) -> String {
     let s = format!("{e:#}");
     s.chars().take(120).collect()
 }
+
+/// Parses a messages-per-second rate: finite and above zero (a zero rate would divide the
+/// send schedule by zero).
+pub fn positive_rate(s: &str) -> Result<f64, String> {
+    finite(s, |r| r > 0.0, "a number above 0")
+}
+
+/// Parses a Zipf exponent: finite and not negative.
+pub fn zipf_exponent(s: &str) -> Result<f64, String> {
+    finite(s, |z| z >= 0.0, "a number of at least 0")
+}
+
+/// A finite number that `ok` accepts; `rule` says which.
+fn finite(s: &str, ok: fn(f64) -> bool, rule: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && ok(x) => Ok(x),
+        Ok(_) => Err(format!("must be {rule}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_exponents_are_finite_numbers_in_range() {
+        assert_eq!(positive_rate("2000"), Ok(2000.0));
+        for bad in ["0", "-5", "NaN", "inf", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(zipf_exponent("0"), Ok(0.0));
+        assert_eq!(zipf_exponent("1.1"), Ok(1.1));
+        for bad in ["-1", "NaN", "inf"] {
+            assert!(zipf_exponent(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2_000)]
     pub connections: usize,
     /// Messages per second, all pairs together.
-    #[arg(long, default_value_t = 30_000.0)]
+    #[arg(long, default_value_t = 30_000.0, value_parser = super::positive_rate)]
     pub rate: f64,
     /// Seconds of sending.
     #[arg(long, default_value_t = 10)]

@@ -2,7 +2,7 @@
 //! fixed total rate into their rooms (busier rooms more often), typing now and then, moving
 //! their read markers as they read.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -27,10 +27,10 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub rooms_per_user: usize,
     /// Zipf exponent of room popularity.
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = 1.1, value_parser = super::zipf_exponent)]
     pub zipf: f64,
     /// Messages per second, all users together.
-    #[arg(long, default_value_t = 2_000.0)]
+    #[arg(long, default_value_t = 2_000.0, value_parser = super::positive_rate)]
     pub rate: f64,
     /// Seconds of activity.
     #[arg(long, default_value_t = 10)]
@@ -51,16 +51,31 @@ fn zipf_weights(n: usize, s: f64) -> Vec<f64> {
     (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect()
 }
 
-/// Draws an index by weight.
-fn draw(weights: &[f64], total: f64, rng: &mut impl Rng) -> usize {
-    let mut pick = rng.random::<f64>() * total;
-    for (i, w) in weights.iter().enumerate() {
-        pick -= w;
-        if pick <= 0.0 {
-            return i;
+/// Draws `k` distinct indexes by weight (without replacement): each draw takes its index's
+/// weight out, so `k` draws suffice however skewed the weights (redrawing until distinct
+/// could run for ages when a few rooms hold nearly all the weight).
+fn draw_distinct(weights: &[f64], k: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let mut left = weights.to_vec();
+    let mut drawn = Vec::with_capacity(k);
+    for _ in 0..k.min(weights.len()) {
+        let total: f64 = left.iter().sum();
+        let mut pick = rng.random::<f64>() * total;
+        // Rounding can leave `pick` just above zero at the end: the last index still in.
+        let mut chosen = left.iter().rposition(|w| *w > 0.0);
+        for (i, w) in left.iter().enumerate() {
+            if *w > 0.0 {
+                pick -= w;
+                if pick <= 0.0 {
+                    chosen = Some(i);
+                    break;
+                }
+            }
         }
+        let Some(i) = chosen else { break };
+        left[i] = 0.0;
+        drawn.push(i);
     }
-    weights.len() - 1
+    drawn
 }
 
 /// Runs `rooms`.
@@ -96,14 +111,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         first.create_public(room).await?;
     }
     let weights = zipf_weights(args.channels, args.zipf);
-    let total: f64 = weights.iter().sum();
     let mut rng = rand::rng();
     let mut members = Vec::new();
     for (_, mut conn) in conns {
-        let mut mine = HashSet::new();
-        while mine.len() < per_user {
-            mine.insert(draw(&weights, total, &mut rng));
-        }
+        let mine = draw_distinct(&weights, per_user, &mut rng);
         for &r in &mine {
             join(&mut conn, &rooms[r]).await?;
         }
@@ -147,4 +158,22 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     )
     .await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_draws_end_however_skewed() {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        // Rank 1 holds nearly all the weight: redrawing until distinct would not end.
+        let weights = zipf_weights(50, 40.0);
+        let mut drawn = draw_distinct(&weights, 50, &mut rng);
+        assert_eq!(drawn[0], 0);
+        drawn.sort_unstable();
+        assert_eq!(drawn, (0..50).collect::<Vec<_>>());
+        assert_eq!(draw_distinct(&weights, 80, &mut rng).len(), 50);
+        assert!(draw_distinct(&[], 3, &mut rng).is_empty());
+    }
 }

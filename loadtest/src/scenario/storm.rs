@@ -1,7 +1,9 @@
 //! Reconnect storm: C SDK clients, each subscribed to a channel, lose their connections at once
 //! (the node kicks every session, through its control socket); a publisher keeps publishing.
 //! Measures the time until every client has reconnected and caught up, and checks that each
-//! client's stream stayed gapless and duplicate-free through it.
+//! client's stream stayed gapless and duplicate-free through it. Every step that waits on the
+//! node has a time limit, so a node that never comes back ends the run with errors instead of
+//! hanging it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,13 +12,27 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chorus_client::{ChannelId, Client, Event};
+use chorus_protocol::v1;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use super::Setup;
 use crate::check::StreamCheck;
+use crate::payload::Payload;
 use crate::report::{self, Percentiles, Report};
+
+/// How long one publish may take, reconnects included.
+const PUBLISH_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long the control socket may take to answer the kick.
+const KICK_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long the restart command may run.
+const RESTART_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long a client told to give up may take to hand in its result.
+const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// `reconnect-storm` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub channels: usize,
     /// Publishes per second (all channels) before, during and after the storm.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = super::positive_rate)]
     pub rate: f64,
     /// The node's control socket: the storm kicks every session at once through it.
     #[arg(
@@ -38,13 +54,15 @@ pub struct Args {
     )]
     pub control_socket: Option<PathBuf>,
     /// Instead of kicking: a shell command that restarts the node (for example `kill -9` and
-    /// start it again); run with `sh -c`, the storm starts when it returns.
+    /// start it again); run with `sh -c` (at most 120 s). The storm's clock starts when the
+    /// command starts, so the restart's own time counts.
     #[arg(long)]
     pub restart_command: Option<String>,
     /// Seconds of steady state before the storm.
     #[arg(long, default_value_t = 3)]
     pub before: u64,
-    /// Seconds allowed for everyone to catch up.
+    /// Seconds allowed for everyone to catch up, after publishing stopped; clients still
+    /// behind then are counted (with what they missed) and the run reports an error.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
 }
@@ -95,7 +113,11 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     // reconnected and holds everything up to there.
     let storm_heads = Arc::new(tokio::sync::OnceCell::<Vec<u64>>::new());
     let acked = Arc::new(tokio::sync::watch::channel(vec![0u64; args.channels]).0);
-    let last_published = Arc::new(tokio::sync::watch::channel(vec![0u64; args.channels]).0);
+    // Each channel's last acknowledged seq once publishing stopped (`None` until then).
+    let last_published = Arc::new(tokio::sync::watch::channel(None::<Vec<u64>>).0);
+    // Tells clients still catching up at the deadline to hand in what they have.
+    let give_up = Arc::new(tokio::sync::watch::channel(false).0);
+    let latency = Arc::new(report::Latencies::starting(std::time::Instant::now()));
     let mut tasks = Vec::new();
     let start_connect = Instant::now();
     for i in 0..args.clients {
@@ -113,6 +135,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         let channel = ChannelId::new(channels[i % args.channels].as_str())?;
         let index = i % args.channels;
         let (storm_heads, mut finals) = (storm_heads.clone(), last_published.subscribe());
+        let (mut give_up, latency) = (give_up.subscribe(), latency.clone());
         let begun = std::time::Instant::now();
         let (client, mut events) = match Client::connect(config).await {
             Ok(c) => c,
@@ -127,27 +150,44 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         tasks.push(tokio::spawn(async move {
             let mut r = ClientResult {
                 channel: index,
-                check: StreamCheck::after(sub.head.get()),
+                // The publisher's sends are concurrent tasks, resent across reconnects: their
+                // numbers need not reach the node in order.
+                check: StreamCheck::after(sub.head.get()).remembering_numbers(),
                 reconnected_at: None,
                 caught_up_at: None,
                 reloads: 0,
             };
-            let deadline_check = |r: &ClientResult, finals: &[u64]| {
-                finals[index] > 0 && r.check.last() >= finals[index]
+            // Done once publishing stopped and this client holds its channel's last
+            // acknowledged seq (nothing to wait for if none was acknowledged).
+            let done = |r: &ClientResult, finals: &Option<Vec<u64>>| {
+                finals.as_ref().is_some_and(|f| r.check.last() >= f[index])
             };
             loop {
                 let event = tokio::select! {
                     e = events.recv() => e,
                     changed = finals.changed() => {
-                        if changed.is_err() { break; }
-                        if deadline_check(&r, &finals.borrow()) { break; }
+                        if changed.is_err() || done(&r, &finals.borrow()) { break; }
                         continue;
                     }
+                    _ = give_up.changed() => break,
                 };
                 match event {
                     Some(Event::Entry(e)) => {
-                        r.check.observe(e.seq);
-                        if deadline_check(&r, &finals.borrow()) {
+                        let payload = match &e.body {
+                            Some(v1::channel_event::Body::Message(m)) => Payload::decode(&m.custom),
+                            _ => None,
+                        };
+                        match payload {
+                            Some(p) => {
+                                if r.check.observe_message(e.seq, p.sender, p.number) {
+                                    latency.record(p.age());
+                                }
+                            }
+                            None => {
+                                r.check.observe(e.seq);
+                            }
+                        }
+                        if done(&r, &finals.borrow()) {
                             mark_caught_up(&mut r, storm_heads.get(), index);
                             break;
                         }
@@ -163,7 +203,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 }
                 mark_caught_up(&mut r, storm_heads.get(), index);
             }
-            client.close().await;
+            let _ = tokio::time::timeout(GIVE_UP_GRACE, client.close()).await;
             r
         }));
     }
@@ -182,9 +222,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             stop.clone(),
             acked.clone(),
         );
-        let rate = args.rate.max(0.1);
+        let rate = args.rate;
         tokio::spawn(async move {
             let mut last = vec![0u64; channels.len()];
+            let mut outcome = Publishing::default();
             let mut n = 0u64;
             let start = Instant::now();
             let mut pending = tokio::task::JoinSet::new();
@@ -195,65 +236,97 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     () = stop.notified() => break,
                 }
                 let idx = (n as usize) % channels.len();
-                let (p, c) = (publisher.clone(), ChannelId::new(channels[idx].as_str()));
+                let (p, c) = (publisher.clone(), channels[idx].clone());
                 pending.spawn(async move {
-                    let c = c.ok()?;
-                    p.send_text(&c, format!("storm {n}"))
-                        .await
-                        .ok()
-                        .map(|a| (idx, a.seq.get()))
+                    let c = ChannelId::new(c.as_str()).map_err(|e| format!("publish: {e}"))?;
+                    let message = v1::Message {
+                        text: format!("storm {n}"),
+                        custom: Payload::now(0, n).encode(),
+                        ..Default::default()
+                    };
+                    match tokio::time::timeout(PUBLISH_LIMIT, p.publish(&c, message)).await {
+                        Ok(Ok(a)) => Ok((idx, a.seq.get())),
+                        Ok(Err(e)) => Err(format!("publish: {e}")),
+                        Err(_) => Err(format!("publish: no ack within {PUBLISH_LIMIT:?}")),
+                    }
                 });
                 n += 1;
-                while let Some(Ok(done)) = pending.try_join_next() {
-                    if let Some((i, s)) = done {
-                        last[i] = last[i].max(s);
+                while let Some(done) = pending.try_join_next() {
+                    if tally(done, &mut last, &mut outcome) {
                         let _ = acked.send(last.clone());
                     }
                 }
             }
             while let Some(done) = pending.join_next().await {
-                if let Ok(Some((i, s))) = done {
-                    last[i] = last[i].max(s);
-                }
+                tally(done, &mut last, &mut outcome);
             }
-            (n, last)
+            outcome.attempted = n;
+            (outcome, last)
         })
     };
     tokio::time::sleep(Duration::from_secs(args.before)).await;
+    // The clock starts before the kick or restart: their own time is part of the storm, and
+    // what was acknowledged before it is what every client must get back.
+    let storm = Instant::now();
+    let _ = storm_heads.set(acked.borrow().clone());
     let kicked = match (&args.restart_command, &args.control_socket) {
         (Some(command), _) => {
             eprintln!("restarting the node: {command}");
-            restart(command).await?;
+            tokio::time::timeout(RESTART_LIMIT, restart(command))
+                .await
+                .map_err(|_| anyhow::anyhow!("the restart command ran over {RESTART_LIMIT:?}"))??;
             None
         }
         (None, Some(socket)) => {
             eprintln!("kicking every session...");
-            Some(kick_all(socket).await?)
+            Some(
+                tokio::time::timeout(KICK_LIMIT, kick_all(socket))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the kick took over {KICK_LIMIT:?}"))??,
+            )
         }
         (None, None) => bail!("give --control-socket or --restart-command"),
     };
-    let storm = Instant::now();
-    let _ = storm_heads.set(acked.borrow().clone());
     // Keep publishing through the storm for a few seconds, then stop and wait for catch-up.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.notify_one();
-    let (published, last) = publishing.await?;
-    let _ = last_published.send(last.clone());
+    let (publishing, last) = publishing.await?;
+    for (kind, count) in publishing.errors {
+        *errors.entry(kind).or_default() += count;
+    }
+    let _ = last_published.send(Some(last.clone()));
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut results = Vec::new();
-    for t in tasks {
+    let mut late = 0u64;
+    for mut t in tasks {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, t).await {
-            Ok(Ok(r)) => results.push((r, true)),
-            Ok(Err(e)) => *errors.entry(format!("client task: {e}")).or_default() += 1,
+        let ended = match tokio::time::timeout(left, &mut t).await {
+            Ok(ended) => ended,
             Err(_) => {
-                *errors
-                    .entry("not caught up before the timeout".into())
-                    .or_default() += 1
+                // Behind at the deadline: its result still counts, with what it missed.
+                late += 1;
+                let _ = give_up.send(true);
+                match tokio::time::timeout(GIVE_UP_GRACE, &mut t).await {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        t.abort();
+                        *errors.entry("client did not stop".into()).or_default() += 1;
+                        continue;
+                    }
+                }
             }
+        };
+        match ended {
+            Ok(r) => results.push(r),
+            Err(e) => *errors.entry(format!("client task: {e}")).or_default() += 1,
         }
     }
-    publisher.close().await;
+    if late > 0 {
+        *errors
+            .entry("not caught up before the timeout".into())
+            .or_default() += late;
+    }
+    let _ = tokio::time::timeout(GIVE_UP_GRACE, publisher.close()).await;
     let mut reconnect_times = report::histogram();
     let mut caught_up_last = storm;
     let mut reconnected = 0u64;
@@ -261,7 +334,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let mut not_caught_up = 0u64;
     // By the channel each client followed: clients that failed to connect left no result, so
     // a result's position says nothing about its channel.
-    for (r, _) in &results {
+    for r in &results {
         let idx = r.channel;
         report.delivered += r.check.received;
         report.duplicates += r.check.duplicates;
@@ -278,23 +351,58 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             None => not_caught_up += 1,
         }
     }
-    report.published = published;
+    // Clients that never handed in a result (failed tasks) did not catch up either.
+    not_caught_up += report.connections.saturating_sub(results.len() as u64);
+    report.published = publishing.acked;
     report.errors = errors;
     report.duration_secs = caught_up_last
         .saturating_duration_since(storm)
         .as_secs_f64();
-    report.latency_us = Percentiles::of(&reconnect_times);
+    report.latency_us = Percentiles::of(&latency.merged());
+    report.latency_timeline = latency.timeline();
     meter.finish(&mut report);
     report.extra = json!({
         "storm": if kicked.is_some() { "kick" } else { "restart" },
         "sessions_kicked": kicked,
+        "publishes_attempted": publishing.attempted,
         "clients_reconnected": reconnected,
         "clients_not_caught_up": not_caught_up,
         "all_caught_up_secs": report.duration_secs,
+        "reconnect_us": Percentiles::of(&reconnect_times),
         "reload_events": reloads,
-        "note": "latency_us here is storm-to-reconnected per client",
     });
     Ok(report)
+}
+
+/// The publisher's tally.
+#[derive(Debug, Default)]
+struct Publishing {
+    /// Publishes sent.
+    attempted: u64,
+    /// Publishes acknowledged.
+    acked: u64,
+    /// Failed publishes by kind.
+    errors: BTreeMap<String, u64>,
+}
+
+/// Folds one finished publish into the tally; `true` if it raised a channel's last seq.
+fn tally(
+    done: Result<Result<(usize, u64), String>, tokio::task::JoinError>,
+    last: &mut [u64],
+    outcome: &mut Publishing,
+) -> bool {
+    let kind = match done {
+        Ok(Ok((channel, seq))) => {
+            outcome.acked += 1;
+            let raised = seq > last[channel];
+            last[channel] = last[channel].max(seq);
+            return raised;
+        }
+        Ok(Err(kind)) => kind,
+        Err(e) => format!("publish task: {e}"),
+    };
+    *outcome.errors.entry(kind).or_default() += 1;
+    false
 }
 
 /// Records when a reconnected client first holds everything published before the storm.
@@ -314,6 +422,7 @@ async fn restart(command: &str) -> anyhow::Result<()> {
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
         .status()
         .await
         .context("running the restart command")?;
