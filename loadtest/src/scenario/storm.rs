@@ -31,6 +31,9 @@ const KICK_LIMIT: Duration = Duration::from_secs(30);
 /// How long the restart command may run.
 const RESTART_LIMIT: Duration = Duration::from_secs(120);
 
+/// How long joining and subscribing may take, per client and for all of them.
+const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(60);
+
 /// How long a client told to give up may take to hand in its result.
 const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
 
@@ -117,8 +120,11 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let last_published = Arc::new(tokio::sync::watch::channel(None::<Vec<u64>>).0);
     // Tells clients still catching up at the deadline to hand in what they have.
     let give_up = Arc::new(tokio::sync::watch::channel(false).0);
-    let latency = Arc::new(report::Latencies::starting(std::time::Instant::now()));
+    // Set when publishing starts, so that the timeline counts from there (connecting and
+    // subscribing thousands of clients takes a while).
+    let latency = Arc::new(std::sync::OnceLock::<report::Latencies>::new());
     let mut tasks = Vec::new();
+    let subscribed = Arc::new(tokio::sync::Semaphore::new(0));
     let start_connect = Instant::now();
     for i in 0..args.clients {
         tokio::time::sleep_until(start_connect + interval.mul_f64(i as f64)).await;
@@ -145,9 +151,21 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             }
         };
         report::record(&mut connect, begun.elapsed());
-        client.join_channel(&channel).await?;
-        let sub = client.subscribe(&channel).await?;
+        let subscribed = subscribed.clone();
         tasks.push(tokio::spawn(async move {
+            // Joined and subscribed here, not in the pacing loop: one after the other they
+            // took ~9 ms each, 90 s for 10,000 clients.
+            let sub = async {
+                client.join_channel(&channel).await?;
+                client.subscribe(&channel).await
+            };
+            let sub = tokio::time::timeout(SUBSCRIBE_LIMIT, sub).await;
+            subscribed.add_permits(1);
+            let sub = match sub {
+                Ok(Ok(sub)) => sub,
+                Ok(Err(e)) => return Err(format!("subscribe: {e}")),
+                Err(_) => return Err(format!("subscribe: over {SUBSCRIBE_LIMIT:?}")),
+            };
             let mut r = ClientResult {
                 channel: index,
                 // The publisher's sends are concurrent tasks, resent across reconnects: their
@@ -179,7 +197,9 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                         };
                         match payload {
                             Some(p) => {
-                                if r.check.observe_message(e.seq, p.sender, p.number) {
+                                if r.check.observe_message(e.seq, p.sender, p.number)
+                                    && let Some(latency) = latency.get()
+                                {
                                     latency.record(p.age());
                                 }
                             }
@@ -204,16 +224,25 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 mark_caught_up(&mut r, storm_heads.get(), index);
             }
             let _ = tokio::time::timeout(GIVE_UP_GRACE, client.close()).await;
-            r
+            Ok(r)
         }));
     }
     report.connections = tasks.len() as u64;
     report.connect_us = Percentiles::of(&connect);
+    // Every client subscribed (or failed to) before the steady state begins.
+    let all = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SUBSCRIBE_LIMIT, subscribed.acquire_many(all))
+        .await
+        .is_err()
+    {
+        bail!("clients still subscribing after {SUBSCRIBE_LIMIT:?}");
+    }
 
     // Publisher: SDK client too, so that it survives the storm by itself.
     let pub_token = setup.minter.token(&setup.user("storm-pub", 0))?;
     let (publisher, _pub_events) = Client::connect(setup.config(0, &pub_token)?).await?;
     let meter = setup.meter();
+    let _ = latency.set(report::Latencies::starting(std::time::Instant::now()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let publishing = {
         let (publisher, channels, stop, acked) = (
@@ -316,10 +345,15 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 }
             }
         };
-        match ended {
-            Ok(r) => results.push(r),
-            Err(e) => *errors.entry(format!("client task: {e}")).or_default() += 1,
-        }
+        let kind = match ended {
+            Ok(Ok(r)) => {
+                results.push(r);
+                continue;
+            }
+            Ok(Err(kind)) => kind,
+            Err(e) => format!("client task: {e}"),
+        };
+        *errors.entry(kind).or_default() += 1;
     }
     if late > 0 {
         *errors
@@ -358,8 +392,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     report.duration_secs = caught_up_last
         .saturating_duration_since(storm)
         .as_secs_f64();
-    report.latency_us = Percentiles::of(&latency.merged());
-    report.latency_timeline = latency.timeline();
+    if let Some(latency) = latency.get() {
+        report.latency_us = Percentiles::of(&latency.merged());
+        report.latency_timeline = latency.timeline();
+    }
     meter.finish(&mut report);
     report.extra = json!({
         "storm": if kicked.is_some() { "kick" } else { "restart" },
