@@ -149,7 +149,12 @@ impl Latencies {
 
     /// Records a latency that ended now.
     pub fn record(&self, d: Duration) {
-        self.record_at(d, self.start.elapsed().as_secs());
+        self.record_ending(d, Instant::now());
+    }
+
+    /// Records a latency that ended at `at` (a clock read the caller already made).
+    pub fn record_ending(&self, d: Duration, at: Instant) {
+        self.record_at(d, at.saturating_duration_since(self.start).as_secs());
     }
 
     /// Records a latency that ended in the given second of the run, into the calling thread's

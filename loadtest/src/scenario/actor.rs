@@ -368,6 +368,8 @@ pub async fn run(
             continue;
         };
         let mut marks = Vec::new();
+        // One clock read for the batch: its frames arrived together.
+        let now = std::time::Instant::now();
         for env in frames {
             match env.kind {
                 Some(received::Kind::Reply(r)) => match in_flight.remove(&r.request_id) {
@@ -409,7 +411,7 @@ pub async fn run(
                     let Some(check) = out.checks.get_mut(channel) else {
                         continue;
                     };
-                    out.last_delivery = Some(Instant::now());
+                    out.last_delivery = Some(now.into());
                     let payload = match &e.body {
                         Some(received::Body::Message(m)) => Payload::decode(&m.custom),
                         _ => None,
@@ -420,7 +422,7 @@ pub async fn run(
                             if check.observe_message(e.seq, p.sender, p.number) {
                                 out.delivered += 1;
                                 if p.sender != plan.id {
-                                    latency.record(p.age());
+                                    latency.record_ending(p.age_at(now), now);
                                 }
                             }
                         }

@@ -200,7 +200,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                                 if r.check.observe_message(e.seq, p.sender, p.number)
                                     && let Some(latency) = latency.get()
                                 {
-                                    latency.record(p.age());
+                                    let now = std::time::Instant::now();
+                                    latency.record_ending(p.age_at(now), now);
                                 }
                             }
                             None => {
