@@ -157,6 +157,11 @@ async fn tcp_connect(config: &ClientConfig) -> std::io::Result<TcpStream> {
     };
     let mut last = None;
     for addr in tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await? {
+        // A local address of one family cannot reach the other (`localhost` often resolves
+        // to ::1 first): try the addresses it can.
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
@@ -271,7 +276,13 @@ async fn quic_connect(
     name: &str,
 ) -> Result<(Reader, Writer), Error> {
     let endpoint = &config.endpoint;
-    let addr = resolve(&endpoint.host, endpoint.port).await?;
+    // The family the client's socket can use: its configured local address's, or the shared
+    // endpoint's.
+    let family = config
+        .local_addr
+        .map(|l| l.is_ipv4())
+        .or_else(|| quic.as_ref()?.local_addr().ok().map(|l| l.is_ipv4()));
+    let addr = resolve(&endpoint.host, endpoint.port, family).await?;
     let client = match quic {
         Some(e) if e.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) => e.clone(),
         _ => {
@@ -316,11 +327,17 @@ async fn quic_connect(
     ))
 }
 
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
-    tokio::net::lookup_host((host, port))
+/// The host's first address, of the IPv4 (`Some(true)`) or IPv6 family when one is asked
+/// for and the host has one.
+async fn resolve(host: &str, port: u16, ipv4: Option<bool>) -> Result<SocketAddr, Error> {
+    let all: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| Error::Transport(format!("resolve {host}: {e}")))?
-        .next()
+        .collect();
+    all.iter()
+        .find(|a| ipv4.is_none_or(|v4| a.is_ipv4() == v4))
+        .or(all.first())
+        .copied()
         .ok_or_else(|| Error::Transport(format!("resolve {host}: no address")))
 }
 
@@ -479,6 +496,16 @@ mod tests {
     use chorus_protocol::codec::encode_frame_to_bytes;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[tokio::test]
+    async fn resolve_prefers_the_family_asked_for_and_falls_back() {
+        let v4 = |a: Result<SocketAddr, Error>| a.map(|a| a.is_ipv4()).ok();
+        assert_eq!(v4(resolve("127.0.0.1", 1, Some(true)).await), Some(true));
+        assert_eq!(v4(resolve("::1", 1, Some(false)).await), Some(false));
+        // A host of one family only: that one, whatever was asked.
+        assert_eq!(v4(resolve("127.0.0.1", 1, Some(false)).await), Some(true));
+        assert_eq!(v4(resolve("::1", 1, None).await), Some(false));
+    }
 
     fn response(status: &str, accept: &str, extra: &str) -> String {
         format!(

@@ -214,7 +214,7 @@ async fn every_scenario_delivers_everything_once() {
             clients: 30,
             channels: 3,
             rate: 50.0,
-            control_socket: Some(dir.path().join("control.sock")),
+            control_socket: vec![dir.path().join("control.sock")],
             restart_command: None,
             before: 1,
             timeout: 30,

@@ -463,6 +463,8 @@ pub struct Finished {
     pub outcomes: Vec<Outcome>,
     /// When publishing started.
     pub started: Instant,
+    /// When every actor had finished.
+    pub ended: Instant,
     /// Each channel's last acknowledged seq.
     pub finals: HashMap<String, u64>,
     /// Publish-to-receipt latency of others' messages, microseconds, over all actors.
@@ -532,6 +534,7 @@ pub async fn orchestrate(
     Finished {
         outcomes,
         started,
+        ended: Instant::now(),
         finals: finals.snapshot(),
         latency: latency.merged(),
         timeline: latency.timeline(),
@@ -584,7 +587,10 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
     }
     report.latency_us = crate::report::Percentiles::of(&run.latency);
     report.latency_timeline = run.timeline.clone();
-    let secs = last
+    // Rates over the time to the last delivery (the drain and settle are not load); a run
+    // that delivered nothing is timed to its end.
+    let end = if last > started { last } else { run.ended };
+    let secs = end
         .saturating_duration_since(started)
         .as_secs_f64()
         .max(1e-9);

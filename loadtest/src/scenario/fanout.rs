@@ -24,7 +24,9 @@ pub struct Args {
     /// Total publishes per second (fixed rate).
     #[arg(long, conflicts_with = "window", value_parser = super::positive_rate)]
     pub rate: Option<f64>,
-    /// Unacknowledged publishes per publisher (maximum throughput).
+    /// Unacknowledged publishes per publisher (maximum throughput; 64 when neither this nor
+    /// `--rate` is given). At most the node's in-flight limit (`Welcome.limits`, 256 by
+    /// default): a larger window runs at that limit.
     #[arg(long)]
     pub window: Option<usize>,
     /// Seconds of publishing.
@@ -49,7 +51,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         "fanout",
         json!({
             "subscribers": args.subscribers, "publishers": args.publishers, "rate": args.rate,
-            "window": args.window, "duration_secs": args.duration, "body_bytes": args.body,
+            "window": match pace { Pace::Window(w) => Some(w), _ => None },
+            "duration_secs": args.duration, "body_bytes": args.body,
         }),
     );
     let channel = format!("lt{}-fanout-{:04x}", setup.run_id, rand::random::<u16>());

@@ -49,13 +49,14 @@ pub struct Args {
     /// Publishes per second (all channels) before, during and after the storm.
     #[arg(long, default_value_t = 100.0, value_parser = super::positive_rate)]
     pub rate: f64,
-    /// The node's control socket: the storm kicks every session at once through it.
+    /// A node's control socket: the storm kicks every session at once through it. Repeat it
+    /// for every node of a run with several `--target`s (all are kicked together).
     #[arg(
         long,
         required_unless_present = "restart_command",
         conflicts_with = "restart_command"
     )]
-    pub control_socket: Option<PathBuf>,
+    pub control_socket: Vec<PathBuf>,
     /// Instead of kicking: a shell command that restarts the node (for example `kill -9` and
     /// start it again); run with `sh -c` (at most 120 s). The storm's clock starts when the
     /// command starts, so the restart's own time counts.
@@ -213,9 +214,11 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                             break;
                         }
                     }
+                    // The first reconnect once the storm began: an earlier one is not the
+                    // storm's, a later one would hide how long the first took.
                     Some(Event::Connected {
                         reconnect: true, ..
-                    }) => {
+                    }) if r.reconnected_at.is_none() && storm_heads.get().is_some() => {
                         r.reconnected_at = Some(Instant::now());
                     }
                     Some(Event::Reload { .. }) => r.reloads += 1,
@@ -299,7 +302,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     // what was acknowledged before it is what every client must get back.
     let storm = Instant::now();
     let _ = storm_heads.set(acked.borrow().clone());
-    let kicked = match (&args.restart_command, &args.control_socket) {
+    let kicked = match (&args.restart_command, args.control_socket.as_slice()) {
         (Some(command), _) => {
             eprintln!("restarting the node: {command}");
             tokio::time::timeout(RESTART_LIMIT, restart(command))
@@ -307,15 +310,27 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 .map_err(|_| anyhow::anyhow!("the restart command ran over {RESTART_LIMIT:?}"))??;
             None
         }
-        (None, Some(socket)) => {
-            eprintln!("kicking every session...");
+        (None, []) => bail!("give --control-socket or --restart-command"),
+        (None, sockets) => {
+            eprintln!("kicking every session of {} node(s)...", sockets.len());
+            let mut kicks = tokio::task::JoinSet::new();
+            for socket in sockets {
+                let socket = socket.clone();
+                kicks.spawn(async move { kick_all(&socket).await });
+            }
+            let all = async {
+                let mut kicked = 0;
+                while let Some(k) = kicks.join_next().await {
+                    kicked += k??;
+                }
+                anyhow::Ok(kicked)
+            };
             Some(
-                tokio::time::timeout(KICK_LIMIT, kick_all(socket))
+                tokio::time::timeout(KICK_LIMIT, all)
                     .await
                     .map_err(|_| anyhow::anyhow!("the kick took over {KICK_LIMIT:?}"))??,
             )
         }
-        (None, None) => bail!("give --control-socket or --restart-command"),
     };
     // Keep publishing through the storm for a few seconds, then stop and wait for catch-up.
     tokio::time::sleep(Duration::from_secs(3)).await;
