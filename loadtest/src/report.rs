@@ -509,6 +509,10 @@ pub struct Report {
     pub latency_timeline: Vec<Second>,
     /// Connect to `Welcome`, microseconds.
     pub connect_us: Percentiles,
+    /// Fixed-rate runs: how late each publish left against its schedule, microseconds. The
+    /// latency is timed from the actual send, so a tester that fell behind (busy reading, a
+    /// full window) hides its delay there; it shows here (empty for window runs).
+    pub send_lag_us: Percentiles,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// The node's CPU and memory (with `--server-pid`).
@@ -585,6 +589,9 @@ impl Report {
         }
         if self.connect_us.count > 0 {
             row("connect", p(&self.connect_us));
+        }
+        if self.send_lag_us.count > 0 {
+            row("send lag (vs schedule)", p(&self.send_lag_us));
         }
         if let Some(s) = &self.server {
             row(

@@ -68,6 +68,9 @@ async fn every_scenario_delivers_everything_once() {
     assert!(r.delivered >= r.published * 20, "{}", r.table());
     assert_eq!(r.connections, 22);
     assert!(r.latency_us.count > 0 && r.connect_us.count == 22);
+    // Every fixed-rate publish was timed against its schedule; a lightly loaded tester keeps it.
+    assert_eq!(r.send_lag_us.count, r.published, "{}", r.table());
+    assert!(r.send_lag_us.p50 < 50_000, "{}", r.table());
     // Every latency is in the timeline's second it arrived in.
     assert_eq!(
         r.latency_timeline.iter().map(|s| s.count).sum::<u64>(),
@@ -144,6 +147,7 @@ async fn every_scenario_delivers_everything_once() {
         "{}",
         r.table()
     );
+    assert_eq!(r.send_lag_us.count, 0, "a window run has no schedule");
     assert!(r.published > 0);
 
     let r = scenario::pairs::run(

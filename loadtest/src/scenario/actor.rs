@@ -184,6 +184,7 @@ pub async fn run(
     finals: Arc<Finals>,
     drained: Arc<tokio::sync::Semaphore>,
     latency: Arc<report::Latencies>,
+    send_lag: Arc<report::Latencies>,
 ) -> Outcome {
     let mut out = Outcome {
         acked: 0,
@@ -243,10 +244,13 @@ pub async fn run(
         let current = *phase_now.borrow();
         // Publish what is due.
         if current == Phase::Run && !plan.publish_to.is_empty() {
+            // Fixed rate: seconds since the start, against which each send is scheduled.
+            let mut now_secs = 0.0;
             let due = match plan.pace {
                 Pace::Silent => 0,
                 Pace::Rate(r) => {
-                    let should = (start.elapsed().as_secs_f64() * r + offset) as u64;
+                    now_secs = start.elapsed().as_secs_f64();
+                    let should = (now_secs * r + offset) as u64;
                     should.saturating_sub(sent)
                 }
                 Pace::Window(_) => u64::MAX,
@@ -268,6 +272,13 @@ pub async fn run(
                             })
                             .unwrap_or(0)
                     };
+                    if let Pace::Rate(r) = plan.pace {
+                        // Message `sent` fell due when `now_secs * r + offset` reached
+                        // `sent + 1` (the `should` above).
+                        let due_at = ((sent + 1) as f64 - offset).max(0.0) / r;
+                        let lag = Duration::from_secs_f64((now_secs - due_at).max(0.0));
+                        send_lag.record_at(lag, now_secs as u64);
+                    }
                     let id = conn.next_id();
                     let payload = Payload::now(plan.id, sent);
                     sent += 1;
@@ -469,6 +480,8 @@ pub struct Finished {
     pub finals: HashMap<String, u64>,
     /// Publish-to-receipt latency of others' messages, microseconds, over all actors.
     pub latency: Histogram<u64>,
+    /// Fixed-rate publishes: actual send minus scheduled send, microseconds.
+    pub send_lag: Histogram<u64>,
     /// The same latencies second by second.
     pub timeline: Vec<report::Second>,
 }
@@ -487,6 +500,7 @@ pub async fn orchestrate(
     let n = actors.len();
     let started = Instant::now();
     let latency = Arc::new(report::Latencies::starting(started.into_std()));
+    let send_lag = Arc::new(report::Latencies::starting(started.into_std()));
     let tasks: Vec<_> = actors
         .into_iter()
         .map(|(conn, plan)| {
@@ -497,6 +511,7 @@ pub async fn orchestrate(
                 finals.clone(),
                 drained.clone(),
                 latency.clone(),
+                send_lag.clone(),
             ))
         })
         .collect();
@@ -537,6 +552,7 @@ pub async fn orchestrate(
         ended: Instant::now(),
         finals: finals.snapshot(),
         latency: latency.merged(),
+        send_lag: send_lag.merged(),
         timeline: latency.timeline(),
     }
 }
@@ -586,6 +602,7 @@ pub fn summarize(run: &Finished, report: &mut crate::report::Report) {
         }
     }
     report.latency_us = crate::report::Percentiles::of(&run.latency);
+    report.send_lag_us = crate::report::Percentiles::of(&run.send_lag);
     report.latency_timeline = run.timeline.clone();
     // Rates over the time to the last delivery (the drain and settle are not load); a run
     // that delivered nothing is timed to its end.
