@@ -267,3 +267,75 @@ fn targets_outside_loopback_are_refused() {
     .unwrap();
     assert_eq!(quic.targets, ["quic://localhost:8443"]);
 }
+
+/// The same checks over QUIC: a TLS node with its dev certificate pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_and_pairs_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = chorus_server::dev::ensure(dir.path()).unwrap();
+    let mut config = Config::for_tests(dir.path(), SECRET);
+    config.limits.publish_rate_per_sec = 100_000;
+    config.limits.publish_burst = 100_000;
+    config.tls = Some((dev.cert.clone(), dev.key.clone()));
+    config.quic_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = chorus_server::Server::start(config).await.unwrap();
+    let quic = server.quic_addr().unwrap();
+    let setup = Setup::new(
+        &[format!("wss://{quic}/")],
+        true,
+        TlsTrust::PinnedCertFile(dev.cert.clone()),
+        Minter::new(SECRET),
+        4,
+        500,
+        None,
+    )
+    .unwrap();
+    assert_eq!(setup.targets, [format!("quic://{quic}")]);
+
+    let r = scenario::fanout::run(
+        &setup,
+        &scenario::fanout::Args {
+            subscribers: 20,
+            publishers: 2,
+            rate: Some(200.0),
+            window: None,
+            duration: 1,
+            body: 64,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.transport, "quic");
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.connections, 22);
+    assert!(r.published >= 150, "{}", r.table());
+    assert!(r.delivered >= r.published * 20, "{}", r.table());
+    assert!(r.latency_us.count >= r.published * 20, "{}", r.table());
+
+    let r = scenario::pairs::run(
+        &setup,
+        &scenario::pairs::Args {
+            connections: 20,
+            rate: 200.0,
+            duration: 1,
+            body: 64,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.published >= 150, "{}", r.table());
+    server.shutdown().await;
+}
