@@ -123,18 +123,22 @@ impl StreamCheck {
     /// message stored a second time, and counts as a duplicate.
     /// Returns whether the message is one not received before (late ones included).
     pub fn observe_message(&mut self, seq: u64, sender: u32, number: u64) -> bool {
-        match self.observe(seq) {
-            Seen::Again => return false,
-            // Counted as reordered; a late entry's number says nothing about storage.
-            Seen::Late => return true,
-            Seen::Ahead => {}
+        let seen = self.observe(seq);
+        if seen == Seen::Again {
+            return false;
         }
         if let Some(seen) = &mut self.every_number {
+            // Order does not matter here: a late entry is judged too.
             let fresh = seen.insert((sender, number));
             if !fresh {
                 self.duplicates += 1;
             }
             return fresh;
+        }
+        if seen == Seen::Late {
+            // Counted as reordered; a late entry's number says nothing about storage when
+            // numbers must rise.
+            return true;
         }
         match self.numbers.entry(sender) {
             Entry::Vacant(v) => {
@@ -234,6 +238,10 @@ mod tests {
         assert!(c.observe_message(2, 0, 3));
         assert!(!c.observe_message(3, 0, 5));
         assert_eq!((c.duplicates, c.reordered, c.lost(3)), (1, 0, 0));
+        // A late seq carrying a message already seen is still a duplicate.
+        assert!(c.observe_message(5, 0, 6));
+        assert!(!c.observe_message(4, 0, 3));
+        assert_eq!((c.duplicates, c.reordered), (2, 1));
     }
 
     #[test]

@@ -476,7 +476,7 @@ pub struct Finished {
     pub started: Instant,
     /// When every actor had finished.
     pub ended: Instant,
-    /// Each channel's last acknowledged seq.
+    /// Each channel's last acknowledged seq when the settle phase began.
     pub finals: HashMap<String, u64>,
     /// Publish-to-receipt latency of others' messages, microseconds, over all actors.
     pub latency: Histogram<u64>,
@@ -519,22 +519,28 @@ pub async fn orchestrate(
     let _ = tx.send(Phase::Drain);
     let all = u32::try_from(n).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(drain_limit, drained.acquire_many(all)).await;
+    // Subscribers are judged against what was acknowledged when the settle began: a publisher
+    // that drains later (an error of its own) would otherwise add a tail that subscribers no
+    // longer wait for, and count it undelivered.
+    let judged = finals.snapshot();
     let _ = tx.send(Phase::Settle);
     let settle_deadline = Instant::now() + settle_limit;
+    let mut stop_by = None;
     let mut outcomes = Vec::with_capacity(n);
-    for t in tasks {
-        let left = settle_deadline.saturating_duration_since(Instant::now());
-        let mut t = t;
-        let ended = match tokio::time::timeout(left, &mut t).await {
+    for mut t in tasks {
+        let ended = match tokio::time::timeout_at(settle_deadline, &mut t).await {
             Ok(ended) => ended,
             Err(_) => {
                 let _ = tx.send(Phase::Stop);
-                match tokio::time::timeout(STOP_GRACE, &mut t).await {
+                // One grace for all, from the first actor found still running.
+                let by = *stop_by.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                match tokio::time::timeout_at(by, &mut t).await {
                     Ok(ended) => ended,
                     Err(_) => {
                         // Blocked in a send the node does not take: its counts are lost with
                         // it, and the run says so.
                         t.abort();
+                        let _ = t.await;
                         outcomes.push(Outcome::failed("actor did not stop (blocked sending)"));
                         continue;
                     }
@@ -550,7 +556,7 @@ pub async fn orchestrate(
         outcomes,
         started,
         ended: Instant::now(),
-        finals: finals.snapshot(),
+        finals: judged,
         latency: latency.merged(),
         send_lag: send_lag.merged(),
         timeline: latency.timeline(),
@@ -636,5 +642,7 @@ pub fn lost(run: &Finished) -> (u64, u64) {
             let last = finals.get(c.as_str()).copied().unwrap_or(0);
             (check.gaps(last), check.tail(last))
         })
-        .fold((0, 0), |(g, t), (a, b)| (g + a, t + b))
+        .fold((0u64, 0u64), |(g, t), (a, b)| {
+            (g.saturating_add(a), t.saturating_add(b))
+        })
 }

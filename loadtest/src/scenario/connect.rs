@@ -17,7 +17,8 @@ pub struct Args {
     /// Connections to open.
     #[arg(long, default_value_t = 1_000)]
     pub connections: usize,
-    /// Seconds to hold them open.
+    /// Seconds to hold them open. (Connections are pinged from the end of the connect phase
+    /// on: keep the phase, connections / `--connect-rate`, under the node's idle timeout.)
     #[arg(long, default_value_t = 10)]
     pub hold: u64,
 }
@@ -36,6 +37,19 @@ fn heartbeat(welcome: &v1::Welcome) -> Duration {
         .filter(|ms| *ms > 0)
         .map(|ms| Duration::from_millis(ms.into()))
         .fold(MAX_PING_EVERY, Duration::min)
+}
+
+/// Sends every connection a ping, without waiting for the pongs.
+async fn ping_all(conns: &mut [(usize, crate::lean::Lean)]) {
+    for (_, c) in conns {
+        let id = c.next_id();
+        // A socket that takes no bytes is found out by the liveness check at the end.
+        let _ = tokio::time::timeout(
+            SEND_LIMIT,
+            c.send(vec![(id, Request::Ping(v1::Ping { client_time_ms: 0 }))]),
+        )
+        .await;
+    }
 }
 
 /// Runs `connect`.
@@ -75,8 +89,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     report.errors = errors;
     report.duration_secs = took.as_secs_f64();
     // Hold: idle, apart from a ping per connection each heartbeat interval the node announced
-    // (so that its idle timeout never closes them).
+    // (so that its idle timeout never closes them), starting now: the first connections have
+    // been idle since the connect phase began.
     let hold_until = Instant::now() + Duration::from_secs(args.hold);
+    ping_all(&mut conns).await;
     let settle = Duration::from_secs(2).min(Duration::from_secs(args.hold));
     tokio::time::sleep(settle).await;
     let held = setup
@@ -93,15 +109,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             .min(every);
         tokio::time::sleep(wait).await;
         if Instant::now() < hold_until {
-            for (_, c) in &mut conns {
-                let id = c.next_id();
-                // A socket that takes no bytes is found out by the check below.
-                let _ = tokio::time::timeout(
-                    SEND_LIMIT,
-                    c.send(vec![(id, Request::Ping(v1::Ping { client_time_ms: 0 }))]),
-                )
-                .await;
-            }
+            ping_all(&mut conns).await;
         }
     }
     meter.finish(&mut report);

@@ -42,6 +42,9 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if args.subscribers == 0 || args.publishers == 0 {
         bail!("fanout needs at least one subscriber and one publisher");
     }
+    if let Some(rate) = args.rate {
+        super::check_rate(rate)?;
+    }
     let pace = match (args.rate, args.window) {
         (Some(r), None) => Pace::Rate(r / args.publishers as f64),
         (None, w) => Pace::Window(w.unwrap_or(64)),

@@ -319,7 +319,19 @@ pub fn short(e: &anyhow::Error) -> String {
 /// Parses a messages-per-second rate: finite and above zero (a zero rate would divide the
 /// send schedule by zero).
 pub fn positive_rate(s: &str) -> Result<f64, String> {
-    finite(s, |r| r > 0.0, "a number above 0")
+    finite(s, is_rate, "a number above 0")
+}
+
+/// The same rule for a scenario's `Args` built in code rather than parsed.
+pub fn check_rate(rate: f64) -> anyhow::Result<()> {
+    if !(rate.is_finite() && is_rate(rate)) {
+        anyhow::bail!("the rate must be a number above 0, not {rate}");
+    }
+    Ok(())
+}
+
+fn is_rate(r: f64) -> bool {
+    r > 0.0
 }
 
 /// Parses a Zipf exponent: finite and not negative.
@@ -346,6 +358,8 @@ mod tests {
         for bad in ["0", "-5", "NaN", "inf", "fast"] {
             assert!(positive_rate(bad).is_err(), "{bad}");
         }
+        assert!(check_rate(0.5).is_ok());
+        assert!(check_rate(0.0).is_err() && check_rate(f64::NAN).is_err());
         assert_eq!(zipf_exponent("0"), Ok(0.0));
         assert_eq!(zipf_exponent("1.1"), Ok(1.1));
         for bad in ["-1", "NaN", "inf"] {

@@ -35,6 +35,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if n == 0 {
         bail!("pairs needs at least two connections");
     }
+    super::check_rate(args.rate)?;
     let mut report = setup.report("pairs", json!({
         "connections": n, "rate": args.rate, "duration_secs": args.duration, "body_bytes": args.body,
     }));

@@ -56,9 +56,9 @@ fn zipf_weights(n: usize, s: f64) -> Vec<f64> {
 /// could run for ages when a few rooms hold nearly all the weight).
 fn draw_distinct(weights: &[f64], k: usize, rng: &mut impl Rng) -> Vec<usize> {
     let mut left = weights.to_vec();
+    let mut total: f64 = left.iter().sum();
     let mut drawn = Vec::with_capacity(k);
     for _ in 0..k.min(weights.len()) {
-        let total: f64 = left.iter().sum();
         let mut pick = rng.random::<f64>() * total;
         // Rounding can leave `pick` just above zero at the end: the last index still in.
         let mut chosen = left.iter().rposition(|w| *w > 0.0);
@@ -72,6 +72,7 @@ fn draw_distinct(weights: &[f64], k: usize, rng: &mut impl Rng) -> Vec<usize> {
             }
         }
         let Some(i) = chosen else { break };
+        total -= left[i];
         left[i] = 0.0;
         drawn.push(i);
     }
@@ -83,6 +84,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if args.users == 0 || args.channels == 0 {
         bail!("rooms needs users and channels");
     }
+    super::check_rate(args.rate)?;
     let per_user = args.rooms_per_user.clamp(1, args.channels);
     let mut report = setup.report("rooms", json!({
         "users": args.users, "channels": args.channels, "rooms_per_user": per_user,

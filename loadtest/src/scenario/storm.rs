@@ -34,8 +34,11 @@ const RESTART_LIMIT: Duration = Duration::from_secs(120);
 /// How long joining and subscribing may take, per client and for all of them.
 const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(60);
 
-/// How long a client told to give up may take to hand in its result.
-const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
+/// How long a client may take to close.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long clients told to give up may take to hand in their results (more than a close).
+const GIVE_UP_GRACE: Duration = Duration::from_secs(10);
 
 /// `reconnect-storm` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,12 +81,20 @@ struct ClientResult {
     reconnected_at: Option<Instant>,
     caught_up_at: Option<Instant>,
     reloads: u64,
+    /// Test messages received for the first time.
+    delivered: u64,
+    /// Told to give up at the deadline while still behind.
+    gave_up: bool,
 }
 
 /// Runs `reconnect-storm`.
 pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     if args.clients == 0 || args.channels == 0 {
         bail!("reconnect-storm needs clients and channels");
+    }
+    super::check_rate(args.rate)?;
+    if args.restart_command.is_none() && args.control_socket.is_empty() {
+        bail!("give --control-socket or --restart-command");
     }
     let mut report = setup.report(
         "reconnect-storm",
@@ -175,6 +186,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 reconnected_at: None,
                 caught_up_at: None,
                 reloads: 0,
+                delivered: 0,
+                gave_up: false,
             };
             // Done once publishing stopped and this client holds its channel's last
             // acknowledged seq (nothing to wait for if none was acknowledged).
@@ -188,7 +201,10 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                         if changed.is_err() || done(&r, &finals.borrow()) { break; }
                         continue;
                     }
-                    _ = give_up.changed() => break,
+                    _ = give_up.changed() => {
+                        r.gave_up = true;
+                        break;
+                    }
                 };
                 match event {
                     Some(Event::Entry(e)) => {
@@ -198,11 +214,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                         };
                         match payload {
                             Some(p) => {
-                                if r.check.observe_message(e.seq, p.sender, p.number)
-                                    && let Some(latency) = latency.get()
-                                {
-                                    let now = std::time::Instant::now();
-                                    latency.record_ending(p.age_at(now), now);
+                                if r.check.observe_message(e.seq, p.sender, p.number) {
+                                    r.delivered += 1;
+                                    if let Some(latency) = latency.get() {
+                                        let now = std::time::Instant::now();
+                                        latency.record_ending(p.age_at(now), now);
+                                    }
                                 }
                             }
                             None => {
@@ -227,7 +244,9 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 }
                 mark_caught_up(&mut r, storm_heads.get(), index);
             }
-            let _ = tokio::time::timeout(GIVE_UP_GRACE, client.close()).await;
+            // Unread events would hold the close up (it flushes them into this queue first).
+            drop(events);
+            let _ = tokio::time::timeout(CLOSE_LIMIT, client.close()).await;
             Ok(r)
         }));
     }
@@ -286,7 +305,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 n += 1;
                 while let Some(done) = pending.try_join_next() {
                     if tally(done, &mut last, &mut outcome) {
-                        let _ = acked.send(last.clone());
+                        // `send_replace`: `send` stores nothing while no receiver exists.
+                        acked.send_replace(last.clone());
                     }
                 }
             }
@@ -342,19 +362,20 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let _ = last_published.send(Some(last.clone()));
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut results = Vec::new();
-    let mut late = 0u64;
+    let mut stop_by = None;
     for mut t in tasks {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ended = match tokio::time::timeout(left, &mut t).await {
+        let ended = match tokio::time::timeout_at(deadline, &mut t).await {
             Ok(ended) => ended,
             Err(_) => {
-                // Behind at the deadline: its result still counts, with what it missed.
-                late += 1;
+                // Behind at the deadline: its result still counts, with what it missed. One
+                // grace for all, from the first client found late.
                 let _ = give_up.send(true);
-                match tokio::time::timeout(GIVE_UP_GRACE, &mut t).await {
+                let by = *stop_by.get_or_insert_with(|| Instant::now() + GIVE_UP_GRACE);
+                match tokio::time::timeout_at(by, &mut t).await {
                     Ok(ended) => ended,
                     Err(_) => {
                         t.abort();
+                        let _ = t.await;
                         *errors.entry("client did not stop".into()).or_default() += 1;
                         continue;
                     }
@@ -371,12 +392,13 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         };
         *errors.entry(kind).or_default() += 1;
     }
+    let late = results.iter().filter(|r| r.gave_up).count() as u64;
     if late > 0 {
         *errors
             .entry("not caught up before the timeout".into())
             .or_default() += late;
     }
-    let _ = tokio::time::timeout(GIVE_UP_GRACE, publisher.close()).await;
+    let _ = tokio::time::timeout(CLOSE_LIMIT, publisher.close()).await;
     let mut reconnect_times = report::histogram();
     let mut caught_up_last = storm;
     let mut reconnected = 0u64;
@@ -386,11 +408,11 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     // a result's position says nothing about its channel.
     for r in &results {
         let idx = r.channel;
-        report.delivered += r.check.received;
+        report.delivered += r.delivered;
         report.duplicates += r.check.duplicates;
         report.reordered += r.check.reordered;
-        report.lost += r.check.gaps(last[idx]);
-        report.undelivered += r.check.tail(last[idx]);
+        report.lost = report.lost.saturating_add(r.check.gaps(last[idx]));
+        report.undelivered = report.undelivered.saturating_add(r.check.tail(last[idx]));
         reloads += r.reloads;
         if let Some(t) = r.reconnected_at {
             reconnected += 1;
