@@ -646,3 +646,52 @@ pub fn lost(run: &Finished) -> (u64, u64) {
             (g.saturating_add(a), t.saturating_add(b))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the checks found reaches the report: gaps as lost, the missing tail as
+    /// undelivered, second copies as duplicates, a lost actor as an error.
+    #[test]
+    fn checks_and_failures_reach_the_report() {
+        let mut seen = StreamCheck::after(0);
+        for (seq, number) in [(1, 1), (2, 2), (2, 2), (4, 4), (5, 4)] {
+            seen.observe_message(seq, 9, number);
+        }
+        let started = Instant::now();
+        let run = Finished {
+            outcomes: vec![
+                Outcome {
+                    acked: 0,
+                    checks: HashMap::from([("c".to_owned(), seen)]),
+                    errors: BTreeMap::new(),
+                    last_delivery: Some(started + Duration::from_secs(2)),
+                    drained: true,
+                    delivered: 3,
+                },
+                Outcome {
+                    acked: 7,
+                    ..Outcome::failed("actor failed: boom")
+                },
+            ],
+            started,
+            ended: started + Duration::from_secs(3),
+            finals: HashMap::from([("c".to_owned(), 7)]),
+            latency: report::histogram(),
+            send_lag: report::histogram(),
+            timeline: Vec::new(),
+        };
+        let mut r = report::Report::default();
+        summarize(&run, &mut r);
+        assert_eq!(r.lost, 1, "3 was skipped");
+        assert_eq!(r.undelivered, 2, "6 and 7 never came");
+        assert_eq!(r.duplicates, 2, "seq 2 twice, and message 4 under seq 5");
+        assert_eq!((r.published, r.delivered), (7, 3));
+        assert_eq!(r.errors.get("actor failed: boom"), Some(&1));
+        assert!(
+            (r.duration_secs - 2.0).abs() < 1e-6,
+            "timed to the last delivery"
+        );
+    }
+}
