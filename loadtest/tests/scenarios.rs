@@ -24,6 +24,17 @@ async fn node(dir: &std::path::Path) -> chorus_server::Server {
     chorus_server::Server::start(config).await.unwrap()
 }
 
+/// Everything delivered once, in order, and nothing went wrong.
+fn assert_clean(r: &chorus_loadtest::report::Report) {
+    assert_eq!(
+        (r.lost, r.duplicates, r.reordered, r.undelivered),
+        (0, 0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(r.errors.is_empty(), "{:?}\n{}", r.errors, r.table());
+}
+
 fn setup(server: &chorus_server::Server) -> Setup {
     Setup::new(
         &[format!("ws://{}/", server.ws_addr())],
@@ -62,12 +73,7 @@ async fn every_scenario_delivers_everything_once() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
+    assert_clean(&r);
     assert!(r.published >= 300, "{}", r.table());
     // Each subscriber sees every publish (and the joins after its own).
     assert!(r.delivered >= r.published * 20, "{}", r.table());
@@ -87,7 +93,6 @@ async fn every_scenario_delivers_everything_once() {
             .enumerate()
             .all(|(i, s)| s.second == i as u64 && s.max_us <= r.latency_us.max)
     );
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
     let json = serde_json::to_value(&r).unwrap();
     for key in [
         "scenario",
@@ -146,12 +151,7 @@ async fn every_scenario_delivers_everything_once() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
+    assert_clean(&r);
     assert_eq!(r.send_lag_us.count, 0, "a window run has no schedule");
     assert!(r.published > 0);
 
@@ -166,12 +166,7 @@ async fn every_scenario_delivers_everything_once() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
+    assert_clean(&r);
     assert_eq!(r.connections, 20);
     assert!(
         r.delivered >= r.published * 2 - 20,
@@ -195,12 +190,7 @@ async fn every_scenario_delivers_everything_once() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
+    assert_clean(&r);
     assert!(r.published > 100, "{}", r.table());
 
     let r = scenario::connect::run(
@@ -231,15 +221,9 @@ async fn every_scenario_delivers_everything_once() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
+    assert_clean(&r);
     assert_eq!(r.extra["clients_reconnected"], 30, "{}", r.table());
     assert_eq!(r.extra["clients_not_caught_up"], 0, "{}", r.table());
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
     // Every publish acknowledged, each delivered to the 10 clients of its channel, timed.
     assert_eq!(r.extra["publishes_attempted"], r.published, "{}", r.table());
     assert!(r.published > 50, "{}", r.table());
@@ -312,13 +296,7 @@ async fn fanout_and_pairs_over_quic() {
     .await
     .unwrap();
     assert_eq!(r.transport, "quic");
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_clean(&r);
     assert_eq!(r.connections, 22);
     assert!(r.published >= 100, "{}", r.table());
     assert!(r.delivered >= r.published * 20, "{}", r.table());
@@ -335,13 +313,7 @@ async fn fanout_and_pairs_over_quic() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        (r.lost, r.duplicates, r.reordered, r.undelivered),
-        (0, 0, 0, 0),
-        "{}",
-        r.table()
-    );
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_clean(&r);
     assert!(r.published >= 100, "{}", r.table());
     server.shutdown().await;
 }
