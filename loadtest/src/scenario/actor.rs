@@ -525,27 +525,19 @@ pub async fn orchestrate(
     let judged = finals.snapshot();
     let _ = tx.send(Phase::Settle);
     let settle_deadline = Instant::now() + settle_limit;
-    let mut stop_by = None;
+    let mut collector = super::Collector::new(settle_deadline, STOP_GRACE);
     let mut outcomes = Vec::with_capacity(n);
     for mut t in tasks {
-        let ended = match tokio::time::timeout_at(settle_deadline, &mut t).await {
-            Ok(ended) => ended,
-            Err(_) => {
+        let Some(ended) = collector
+            .join(&mut t, || {
                 let _ = tx.send(Phase::Stop);
-                // One grace for all, from the first actor found still running.
-                let by = *stop_by.get_or_insert_with(|| Instant::now() + STOP_GRACE);
-                match tokio::time::timeout_at(by, &mut t).await {
-                    Ok(ended) => ended,
-                    Err(_) => {
-                        // Blocked in a send the node does not take: its counts are lost with
-                        // it, and the run says so.
-                        t.abort();
-                        let _ = t.await;
-                        outcomes.push(Outcome::failed("actor did not stop (blocked sending)"));
-                        continue;
-                    }
-                }
-            }
+            })
+            .await
+        else {
+            // Blocked in a send the node does not take: its counts are lost with it, and the
+            // run says so.
+            outcomes.push(Outcome::failed("actor did not stop (blocked sending)"));
+            continue;
         };
         match ended {
             Ok(o) => outcomes.push(o),

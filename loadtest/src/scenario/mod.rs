@@ -310,6 +310,50 @@ impl Meter {
     }
 }
 
+/// Collects spawned tasks that must end by a deadline: past it, each is asked to stop and all
+/// get one grace period together, from the first found still running (a grace each would let
+/// thousands of stuck tasks hold a run for hours); a task still running then is aborted.
+#[derive(Debug)]
+pub struct Collector {
+    deadline: tokio::time::Instant,
+    grace: Duration,
+    stop_by: Option<tokio::time::Instant>,
+}
+
+impl Collector {
+    /// Tasks should end by `deadline`, and stop within `grace` once asked.
+    pub fn new(deadline: tokio::time::Instant, grace: Duration) -> Self {
+        Self {
+            deadline,
+            grace,
+            stop_by: None,
+        }
+    }
+
+    /// The task's end; `stop` asks it to stop if it runs past the deadline (it may be called
+    /// once per late task). `None`: it did not stop and was aborted.
+    pub async fn join<T>(
+        &mut self,
+        task: &mut tokio::task::JoinHandle<T>,
+        stop: impl FnOnce(),
+    ) -> Option<Result<T, tokio::task::JoinError>> {
+        if let Ok(ended) = tokio::time::timeout_at(self.deadline, &mut *task).await {
+            return Some(ended);
+        }
+        stop();
+        let grace = self.grace;
+        let by = *self
+            .stop_by
+            .get_or_insert_with(|| tokio::time::Instant::now() + grace);
+        if let Ok(ended) = tokio::time::timeout_at(by, &mut *task).await {
+            return Some(ended);
+        }
+        task.abort();
+        let _ = task.await;
+        None
+    }
+}
+
 /// The first line of an error chain, for grouping errors by kind.
 pub fn short(e: &anyhow::Error) -> String {
     let s = format!("{e:#}");
@@ -351,6 +395,45 @@ fn finite(s: &str, ok: fn(f64) -> bool, rule: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn late_tasks_share_one_grace_and_the_stuck_are_aborted() {
+        use tokio::time::{Instant, sleep};
+        let start = Instant::now();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stoppable = |stop: Arc<tokio::sync::Notify>| {
+            tokio::spawn(async move {
+                stop.notified().await;
+                "stopped"
+            })
+        };
+        let mut tasks = vec![
+            tokio::spawn(async { "on time" }),
+            tokio::spawn(async {
+                sleep(Duration::from_secs(3600)).await;
+                "stuck"
+            }),
+            tokio::spawn(async {
+                sleep(Duration::from_secs(3600)).await;
+                "stuck too"
+            }),
+            stoppable(stop.clone()),
+        ];
+        let mut collector = Collector::new(start + Duration::from_secs(5), Duration::from_secs(10));
+        let mut ended = Vec::new();
+        for t in &mut tasks {
+            let stop = stop.clone();
+            ended.push(
+                collector
+                    .join(t, move || stop.notify_waiters())
+                    .await
+                    .map(|r| r.unwrap_or("failed")),
+            );
+        }
+        assert_eq!(ended, [Some("on time"), None, None, Some("stopped")]);
+        // The deadline, then one grace for both stuck tasks, not one each.
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+    }
 
     #[test]
     fn rates_and_exponents_are_finite_numbers_in_range() {

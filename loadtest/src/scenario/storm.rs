@@ -362,25 +362,17 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let _ = last_published.send(Some(last.clone()));
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut results = Vec::new();
-    let mut stop_by = None;
+    let mut collector = super::Collector::new(deadline, GIVE_UP_GRACE);
     for mut t in tasks {
-        let ended = match tokio::time::timeout_at(deadline, &mut t).await {
-            Ok(ended) => ended,
-            Err(_) => {
-                // Behind at the deadline: its result still counts, with what it missed. One
-                // grace for all, from the first client found late.
+        // Behind at the deadline: its result still counts, with what it missed.
+        let Some(ended) = collector
+            .join(&mut t, || {
                 let _ = give_up.send(true);
-                let by = *stop_by.get_or_insert_with(|| Instant::now() + GIVE_UP_GRACE);
-                match tokio::time::timeout_at(by, &mut t).await {
-                    Ok(ended) => ended,
-                    Err(_) => {
-                        t.abort();
-                        let _ = t.await;
-                        *errors.entry("client did not stop".into()).or_default() += 1;
-                        continue;
-                    }
-                }
-            }
+            })
+            .await
+        else {
+            *errors.entry("client did not stop".into()).or_default() += 1;
+            continue;
         };
         let kind = match ended {
             Ok(Ok(r)) => {
