@@ -140,15 +140,16 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, SocketI
         receive_buffer_bytes: socket.recv_buffer_size().unwrap_or(0),
         inode: socket_inode(&socket),
     };
-    // Linux reports twice what it grants (the other half is its bookkeeping).
-    let wanted = if cfg!(target_os = "linux") {
-        2 * UDP_BUFFER_BYTES
+    // Linux reports twice what it grants (the other half is its bookkeeping): the log says
+    // what was granted, comparable with what was asked.
+    let granted = if cfg!(target_os = "linux") {
+        info.receive_buffer_bytes / 2
     } else {
-        UDP_BUFFER_BYTES
+        info.receive_buffer_bytes
     };
-    if info.receive_buffer_bytes < wanted {
+    if granted < UDP_BUFFER_BYTES {
         tracing::warn!(
-            granted = info.receive_buffer_bytes,
+            granted,
             asked = UDP_BUFFER_BYTES,
             "the QUIC socket's receive buffer is smaller than asked (net.core.rmem_max caps it): \
              bursts to many connections may be dropped and retransmitted; raise net.core.rmem_max \
