@@ -229,6 +229,12 @@ async fn every_scenario_delivers_everything_once() {
     assert!(r.published > 50, "{}", r.table());
     assert_eq!(r.latency_us.count, r.published * 10, "{}", r.table());
     assert_eq!(r.extra["reconnect_us"]["count"], 30, "{}", r.table());
+    // Published at about the asked 50/s through the storm.
+    assert!(
+        (10.0..100.0).contains(&r.published_per_sec) && r.delivered_per_sec > 0.0,
+        "{}",
+        r.table()
+    );
     server.shutdown().await;
 }
 

@@ -265,6 +265,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let pub_token = setup.minter.token(&setup.user("storm-pub", 0))?;
     let (publisher, _pub_events) = Client::connect(setup.config(0, &pub_token)?).await?;
     let meter = setup.meter();
+    let publishing_started = Instant::now();
     let _ = latency.set(report::Latencies::starting(std::time::Instant::now()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let publishing = {
@@ -356,6 +357,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.notify_one();
     let (publishing, last) = publishing.await?;
+    let publishing_ended = Instant::now();
     for (kind, count) in publishing.errors {
         *errors.entry(kind).or_default() += count;
     }
@@ -418,6 +420,14 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     // Clients that never handed in a result (failed tasks) did not catch up either.
     not_caught_up += report.connections.saturating_sub(results.len() as u64);
     report.published = publishing.acked;
+    // Rates over the publishing, and for deliveries until the last client caught up.
+    let secs = |end: Instant| {
+        end.saturating_duration_since(publishing_started)
+            .as_secs_f64()
+            .max(1e-9)
+    };
+    report.published_per_sec = report.published as f64 / secs(publishing_ended);
+    report.delivered_per_sec = report.delivered as f64 / secs(caught_up_last.max(publishing_ended));
     report.errors = errors;
     report.duration_secs = caught_up_last
         .saturating_duration_since(storm)
