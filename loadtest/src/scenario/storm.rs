@@ -331,7 +331,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 .map_err(|_| anyhow::anyhow!("the restart command ran over {RESTART_LIMIT:?}"))??;
             None
         }
-        (None, []) => bail!("give --control-socket or --restart-command"),
+        // At least one socket: checked before connecting anyone.
         (None, sockets) => {
             eprintln!("kicking every session of {} node(s)...", sockets.len());
             let mut kicks = tokio::task::JoinSet::new();
