@@ -509,6 +509,10 @@ pub struct Report {
     pub latency_timeline: Vec<Second>,
     /// Connect to `Welcome`, microseconds.
     pub connect_us: Percentiles,
+    /// How late each connect began against the `--connect-rate` schedule, microseconds (at
+    /// least 1): the pacing loop's lateness plus the wait for a free connect slot (256
+    /// handshakes in flight at most). `connect_us` starts once the connect has begun.
+    pub connect_lag_us: Percentiles,
     /// Fixed-rate runs: how late each publish left against its schedule, microseconds. The
     /// latency is timed from the actual send, so a tester that fell behind (busy reading, a
     /// full window) hides its delay there; it shows here (empty for window runs).
@@ -589,6 +593,9 @@ impl Report {
         }
         if self.connect_us.count > 0 {
             row("connect", p(&self.connect_us));
+        }
+        if self.connect_lag_us.count > 0 {
+            row("connect lag (vs schedule)", p(&self.connect_lag_us));
         }
         if self.send_lag_us.count > 0 {
             row("send lag (vs schedule)", p(&self.send_lag_us));

@@ -79,6 +79,10 @@ async fn every_scenario_delivers_everything_once() {
     assert!(r.delivered >= r.published * 20, "{}", r.table());
     assert_eq!(r.connections, 22);
     assert!(r.latency_us.count > 0 && r.connect_us.count == 22);
+    assert_eq!(
+        r.connect_lag_us.count, 22,
+        "every connect timed against its schedule"
+    );
     // Every fixed-rate publish was timed against its schedule; a lightly loaded tester keeps it.
     assert_eq!(r.send_lag_us.count, r.published, "{}", r.table());
     assert!(r.send_lag_us.p50 < 50_000, "{}", r.table());
@@ -101,6 +105,7 @@ async fn every_scenario_delivers_everything_once() {
         "latency_us",
         "latency_timeline",
         "connect_us",
+        "connect_lag_us",
         "errors",
         "server",
         "server_threads",
@@ -204,6 +209,10 @@ async fn every_scenario_delivers_everything_once() {
     .unwrap();
     assert_eq!(r.connections, 50);
     assert!(r.extra["connects_per_sec"].as_f64().unwrap() > 0.0);
+    // 50 connects at the default rate, far below what the tester and node can take: none
+    // waits long for its turn.
+    assert_eq!(r.connect_lag_us.count, 50, "{}", r.table());
+    assert!(r.connect_lag_us.p50 < 50_000, "{}", r.table());
     assert_eq!(r.extra["connections_alive_at_end"], 50, "{}", r.table());
     assert!(r.errors.is_empty(), "{:?}", r.errors);
 

@@ -8,8 +8,8 @@ use anyhow::bail;
 use chorus_protocol::v1::{self, client_envelope::Request};
 use serde_json::json;
 
-use super::Setup;
-use crate::report::{self, Percentiles, Report};
+use super::{ConnectTiming, Setup};
+use crate::report::{self, Report};
 
 /// `connect` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,7 +63,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             "connections": args.connections, "rate": setup.connect_rate, "hold_secs": args.hold,
         }),
     );
-    let mut hist = report::histogram();
+    let mut timing = ConnectTiming::default();
     let mut errors = BTreeMap::new();
     let before = setup
         .server_pid
@@ -78,14 +78,14 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         .connect_many(
             args.connections,
             |i| setup.user("idle", i),
-            &mut hist,
+            &mut timing,
             &mut errors,
         )
         .await;
     let took = start.elapsed();
     let opened = conns.len();
     report.connections = opened as u64;
-    report.connect_us = Percentiles::of(&hist);
+    timing.fill(&mut report);
     report.errors = errors;
     report.duration_secs = took.as_secs_f64();
     // Hold: idle, apart from a ping per connection each heartbeat interval the node announced

@@ -8,9 +8,9 @@ use anyhow::bail;
 use chorus_protocol::v1::{self, client_envelope::Request, reply};
 use serde_json::json;
 
-use super::Setup;
 use super::actor::{self, Pace, Plan};
-use crate::report::{self, Percentiles, Report};
+use super::{ConnectTiming, Setup};
+use crate::report::Report;
 
 /// `fanout` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,7 +59,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         }),
     );
     let channel = format!("lt{}-fanout-{:04x}", setup.run_id, rand::random::<u16>());
-    let mut connect = report::histogram();
+    let mut connect = ConnectTiming::default();
     let mut errors = BTreeMap::new();
     let mut publishers = setup
         .connect_many(
@@ -121,7 +121,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         ));
     }
     report.connections = actors.len() as u64;
-    report.connect_us = Percentiles::of(&connect);
+    connect.fill(&mut report);
     report.errors = errors;
     eprintln!("publishing for {} s...", args.duration);
     actor::measure(

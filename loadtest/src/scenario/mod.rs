@@ -28,6 +28,40 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(15);
 /// Handshakes in flight at once while connecting.
 const CONNECT_CONCURRENCY: usize = 256;
 
+/// How long connects took, and how late each began against the `--connect-rate` schedule.
+#[derive(Debug)]
+pub struct ConnectTiming {
+    /// From the start of the connect to the node's `Welcome`.
+    latency: Histogram<u64>,
+    /// From a connect's scheduled start to its actual start: the pacing loop running late,
+    /// or every connect slot taken by handshakes the node has not answered yet. Without it
+    /// a rate the tester or the node could not keep showed only in `connects_per_sec`.
+    lag: Histogram<u64>,
+}
+
+impl Default for ConnectTiming {
+    fn default() -> Self {
+        Self {
+            latency: report::histogram(),
+            lag: report::histogram(),
+        }
+    }
+}
+
+impl ConnectTiming {
+    /// One connect, scheduled for `scheduled`, begun at `begun`, that took `took`.
+    pub fn record(&mut self, scheduled: Instant, begun: Instant, took: Duration) {
+        report::record(&mut self.latency, took);
+        report::record(&mut self.lag, begun.saturating_duration_since(scheduled));
+    }
+
+    /// Writes both into the report (`connect_us`, `connect_lag_us`).
+    pub fn fill(&self, report: &mut Report) {
+        report.connect_us = report::Percentiles::of(&self.latency);
+        report.connect_lag_us = report::Percentiles::of(&self.lag);
+    }
+}
+
 /// What every scenario needs.
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -183,7 +217,7 @@ impl Setup {
         &self,
         n: usize,
         name: impl Fn(usize) -> String,
-        hist: &mut Histogram<u64>,
+        timing: &mut ConnectTiming,
         errors: &mut std::collections::BTreeMap<String, u64>,
     ) -> Vec<(usize, Lean)> {
         let slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
@@ -191,8 +225,10 @@ impl Setup {
         let interval = Duration::from_secs_f64(1.0 / f64::from(self.connect_rate));
         let start = tokio::time::Instant::now();
         let mut tasks = Vec::with_capacity(n);
+        let mut schedule = Vec::with_capacity(n);
         for i in 0..n {
-            tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+            let scheduled = start + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(scheduled).await;
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
@@ -213,14 +249,15 @@ impl Setup {
                 )
                 .await
                 .map_err(|_| anyhow::anyhow!("no Welcome within {HANDSHAKE_LIMIT:?}"))??;
-                Ok::<_, anyhow::Error>((i, lean, begun.elapsed()))
+                Ok::<_, anyhow::Error>((i, lean, begun, begun.elapsed()))
             }));
+            schedule.push(scheduled.into_std());
         }
         let mut out = Vec::with_capacity(n);
-        for t in tasks {
+        for (t, scheduled) in tasks.into_iter().zip(schedule) {
             match t.await {
-                Ok(Ok((i, lean, took))) => {
-                    report::record(hist, took);
+                Ok(Ok((i, lean, begun, took))) => {
+                    timing.record(scheduled, begun, took);
                     out.push((i, lean));
                 }
                 Ok(Err(e)) => *errors.entry(format!("connect: {}", short(&e))).or_default() += 1,
@@ -433,6 +470,35 @@ mod tests {
         assert_eq!(ended, [Some("on time"), None, None, Some("stopped")]);
         // The deadline, then one grace for both stuck tasks, not one each.
         assert_eq!(start.elapsed(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn connect_lag_is_counted_from_the_schedule() {
+        let scheduled = Instant::now();
+        let mut timing = ConnectTiming::default();
+        timing.record(
+            scheduled,
+            scheduled + Duration::from_millis(30),
+            Duration::from_millis(2),
+        );
+        // Begun before its time (the first connect, read before the schedule's start): no lag.
+        timing.record(
+            scheduled + Duration::from_millis(5),
+            scheduled,
+            Duration::from_millis(4),
+        );
+        let mut report = Report::default();
+        timing.fill(&mut report);
+        assert_eq!(
+            (report.connect_us.count, report.connect_lag_us.count),
+            (2, 2)
+        );
+        assert!((29_000..=31_000).contains(&report.connect_lag_us.max));
+        assert_eq!(
+            report.connect_lag_us.p50, 1,
+            "clamped to the histogram's 1 µs floor"
+        );
+        assert!((3_900..=4_100).contains(&report.connect_us.max));
     }
 
     #[test]

@@ -8,9 +8,9 @@ use anyhow::bail;
 use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
 use serde_json::json;
 
-use super::Setup;
 use super::actor::{self, Pace, Plan};
-use crate::report::{self, Percentiles, Report};
+use super::{ConnectTiming, Setup};
+use crate::report::Report;
 
 /// `pairs` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +39,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let mut report = setup.report("pairs", json!({
         "connections": n, "rate": args.rate, "duration_secs": args.duration, "body_bytes": args.body,
     }));
-    let mut connect = report::histogram();
+    let mut connect = ConnectTiming::default();
     let mut errors = BTreeMap::new();
     eprintln!("connecting {n} clients...");
     let mut conns = setup
@@ -89,7 +89,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         }
     }
     report.connections = actors.len() as u64;
-    report.connect_us = Percentiles::of(&connect);
+    connect.fill(&mut report);
     report.errors = errors;
     eprintln!(
         "{} pairs exchanging {} msg/s for {} s...",

@@ -9,10 +9,10 @@ use anyhow::bail;
 use rand::Rng;
 use serde_json::json;
 
-use super::Setup;
 use super::actor::{self, Pace, Plan};
 use super::fanout::join;
-use crate::report::{self, Percentiles, Report};
+use super::{ConnectTiming, Setup};
+use crate::report::Report;
 
 /// `rooms` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,7 +91,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         "zipf": args.zipf, "rate": args.rate, "duration_secs": args.duration, "body_bytes": args.body,
         "typing_every": args.typing_every, "mark_read_every": args.mark_read_every,
     }));
-    let mut connect = report::histogram();
+    let mut connect = ConnectTiming::default();
     let mut errors = BTreeMap::new();
     eprintln!("connecting {} users...", args.users);
     let mut conns = setup
@@ -149,7 +149,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         ));
     }
     report.connections = actors.len() as u64;
-    report.connect_us = Percentiles::of(&connect);
+    connect.fill(&mut report);
     report.errors = errors;
     eprintln!("{} users active for {} s...", actors.len(), args.duration);
     actor::measure(

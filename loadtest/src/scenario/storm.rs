@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
-use super::Setup;
+use super::{ConnectTiming, Setup};
 use crate::check::StreamCheck;
 use crate::payload::Payload;
 use crate::report::{self, Percentiles, Report};
@@ -110,7 +110,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     // The publisher: a lean connection (the control socket's kick spares no one, so it
     // reconnects too).
     let mut errors = BTreeMap::new();
-    let mut connect = report::histogram();
+    let mut connect = ConnectTiming::default();
     let mut owner = setup
         .connect_many(1, |i| setup.user("storm-pub", i), &mut connect, &mut errors)
         .await;
@@ -139,7 +139,8 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let subscribed = Arc::new(tokio::sync::Semaphore::new(0));
     let start_connect = Instant::now();
     for i in 0..args.clients {
-        tokio::time::sleep_until(start_connect + interval.mul_f64(i as f64)).await;
+        let scheduled = start_connect + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled).await;
         let user = setup.user("storm", i);
         let token = setup.minter.token(&user)?;
         let mut config = setup
@@ -162,7 +163,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 continue;
             }
         };
-        report::record(&mut connect, begun.elapsed());
+        connect.record(scheduled.into_std(), begun, begun.elapsed());
         let subscribed = subscribed.clone();
         tasks.push(tokio::spawn(async move {
             // Joined and subscribed here, not in the pacing loop: one after the other they
@@ -251,7 +252,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         }));
     }
     report.connections = tasks.len() as u64;
-    report.connect_us = Percentiles::of(&connect);
+    connect.fill(&mut report);
     // Every client subscribed (or failed to) before the steady state begins.
     let all = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
     if tokio::time::timeout(SUBSCRIBE_LIMIT, subscribed.acquire_many(all))
