@@ -481,7 +481,8 @@ mod tests {
             scheduled + Duration::from_millis(30),
             Duration::from_millis(2),
         );
-        // Begun before its time (the first connect, read before the schedule's start): no lag.
+        // Begun "before" its time (the schedule is on tokio's clock, the start on std's): no
+        // lag, and no underflow.
         timing.record(
             scheduled + Duration::from_millis(5),
             scheduled,
