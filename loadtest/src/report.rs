@@ -509,9 +509,10 @@ pub struct Report {
     pub latency_timeline: Vec<Second>,
     /// Connect to `Welcome`, microseconds.
     pub connect_us: Percentiles,
-    /// How late each connect began against the `--connect-rate` schedule, microseconds (at
-    /// least 1): the pacing loop's lateness plus the wait for a free connect slot (256
-    /// handshakes in flight at most). `connect_us` starts once the connect has begun.
+    /// How late each connect (failed ones included) began against the `--connect-rate`
+    /// schedule, microseconds (at least 1): the pacing loop's lateness, the wait for a free
+    /// connect slot (256 handshakes in flight at most) and for a tester thread.
+    /// `connect_us` starts after that, once the token is signed.
     pub connect_lag_us: Percentiles,
     /// Fixed-rate runs: how late each publish left against its schedule, microseconds. The
     /// latency is timed from the actual send, so a tester that fell behind (busy reading, a

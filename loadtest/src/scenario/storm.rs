@@ -156,6 +156,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         let (storm_heads, mut finals) = (storm_heads.clone(), last_published.subscribe());
         let (mut give_up, latency) = (give_up.subscribe(), latency.clone());
         let begun = std::time::Instant::now();
+        connect.started(scheduled.into_std(), begun);
         let (client, mut events) = match Client::connect(config).await {
             Ok(c) => c,
             Err(e) => {
@@ -163,7 +164,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 continue;
             }
         };
-        connect.record(scheduled.into_std(), begun, begun.elapsed());
+        connect.connected(begun.elapsed());
         let subscribed = subscribed.clone();
         tasks.push(tokio::spawn(async move {
             // Joined and subscribed here, not in the pacing loop: one after the other they
