@@ -218,7 +218,7 @@ impl Setup {
         format!("lt{}-{role}-{i}", self.run_id)
     }
 
-    /// Opens `n` lean connections at the configured rate, up to [`CONNECT_CONCURRENCY`]
+    /// Opens `n` lean connections at the configured rate, up to `CONNECT_CONCURRENCY` (256)
     /// handshakes at once; their latency and lag go to `timing`. Failed connections are
     /// counted in `errors` and left out.
     pub async fn connect_many(
