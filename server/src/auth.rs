@@ -43,12 +43,23 @@ pub struct Claims {
     /// Issued at, unix seconds (revocation compares it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
-    /// Audience.
+    /// Audience: RFC 7519 allows one string or an array of strings. Only its shape is read
+    /// here; `jsonwebtoken` checks its value against the configured audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+}
+
+/// A token's `aud` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "chat"`.
+    One(String),
+    /// `"aud": ["chat", "web"]`.
+    Many(Vec<String>),
 }
 
 /// A verified token.
@@ -205,7 +216,7 @@ mod tests {
             exp: now() + 60,
             nbf: None,
             iat: None,
-            aud: Some("chat".into()),
+            aud: Some(Audience::One("chat".into())),
             iss: Some("idp".into()),
         };
         let good = jsonwebtoken::encode(
@@ -215,5 +226,36 @@ mod tests {
         )
         .unwrap();
         assert!(v.verify(&good).is_ok());
+    }
+
+    fn token_with_aud(aud: serde_json::Value) -> String {
+        let claims = serde_json::json!({"sub": "alice", "exp": now() + 60, "aud": aud});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    /// RFC 7519 4.1.3: `aud` is a string or an array of strings; an array was refused as
+    /// malformed (`Json(invalid type: sequence, expected a string)`).
+    #[test]
+    fn an_audience_array_is_accepted_when_it_holds_the_audience() {
+        let strict = Verifier::new(&TokenKey::Hs256(SECRET.to_vec()), Some("chat"), None).unwrap();
+        let open = Verifier::new(&TokenKey::Hs256(SECRET.to_vec()), None, None).unwrap();
+        let array = token_with_aud(serde_json::json!(["web", "chat"]));
+        assert_eq!(strict.verify(&array).unwrap().user.as_str(), "alice");
+        assert!(open.verify(&array).is_ok());
+        let other = token_with_aud(serde_json::json!(["web", "mail"]));
+        assert!(matches!(strict.verify(&other), Err(TokenError::Invalid(_))));
+        assert!(open.verify(&other).is_ok());
+        let single = token_with_aud(serde_json::json!("chat"));
+        assert!(strict.verify(&single).is_ok());
+        let wrong_shape = token_with_aud(serde_json::json!(7));
+        assert!(matches!(
+            strict.verify(&wrong_shape),
+            Err(TokenError::Invalid(_))
+        ));
     }
 }

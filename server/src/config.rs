@@ -82,10 +82,24 @@ pub struct LimitsConfig {
     /// none. Every `MarkRead` that moves a marker is one push per subscriber, so in big rooms
     /// receipts would cost more than the messages.
     pub read_receipt_max_members: u32,
+    /// Channels one user may belong to; a join, creation or addition past it is refused
+    /// (`LIMIT_EXCEEDED`). Bounds every per-user listing (unread totals, channel lists).
+    pub max_memberships_per_user: u32,
+    /// Memberships a user may take per second by `CreateChannel` and `JoinChannel` (a token
+    /// bucket per user); over it: `RATE_LIMITED`.
+    pub membership_rate_per_sec: u32,
+    /// The burst of `membership_rate_per_sec` (bucket size).
+    pub membership_burst: u32,
     /// Connections one user may hold.
     pub max_connections_per_user: u32,
     /// Connections one source address may hold.
     pub max_connections_per_ip: u32,
+    /// Connections one source address may have in their handshake (TLS, upgrade, `Hello`) at
+    /// once: one address cannot hold thousands of descriptors with connects that never speak.
+    pub max_pending_handshakes_per_ip: u32,
+    /// Connections of the whole node; 0 = as many as the open-file limit allows after the
+    /// descriptors kept for the store and the admin paths. A set value is still capped by that.
+    pub max_connections: u32,
     /// New connections accepted per second per source address.
     pub handshake_rate_per_ip: u32,
     /// Time to send `Hello`, ms.
@@ -112,8 +126,13 @@ impl Default for LimitsConfig {
             max_attachments: limits::DEFAULT_MAX_ATTACHMENTS,
             ephemeral_rate_per_sec: limits::DEFAULT_EPHEMERAL_RATE_PER_SEC,
             read_receipt_max_members: 100,
+            max_memberships_per_user: 10_000,
+            membership_rate_per_sec: 2,
+            membership_burst: 60,
             max_connections_per_user: 16,
             max_connections_per_ip: 10_000,
+            max_pending_handshakes_per_ip: 128,
+            max_connections: 0,
             handshake_rate_per_ip: 200,
             handshake_timeout_ms: limits::DEFAULT_HANDSHAKE_TIMEOUT_MS,
             heartbeat_interval_ms: limits::DEFAULT_HEARTBEAT_INTERVAL_MS,
@@ -164,6 +183,15 @@ impl LimitsConfig {
                 self.max_connections_per_user,
             ),
             ("limits.max_connections_per_ip", self.max_connections_per_ip),
+            (
+                "limits.max_pending_handshakes_per_ip",
+                self.max_pending_handshakes_per_ip,
+            ),
+            (
+                "limits.max_memberships_per_user",
+                self.max_memberships_per_user,
+            ),
+            ("limits.membership_burst", self.membership_burst),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -334,7 +362,11 @@ impl Config {
             token_audience: None,
             token_issuer: None,
             store: chorus_storage::StoreConfig::new(data_dir.join("store")),
-            limits: LimitsConfig::default(),
+            limits: LimitsConfig {
+                // Tests create channels far faster than a person; the budget has its own test.
+                membership_burst: 100_000,
+                ..LimitsConfig::default()
+            },
             shutdown_drain: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
             control_socket: None,

@@ -83,13 +83,14 @@ pub async fn run_connection<Src, Snk>(
     source: Src,
     sink: Snk,
     outbound: Arc<Outbound>,
-    peer: SocketAddr,
     shutdown: CancellationToken,
     transport: &'static str,
+    mut admission: crate::admission::Admission,
 ) where
     Src: FrameSource,
     Snk: FrameSink + 'static,
 {
+    let peer = admission.peer();
     let _connected = Gauge::inc(metrics::gauge!("chorus_connections", "transport" => transport));
     let _counted = crate::stats::ConnectionGauge::new(shared.clone(), transport);
     let mut source = Counted {
@@ -117,6 +118,7 @@ pub async fn run_connection<Src, Snk>(
             return;
         }
     };
+    admission.established();
     tracing::debug!(%peer, session = %session.session_id, user = %session.identity.user, "session started");
     let _session_gauge = Gauge::inc(metrics::gauge!("chorus_sessions"));
     let idle = Duration::from_millis(u64::from(limits.idle_timeout_ms));

@@ -28,7 +28,13 @@ pub enum DevError {
 
 /// Creates (once) and returns the dev files in `dir`.
 pub fn ensure(dir: &Path) -> Result<DevFiles, DevError> {
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     let files = DevFiles {
         cert: dir.join("dev-cert.pem"),
         key: dir.join("dev-key.pem"),

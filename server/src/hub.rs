@@ -17,6 +17,9 @@ use crate::outbound::Outbound;
 /// A connection's key in the hub.
 pub type SessionKey = u64;
 
+/// A key no session has (keys start at 1): "except nobody" for [`Hub::push_to_user`].
+pub const NO_SESSION: SessionKey = 0;
+
 /// Where a subscription stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubState {

@@ -19,11 +19,13 @@
 //! Reactions, presence, search and moderation requests are answered `UNIMPLEMENTED`; see the
 //! README status.
 
+pub mod admission;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod data_dir;
 pub mod dev;
 pub mod hub;
 pub mod observe;

@@ -43,6 +43,16 @@ impl OwnReads {
         self.wake.notify_one();
     }
 
+    /// The marker `user`'s own posts in `channel` moved and that is not written yet: readers of
+    /// the read state count it, so that one's own messages never show as unread.
+    pub fn pending(&self, user: &UserId, channel: &ChannelId) -> Option<Seq> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return None;
+        }
+        pending.get(&(user.clone(), channel.clone())).copied()
+    }
+
     /// Writes the markers until [`OwnReads::stop`], then writes what is left and returns.
     pub async fn run(&self, store: Store) {
         loop {
@@ -65,12 +75,19 @@ impl OwnReads {
     }
 
     async fn flush(&self, store: &Store) {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        // Copied, not taken: an entry stays visible to [`OwnReads::pending`] until its marker
+        // is written, and is removed then unless a newer post raised it meanwhile.
+        let batch: Vec<_> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         if batch.is_empty() {
             return;
         }
         let now = unix_ms();
-        let batch: Vec<_> = batch.into_iter().collect();
         // In slices, yielding between them: thousands of markers at once would hold a worker
         // for tens of milliseconds and show up in every connection's latency.
         for slice in batch.chunks(FLUSH_SLICE) {
@@ -84,12 +101,20 @@ impl OwnReads {
                     tracing::debug!(error = %e, "own-post read marker not written");
                 }
             }
+            {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                for (key, seq) in slice {
+                    if pending.get(key) == Some(seq) {
+                        pending.remove(key);
+                    }
+                }
+            }
             tokio::task::yield_now().await;
         }
     }
 
     #[cfg(test)]
-    fn pending(&self) -> HashMap<(UserId, ChannelId), Seq> {
+    fn pending_all(&self) -> HashMap<(UserId, ChannelId), Seq> {
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -119,7 +144,7 @@ mod tests {
         for seq in [3, 7, 5] {
             reads.note(user.clone(), channel.clone(), Seq(seq));
         }
-        assert_eq!(reads.pending().get(&(user, channel)), Some(&Seq(7)));
+        assert_eq!(reads.pending_all().get(&(user, channel)), Some(&Seq(7)));
     }
 
     // Real time, not paused: the store commits on its own threads, and paused time would jump

@@ -236,7 +236,7 @@ pub async fn accept_loop(
             metrics::counter!("chorus_quic_incoming_total", "outcome" => outcome).increment(1);
             continue;
         }
-        let Some(admission) = crate::server::admit(&shared, peer.ip()) else {
+        let Ok(admission) = crate::admission::admit(&shared, peer) else {
             metrics::counter!("chorus_quic_incoming_total", "outcome" => "refused").increment(1);
             incoming.refuse();
             continue;
@@ -245,7 +245,6 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let stop = connections_stop.clone();
         tracker.spawn(async move {
-            let _admission = admission;
             let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
             let handshake = tokio::time::timeout(deadline, incoming).await;
             let Some(connection) =
@@ -272,7 +271,7 @@ pub async fn accept_loop(
             let sink = QuicSink { send, connection };
             let budget = shared.limits().max_outbound_queue_bytes as usize;
             let outbound = Arc::new(crate::outbound::Outbound::new(budget));
-            run_connection(shared, source, sink, outbound, peer, stop, "quic").await;
+            run_connection(shared, source, sink, outbound, stop, "quic", admission).await;
         });
     }
 }

@@ -1,7 +1,7 @@
 //! Starting and stopping a node: the store, the hub, the listener, and graceful shutdown.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,14 @@ pub enum StartError {
     /// The QUIC endpoint could not start.
     #[error("QUIC: {0}")]
     Quic(#[from] crate::quic::QuicError),
+    /// The data directory could not be created or made private.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The control socket could not be created.
     #[error("control socket {path}: {source}")]
     Control {
@@ -84,6 +92,19 @@ impl Server {
             Some((cert, key)) => Some(crate::tls::server_config(cert, key, &[b"http/1.1"])?),
             None => None,
         };
+        let tightened =
+            crate::data_dir::secure(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        if tightened.entries > 0 {
+            tracing::warn!(
+                dir = %config.data_dir.display(),
+                entries = tightened.entries,
+                examples = ?tightened.examples,
+                "the data directory was readable by other users; removed their permissions (directories 0700, files 0600)"
+            );
+        }
         let store = Store::open(config.store.clone())?;
         // Installed before anything registers a metric handle (the hub's, the connections').
         crate::observe::recorder();
@@ -132,11 +153,25 @@ impl Server {
         };
         let mut shared = Shared::new(store, hub, config, verifier);
         shared.quic_socket = quic_socket;
+        shared.fd_budget =
+            crate::admission::FdBudget::of_process(shared.config.store.max_open_files as u64);
+        match shared.fd_budget.limit {
+            Some(limit) => tracing::info!(
+                open_file_limit = limit,
+                reserved = shared.fd_budget.reserved,
+                max_connections = crate::admission::max_connections(&shared),
+                "connection cap from the open-file limit"
+            ),
+            None => tracing::info!("no open-file limit: connections capped by limits only"),
+        }
         let shared = Arc::new(shared);
         shared.background.spawn({
             let (own_reads, store) = (shared.own_reads.clone(), shared.store.clone());
             async move { own_reads.run(store).await }
         });
+        shared
+            .background
+            .spawn(crate::control::erasure::resume_all(shared.clone()));
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let server = Self {
             shared,
@@ -234,6 +269,7 @@ impl Server {
             .draining
             .store(true, std::sync::atomic::Ordering::Release);
         self.shared.accepting.cancel();
+        self.shared.stopping.cancel();
         self.stop.cancel();
         self.shared.hub.close_all(&Close {
             code: CloseCode::GoingAway,
@@ -290,7 +326,7 @@ async fn retention_loop(
             _ = stop.cancelled() => return,
         }
         if let Some(shared) = shared.upgrade() {
-            sweep_idle_budgets(&shared);
+            crate::admission::sweep_idle_budgets(&shared);
         }
         match store.run_retention(crate::clock::unix_ms()).await {
             Ok(report) if report.entries_removed > 0 => {
@@ -304,66 +340,6 @@ async fn retention_loop(
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),
         }
     }
-}
-
-/// A connection's place in the per-address count, given back when the connection ends.
-pub(crate) struct Admission {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        // The entry stays (with its handshake budget) until the sweep finds it idle and full.
-        if let Some(mut n) = self.shared.per_ip.get_mut(&self.ip) {
-            n.connections = n.connections.saturating_sub(1);
-        }
-    }
-}
-
-/// Forgets addresses with no connection whose handshake budget has refilled, and users whose
-/// publish budget has refilled, so both maps stay as small as the set of recently active ones.
-fn sweep_idle_budgets(shared: &Shared) {
-    let now = std::time::Instant::now();
-    shared
-        .per_ip
-        .retain(|_, n| n.connections > 0 || !n.handshakes.is_full(now));
-    shared.publish_buckets.retain(|_, bucket| {
-        !bucket
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_full(now)
-    });
-}
-
-/// Admission control before any work: connections per source address and new connections per
-/// second per address.
-pub(crate) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Option<Admission> {
-    let limits = &shared.limits();
-    let mut entry = shared
-        .per_ip
-        .entry(ip)
-        .or_insert_with(|| crate::session::PerIp {
-            connections: 0,
-            handshakes: crate::ratelimit::TokenBucket::new(
-                limits.handshake_rate_per_ip,
-                limits.handshake_rate_per_ip,
-                std::time::Instant::now(),
-            ),
-        });
-    if entry.connections >= limits.max_connections_per_ip as usize {
-        tracing::debug!(%ip, "refused: too many connections from this address");
-        return None;
-    }
-    if entry.handshakes.take(std::time::Instant::now()).is_err() {
-        tracing::debug!(%ip, "refused: handshake rate from this address");
-        return None;
-    }
-    entry.connections += 1;
-    Some(Admission {
-        shared: shared.clone(),
-        ip,
-    })
 }
 
 /// Connections the kernel may hold for `accept` (capped by `net.core.somaxconn`). Tokio's
@@ -409,8 +385,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(admission) = admit(&shared, peer.ip()) else {
-            // Over the per-address limits: drop before any work (no TLS, no upgrade).
+        let Ok(admission) = crate::admission::admit(&shared, peer) else {
+            // Over a limit: drop before any work (no TLS, no upgrade).
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -418,12 +394,13 @@ async fn accept_loop(
         let tls = tls.clone();
         let stop = connections_stop.clone();
         tracker.spawn(async move {
-            let _admission = admission;
             // Each branch boxed: the task's own size is that of its largest branch (a TLS
             // stream alone is over a KiB), and an idle plain connection should not pay for it.
             match tls {
-                None => Box::pin(crate::ws::serve(shared, tcp, peer, stop)).await,
-                Some(config) => Box::pin(serve_tls(shared, config, tcp, peer, stop)).await,
+                None => Box::pin(crate::ws::serve(shared, tcp, peer, stop, admission)).await,
+                Some(config) => {
+                    Box::pin(serve_tls(shared, config, tcp, peer, stop, admission)).await
+                }
             }
         });
     }
@@ -436,6 +413,7 @@ async fn serve_tls(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
+    admission: crate::admission::Admission,
 ) {
     let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
     // Boxed: the TLS handshake's state is freed once done instead of staying in this future;
@@ -446,5 +424,5 @@ async fn serve_tls(
     let Some(stream) = crate::connection::handshake_step(accepted, peer, "TLS handshake") else {
         return;
     };
-    Box::pin(crate::ws::serve(shared, stream, peer, stop)).await;
+    Box::pin(crate::ws::serve(shared, stream, peer, stop, admission)).await;
 }

@@ -27,17 +27,10 @@ use crate::ratelimit::TokenBucket;
 
 /// Entries read per step of a replay.
 const REPLAY_PAGE: usize = 256;
+/// Memberships read per step of a walk over a user's channels.
+const MEMBERSHIP_PAGE: usize = 512;
 /// Reply results are at most this many bytes: larger pages are cut.
 const MAX_REPLY_BYTES: usize = MAX_SERVER_FRAME_BYTES as usize / 2;
-
-/// Admission state of one source address.
-#[derive(Debug)]
-pub struct PerIp {
-    /// Open connections.
-    pub connections: usize,
-    /// New connections allowed per second.
-    pub handshakes: TokenBucket,
-}
 
 /// What every session shares.
 pub struct Shared {
@@ -51,8 +44,14 @@ pub struct Shared {
     pub verifier: Verifier,
     /// Publish budgets, per user (all of a user's sessions share one).
     pub publish_buckets: DashMap<UserId, Mutex<TokenBucket>>,
+    /// Budgets for memberships a user takes (`CreateChannel`, `JoinChannel`), per user.
+    pub membership_buckets: DashMap<UserId, Mutex<TokenBucket>>,
     /// Connections and handshake budget per source address.
-    pub per_ip: DashMap<std::net::IpAddr, PerIp>,
+    pub per_ip: DashMap<std::net::IpAddr, crate::admission::PerIp>,
+    /// Open connections of the node (the node-wide cap).
+    pub connections: crate::admission::ConnectionCount,
+    /// What the process's open-file limit allows (set at start).
+    pub fd_budget: crate::admission::FdBudget,
     /// Background work sessions start; shutdown waits for it, so that nothing holds the store
     /// after the node stops.
     pub background: tokio_util::task::TaskTracker,
@@ -60,6 +59,10 @@ pub struct Shared {
     pub own_reads: Arc<crate::own_reads::OwnReads>,
     /// Set when shutdown starts: `/readyz` turns 503.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Cancelled when shutdown starts: long background jobs (erasures) stop between steps.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// The erasures running now, with their progress.
+    pub erasures: crate::control::erasure::Running,
     /// The limits in force; `config reload` replaces them (new connections and new requests
     /// see the new ones).
     limits: std::sync::RwLock<Arc<crate::config::LimitsConfig>>,
@@ -82,10 +85,15 @@ impl Shared {
             hub,
             verifier,
             publish_buckets: DashMap::new(),
+            membership_buckets: DashMap::new(),
             per_ip: DashMap::new(),
+            connections: Default::default(),
+            fd_budget: crate::admission::FdBudget::new(None, 0),
             background: tokio_util::task::TaskTracker::new(),
             own_reads: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            stopping: tokio_util::sync::CancellationToken::new(),
+            erasures: Default::default(),
             limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
             started: std::time::Instant::now(),
             accepting: tokio_util::sync::CancellationToken::new(),
@@ -108,12 +116,39 @@ impl Shared {
     pub fn set_limits(&self, limits: crate::config::LimitsConfig) {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
         self.publish_buckets.clear();
+        self.membership_buckets.clear();
     }
 
     /// A fresh session key.
     pub fn next_key(&self) -> SessionKey {
         self.next_key
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Takes one token from `user`'s bucket in `buckets`, made with `rate` and `burst` on first
+/// use; `Err` holds the milliseconds until a token is available.
+pub(crate) fn take_budget(
+    buckets: &DashMap<UserId, Mutex<TokenBucket>>,
+    user: &UserId,
+    rate: u32,
+    burst: u32,
+) -> Result<(), u32> {
+    let take = |bucket: &Mutex<TokenBucket>| {
+        bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(Instant::now())
+    };
+    // Looked up before inserting: an insert needs the user id by value, a copy per call where
+    // the bucket nearly always exists (this is on every publish).
+    match buckets.get(user) {
+        Some(bucket) => take(&bucket),
+        None => take(
+            &buckets
+                .entry(user.clone())
+                .or_insert_with(|| Mutex::new(TokenBucket::new(rate, burst, Instant::now()))),
+        ),
     }
 }
 
@@ -142,9 +177,16 @@ pub fn store_error(e: StoreError) -> Error {
             err(ErrorCode::NotFound, format!("entry {seq} not found"))
         }
         StoreError::Invalid(m) => err(ErrorCode::Invalid, m),
+        // Refused before the engine saw it: nothing changed.
         StoreError::ReadOnly(_) | StoreError::Closed => {
             err(ErrorCode::Unavailable, "storage unavailable").with_retry_after_ms(1000)
         }
+        // The engine failed while writing this request: it may be stored. INTERNAL is the
+        // code whose outcome the spec leaves unknown; an idempotent retry settles it.
+        StoreError::OutcomeUnknown(cause) => err(
+            ErrorCode::Internal,
+            format!("outcome unknown, retry with the same client_msg_id: {cause}"),
+        ),
         other => err(ErrorCode::Internal, other.to_string()),
     }
 }
@@ -334,7 +376,7 @@ impl Session {
                     .advance_read_marker(user, &id, Seq(m.seq), unix_ms())
                     .await
                     .map_err(store_error)?;
-                let state = store.read_state(user, &id).map_err(store_error)?;
+                let state = self.read_state(&id)?;
                 let marker = v1::ReadMarker {
                     channel_id: id.to_string(),
                     user_id: user.to_string(),
@@ -507,27 +549,7 @@ impl Session {
     }
 
     fn summary(&self, info: &ChannelInfo) -> Result<ChannelSummary, Error> {
-        let store = &self.shared.store;
-        let state = store
-            .read_state(&self.identity.user, &info.id)
-            .map_err(store_error)?;
-        let last = store
-            .read(
-                &info.id,
-                &LogQuery {
-                    anchor: Anchor::Latest,
-                    limit: 1,
-                    thread: None,
-                },
-            )
-            .map_err(store_error)?;
-        Ok(ChannelSummary {
-            channel: Some(channel_message(info)),
-            my_role: self.role(&info.id)?.unwrap_or(Role::Unspecified) as i32,
-            last_read_seq: state.last_read.get(),
-            unread_count: state.unread,
-            last_message: last.entries.last().map(|e| e.event.clone()),
-        })
+        summary_for(&self.shared, &self.identity.user, info)
     }
 
     async fn append_event(&self, id: &ChannelId, body: Body) -> Result<v1::Appended, Error> {
@@ -550,8 +572,38 @@ impl Session {
                 until_ms: 0,
             }),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        tell_membership(&self.shared, user, id, action);
+        Ok(())
+    }
+
+    /// Takes one membership the caller acquires itself (creating or joining a channel) from
+    /// the caller's budget.
+    fn take_membership_budget(&self) -> Result<(), Error> {
+        let limits = self.shared.limits();
+        take_budget(
+            &self.shared.membership_buckets,
+            &self.identity.user,
+            limits.membership_rate_per_sec,
+            limits.membership_burst,
+        )
+        .map_err(|wait_ms| {
+            metrics::counter!("chorus_rate_limited_total", "kind" => "membership").increment(1);
+            err(
+                ErrorCode::RateLimited,
+                "channel creation and join rate exceeded",
+            )
+            .with_retry_after_ms(wait_ms)
+        })
+    }
+
+    /// Refuses a new membership for any of `users` already at `max_memberships_per_user`.
+    fn check_membership_room<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a UserId>,
+        field: &str,
+    ) -> Result<(), Error> {
+        membership_room(&self.shared, users).map_err(|e| e.with_field(field))
     }
 
     async fn create_channel(&mut self, c: v1::CreateChannel) -> Result<reply::Result, Error> {
@@ -579,6 +631,14 @@ impl Session {
                         "member_ids",
                         "a direct channel needs two different users",
                     ));
+                }
+                self.take_membership_budget()?;
+                if store
+                    .direct_channel_of(&me, &other)
+                    .map_err(store_error)?
+                    .is_none()
+                {
+                    self.check_membership_room([&me, &other], "member_ids")?;
                 }
                 let id = channel_id("channel_id", &random_id("dm-"))?;
                 let (info, created) = store
@@ -608,6 +668,11 @@ impl Session {
                 if members.len() > 1000 {
                     return Err(err(ErrorCode::TooLarge, "at most 1000 initial members"));
                 }
+                self.take_membership_budget()?;
+                self.check_membership_room(
+                    std::iter::once(&me).chain(members.iter().map(|(u, _)| u)),
+                    "member_ids",
+                )?;
                 let info = store
                     .create_channel(NewChannel {
                         id: id.clone(),
@@ -641,56 +706,85 @@ impl Session {
         Ok(reply::Result::Channel(self.summary(&info)?))
     }
 
+    /// The user's channels, newest activity first (the time of the newest entry, or the
+    /// creation for an empty log; ties by id). Every membership is read to sort them, at most
+    /// `max_memberships_per_user`.
     fn list_channels(&self, l: v1::ListChannels) -> Result<reply::Result, Error> {
         let limit = clamp_limit(l.limit, 50, self.shared.limits().announced().max_list_limit);
         let store = &self.shared.store;
         let after = if l.cursor.is_empty() {
             None
         } else {
-            Some(channel_id("cursor", &l.cursor)?)
+            Some(ActivityCursor::parse(&l.cursor).ok_or_else(|| invalid("cursor", "bad cursor"))?)
         };
-        let mut ids = store
-            .user_channels(&self.identity.user, after.as_ref(), limit)
-            .map_err(store_error)?;
-        if l.include_public && ids.len() < limit {
+        let max = self.shared.limits().max_memberships_per_user as usize;
+        let mut mine: Vec<(ActivityCursor, ChannelInfo)> = Vec::new();
+        let mut from: Option<ChannelId> = None;
+        while mine.len() < max {
+            let page = store
+                .user_channels(
+                    &self.identity.user,
+                    from.as_ref(),
+                    MEMBERSHIP_PAGE.min(max - mine.len()),
+                )
+                .map_err(store_error)?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for id in page {
+                if let Some(info) = store.channel(&id).map_err(store_error)? {
+                    mine.push((ActivityCursor::of(store, &info)?, info));
+                }
+            }
+            from = Some(last);
+        }
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        // Public channels found below carry no cursor: such a listing is one page.
+        let mut infos: Vec<(Option<ActivityCursor>, ChannelInfo)> = mine
+            .into_iter()
+            .filter(|(key, _)| after.as_ref().is_none_or(|a| key > a))
+            .map(|(key, info)| (Some(key), info))
+            .take(limit + 1)
+            .collect();
+        let more_mine = infos.len() > limit;
+        infos.truncate(limit);
+        if l.include_public && infos.len() < limit {
             // Public channels the user has not joined, after the joined ones.
             let mut from = None;
-            while ids.len() < limit {
+            while infos.len() < limit {
                 let page = store.channels(from.as_ref(), 256).map_err(store_error)?;
                 let Some(last) = page.last().cloned() else {
                     break;
                 };
                 for id in page {
-                    if ids.len() >= limit || ids.contains(&id) {
+                    if infos.len() >= limit || infos.iter().any(|(_, i)| i.id == id) {
                         continue;
                     }
                     if let Some(info) = store.channel(&id).map_err(store_error)?
                         && info.record.kind() == ChannelKind::Public
                         && self.role(&id)?.is_none()
                     {
-                        ids.push(id);
+                        infos.push((None, info));
                     }
                 }
                 from = Some(last);
             }
         }
-        let mut channels = Vec::with_capacity(ids.len());
+        let mut channels = Vec::with_capacity(infos.len());
         let mut bytes = 0;
-        let mut cut_after: Option<&ChannelId> = None;
-        for id in &ids {
-            if let Some(info) = store.channel(id).map_err(store_error)? {
-                let summary = self.summary(&info)?;
-                bytes += summary.encoded_len() + 8;
-                if bytes > self.max_reply_bytes() && !channels.is_empty() {
-                    break;
-                }
-                channels.push(summary);
-                cut_after = Some(id);
+        let mut cut_after: Option<ActivityCursor> = None;
+        for (key, info) in &infos {
+            let summary = self.summary(info)?;
+            bytes += summary.encoded_len() + 8;
+            if bytes > self.max_reply_bytes() && !channels.is_empty() {
+                break;
             }
+            channels.push(summary);
+            cut_after = key.clone();
         }
-        let full_page = ids.len() >= limit || channels.len() < ids.len();
+        let full_page = more_mine || channels.len() < infos.len();
         let next_cursor = if full_page && !l.include_public {
-            cut_after.map(ToString::to_string).unwrap_or_default()
+            cut_after.map(|c| c.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
@@ -703,6 +797,10 @@ impl Session {
     async fn join(&mut self, j: v1::JoinChannel) -> Result<reply::Result, Error> {
         let id = channel_id("channel_id", &j.channel_id)?;
         let info = self.readable(&id)?;
+        if self.role(&id)?.is_some() {
+            // Already a member, of any kind of channel: nothing to write.
+            return Ok(reply::Result::Channel(self.summary(&info)?));
+        }
         if info.record.kind() != ChannelKind::Public {
             return Err(err(
                 ErrorCode::Forbidden,
@@ -712,6 +810,8 @@ impl Session {
         if self.banned_from(&id)? {
             return Err(err(ErrorCode::Forbidden, "banned from this channel"));
         }
+        self.take_membership_budget()?;
+        self.check_membership_room([&self.identity.user], "channel_id")?;
         let me = self.identity.user.clone();
         if self
             .shared
@@ -800,6 +900,20 @@ impl Session {
             .iter()
             .map(|u| user_id("user_ids", u))
             .collect::<Result<Vec<_>, _>>()?;
+        // Checked for all before adding any: the request adds everyone or no one.
+        let mut new_users = Vec::with_capacity(users.len());
+        for user in &users {
+            if self
+                .shared
+                .store
+                .member(&id, user)
+                .map_err(store_error)?
+                .is_none()
+            {
+                new_users.push(user);
+            }
+        }
+        self.check_membership_room(new_users, "user_ids")?;
         for user in users {
             if self
                 .shared
@@ -971,36 +1085,16 @@ impl Session {
         if message.thread_parent_seq > info.position.head.get() {
             return Err(invalid("message.thread_parent_seq", "no such message"));
         }
-        {
-            let limits = &self.shared.limits();
-            let take = |bucket: &Mutex<TokenBucket>| {
-                bucket
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take(Instant::now())
-            };
-            let buckets = &self.shared.publish_buckets;
-            // Looked up before inserting: an insert needs the user id by value, a copy per
-            // publish where the bucket nearly always exists.
-            let taken = match buckets.get(&self.identity.user) {
-                Some(bucket) => take(&bucket),
-                None => take(
-                    &buckets
-                        .entry(self.identity.user.clone())
-                        .or_insert_with(|| {
-                            Mutex::new(TokenBucket::new(
-                                limits.publish_rate_per_sec,
-                                limits.publish_burst,
-                                Instant::now(),
-                            ))
-                        }),
-                ),
-            };
-            if let Err(wait_ms) = taken {
-                metrics::counter!("chorus_rate_limited_total", "kind" => "publish").increment(1);
-                return Err(err(ErrorCode::RateLimited, "publish rate exceeded")
-                    .with_retry_after_ms(wait_ms));
-            }
+        if let Err(wait_ms) = take_budget(
+            &self.shared.publish_buckets,
+            &self.identity.user,
+            limits.publish_rate_per_sec,
+            limits.publish_burst,
+        ) {
+            metrics::counter!("chorus_rate_limited_total", "kind" => "publish").increment(1);
+            return Err(
+                err(ErrorCode::RateLimited, "publish rate exceeded").with_retry_after_ms(wait_ms)
+            );
         }
         let key = message.client_msg_id.clone();
         let started = Instant::now();
@@ -1245,45 +1339,69 @@ impl Session {
         }))
     }
 
+    /// The caller's read state in a channel.
+    fn read_state(&self, id: &ChannelId) -> Result<chorus_storage::ReadState, Error> {
+        read_state_of(&self.shared, &self.identity.user, id)
+    }
+
     fn unread(&self, g: v1::GetUnread) -> Result<reply::Result, Error> {
         let store = &self.shared.store;
-        let mine = store
-            .user_channels(&self.identity.user, None, 10_000)
-            .map_err(store_error)?;
-        let wanted = if g.channel_ids.is_empty() {
-            mine.clone()
-        } else {
-            g.channel_ids
-                .iter()
-                .map(|c| channel_id("channel_ids", c))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let mut channels = Vec::with_capacity(wanted.len());
-        for id in &wanted {
-            if !mine.contains(id) {
-                return Err(err(ErrorCode::NotFound, format!("not a member of {id}")));
-            }
-            let state = store
-                .read_state(&self.identity.user, id)
-                .map_err(store_error)?;
-            channels.push(v1::ChannelUnread {
+        let user = &self.identity.user;
+        let unread = |id: &ChannelId| -> Result<v1::ChannelUnread, Error> {
+            let state = self.read_state(id)?;
+            Ok(v1::ChannelUnread {
                 channel_id: id.to_string(),
                 last_read_seq: state.last_read.get(),
                 head_seq: state.head.get(),
                 unread_count: state.unread,
                 mention_count: state.mentions,
-            });
+            })
+        };
+        // Every membership, page by page; at most `max_memberships_per_user` of them, which
+        // is also the most a user can hold.
+        let max = self.shared.limits().max_memberships_per_user as usize;
+        let mut all = Vec::new();
+        let mut after: Option<ChannelId> = None;
+        while all.len() < max {
+            let page = store
+                .user_channels(user, after.as_ref(), MEMBERSHIP_PAGE.min(max - all.len()))
+                .map_err(store_error)?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for id in &page {
+                all.push(unread(id)?);
+            }
+            after = Some(last);
         }
-        let mut total = 0;
-        for id in &mine {
-            total += store
-                .read_state(&self.identity.user, id)
-                .map_err(store_error)?
-                .unread;
+        let total_unread = all.iter().map(|c| c.unread_count).sum();
+        let listed = if g.channel_ids.is_empty() {
+            all
+        } else {
+            let mut listed = Vec::with_capacity(g.channel_ids.len());
+            for c in &g.channel_ids {
+                let id = channel_id("channel_ids", c)?;
+                if store.member(&id, user).map_err(store_error)?.is_none() {
+                    return Err(err(ErrorCode::NotFound, format!("not a member of {id}"))
+                        .with_field("channel_ids"));
+                }
+                listed.push(unread(&id)?);
+            }
+            listed
+        };
+        // Cut to what one reply holds (about 10,000 entries); ask by `channel_ids` for more.
+        let mut channels = Vec::with_capacity(listed.len());
+        let mut bytes = 0;
+        for c in listed {
+            bytes += c.encoded_len() + 4;
+            if bytes > self.max_reply_bytes() {
+                break;
+            }
+            channels.push(c);
         }
         Ok(reply::Result::UnreadCounts(v1::UnreadCounts {
             channels,
-            total_unread: total,
+            total_unread,
         }))
     }
 
@@ -1460,6 +1578,180 @@ impl Session {
         )));
         self.shared.hub.broadcast(&id, &frame, self.key);
         Ok(reply::Result::Done(v1::Done {}))
+    }
+}
+
+/// `LIMIT_EXCEEDED` when one of `users` already belongs to `max_memberships_per_user`
+/// channels. Counting stops at the limit, so a check costs at most that many key reads.
+pub(crate) fn membership_room<'a>(
+    shared: &Shared,
+    users: impl IntoIterator<Item = &'a UserId>,
+) -> Result<(), Error> {
+    let max = shared.limits().max_memberships_per_user as usize;
+    for user in users {
+        let count = shared
+            .store
+            .user_channel_count(user, max)
+            .map_err(store_error)?;
+        if count >= max {
+            metrics::counter!("chorus_limit_exceeded_total", "kind" => "memberships").increment(1);
+            return Err(err(
+                ErrorCode::LimitExceeded,
+                format!("{user} already belongs to {max} channels (max_memberships_per_user)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `user`'s read state in a channel, counting the marker the user's own latest posts moved
+/// even before that marker is written: one's own messages never count as unread.
+fn read_state_of(
+    shared: &Shared,
+    user: &UserId,
+    id: &ChannelId,
+) -> Result<chorus_storage::ReadState, Error> {
+    let floor = shared.own_reads.pending(user, id);
+    shared
+        .store
+        .read_state_at_least(user, id, floor)
+        .map_err(store_error)
+}
+
+/// A channel as `user` sees it.
+fn summary_for(
+    shared: &Shared,
+    user: &UserId,
+    info: &ChannelInfo,
+) -> Result<ChannelSummary, Error> {
+    let store = &shared.store;
+    let state = read_state_of(shared, user, &info.id)?;
+    let last = store
+        .read(
+            &info.id,
+            &LogQuery {
+                anchor: Anchor::Latest,
+                limit: 1,
+                thread: None,
+            },
+        )
+        .map_err(store_error)?;
+    let role = store
+        .member(&info.id, user)
+        .map_err(store_error)?
+        .map_or(Role::Unspecified, |m| m.role());
+    Ok(ChannelSummary {
+        channel: Some(channel_message(info)),
+        my_role: role as i32,
+        last_read_seq: state.last_read.get(),
+        unread_count: state.unread,
+        last_message: last.entries.last().map(|e| e.event.clone()),
+    })
+}
+
+/// After a membership change of `user` in `id` (joined, added, removed, left, role changed),
+/// pushes `MembershipUpdate` to every session of that user, so that channel lists stay
+/// current. Best effort: the change itself is durable already, and a session that misses the
+/// push finds it in `ListChannels` or the channel's log.
+pub(crate) fn tell_membership(
+    shared: &Shared,
+    user: &UserId,
+    id: &ChannelId,
+    action: MemberAction,
+) {
+    if !matches!(
+        action,
+        MemberAction::Joined
+            | MemberAction::Added
+            | MemberAction::Removed
+            | MemberAction::Left
+            | MemberAction::RoleChanged
+    ) {
+        return;
+    }
+    let summary = match shared.store.channel(id) {
+        Ok(Some(info)) => summary_for(shared, user, &info),
+        Ok(None) => return,
+        Err(e) => Err(store_error(e)),
+    };
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%user, channel = %id, error = %e, "membership push skipped");
+            return;
+        }
+    };
+    let member = summary.my_role != Role::Unspecified as i32;
+    let frame = encode_frame_to_bytes(&ServerEnvelope::push(v1::push::Push::Membership(
+        v1::MembershipUpdate {
+            channel: Some(summary),
+            member,
+        },
+    )));
+    shared
+        .hub
+        .push_to_user(user, &frame, crate::hub::NO_SESSION);
+}
+
+/// A channel's place in a `ListChannels` listing, newest activity first, and the cursor that
+/// continues after it (`<activity_ms>:<channel_id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ActivityCursor {
+    activity_ms: u64,
+    id: ChannelId,
+}
+
+impl ActivityCursor {
+    /// When the channel was last active: its newest entry's time, else its creation.
+    fn of(store: &Store, info: &ChannelInfo) -> Result<Self, Error> {
+        let newest = store
+            .read(
+                &info.id,
+                &LogQuery {
+                    anchor: Anchor::Latest,
+                    limit: 1,
+                    thread: None,
+                },
+            )
+            .map_err(store_error)?;
+        let activity_ms = newest
+            .entries
+            .last()
+            .map_or(info.record.created_at_ms, |e| e.event.server_time_ms);
+        Ok(Self {
+            activity_ms,
+            id: info.id.clone(),
+        })
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once(':')?;
+        Some(Self {
+            activity_ms: ms.parse().ok()?,
+            id: ChannelId::new(id).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for ActivityCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.activity_ms, self.id)
+    }
+}
+
+/// Listing order: newest activity first, then by id.
+impl Ord for ActivityCursor {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .activity_ms
+            .cmp(&self.activity_ms)
+            .then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+impl PartialOrd for ActivityCursor {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

@@ -89,6 +89,7 @@ pub fn serve<S>(
     stream: S,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    admission: crate::admission::Admission,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -126,9 +127,9 @@ where
             },
             WsSink { write },
             outbound,
-            peer,
             shutdown,
             "websocket",
+            admission,
         )
         .await;
     }

@@ -743,3 +743,63 @@ async fn chorusctl_prints_tables_json_and_exit_codes() {
     assert_eq!(unreachable.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the node"));
 }
+
+/// With every admin slot taken, a further admin was left in the accept queue and `chorusctl`
+/// hung with no answer for as long as the others stayed connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_past_the_slots_is_told_and_chorusctl_never_hangs() {
+    let node = Node::start_with(with_control).await;
+    let mut held = Vec::new();
+    for _ in 0..chorus_server::control::MAX_CONNECTIONS {
+        let mut admin = Admin::connect(&socket(&node)).await;
+        // Answered: the connection holds a slot.
+        admin.ok(json!({"cmd": "status"})).await;
+        held.push(admin);
+    }
+    let mut extra = Admin::connect(&socket(&node)).await;
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), extra.reader.read_line(&mut line))
+        .await
+        .expect("the extra admin is answered at once")
+        .unwrap();
+    let busy: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(busy["ok"], false);
+    assert_eq!(busy["error"]["code"], "busy", "{busy}");
+    let started = std::time::Instant::now();
+    let (code, _, err) = chorusctl(&node, &["status"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("busy"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A slot given back is usable again.
+    held.pop();
+    let mut ok = false;
+    for _ in 0..100 {
+        let (code, _, _) = chorusctl(&node, &["status"]).await;
+        if code == 0 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a freed slot serves the next admin");
+    drop(held);
+    // A listener that never answers: the reply timeout ends chorusctl with exit status 2.
+    let mute = node.dir.path().join("mute.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&mute).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chorusctl"))
+            .args(["--timeout", "1", "--socket"])
+            .arg(&mute)
+            .arg("status")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -20,6 +20,9 @@ use crate::store::{Store, check_format, lock_dir, open_engine};
 
 /// Pairs per write batch in the copy.
 const COPY_BATCH: usize = 1024;
+/// Table files the backup's target engine keeps open: few, since they come out of the
+/// descriptors a node reserves beside the store's own.
+const BACKUP_OPEN_FILES: usize = 32;
 
 /// What a backup wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +137,8 @@ fn copy_into(
     let _lock = lock_dir(target).map_err(invalid)?;
     check_format(target, kind).map_err(invalid)?;
     let dest: Arc<dyn Engine> =
-        open_engine(kind, &target.join(kind.as_str()), cache).map_err(invalid)?;
+        open_engine(kind, &target.join(kind.as_str()), cache, BACKUP_OPEN_FILES)
+            .map_err(invalid)?;
     let mut batch = Vec::with_capacity(COPY_BATCH);
     let (mut pairs, mut bytes) = (0u64, 0u64);
     let mut visit = |k: &[u8], v: &[u8]| -> Result<(), EngineError> {

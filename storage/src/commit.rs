@@ -65,6 +65,14 @@ impl FailState {
         Err(StoreError::ReadOnly(cause.clone().unwrap_or_default()))
     }
 
+    /// The error for a request refused because the store failed earlier.
+    fn refusal(&self) -> StoreError {
+        match self.check() {
+            Err(e) => e,
+            Ok(()) => StoreError::ReadOnly("write failed".into()),
+        }
+    }
+
     fn set(&self, cause: String) {
         let mut slot = self.cause.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(cause);
@@ -206,7 +214,7 @@ impl Writer {
                 self.failed
                     .set(format!("cannot start the sync thread: {e}"));
                 for request in self.rx.iter().map_while(|r| r) {
-                    fail_all(vec![request], &self.failed);
+                    fail_all(vec![request], self.failed.refusal());
                 }
                 return;
             }
@@ -219,7 +227,8 @@ impl Writer {
             let mut batch = vec![first];
             closing = self.fill(&mut batch);
             if self.failed.check().is_err() {
-                fail_all(batch, &self.failed);
+                // Never handed to the engine: nothing of it is stored.
+                fail_all(batch, self.failed.refusal());
                 continue;
             }
             // One engine batch for the whole group: atomic, and one journal write.
@@ -228,12 +237,17 @@ impl Writer {
                 .flat_map(|r| std::mem::take(&mut r.ops))
                 .collect();
             if let Err(e) = self.write(&ops) {
-                self.failed.set(format!("write failed: {e}"));
-                fail_all(batch, &self.failed);
+                let cause = format!("write failed: {e}");
+                self.failed.set(cause.clone());
+                // Part of the batch may have reached the journal before the failure.
+                fail_all(batch, StoreError::OutcomeUnknown(cause));
                 continue;
             }
             if let Err(unsent) = synced_tx.send(batch) {
-                fail_all(unsent.0, &self.failed);
+                fail_all(
+                    unsent.0,
+                    StoreError::OutcomeUnknown("the sync thread stopped".into()),
+                );
             }
         }
         drop(synced_tx);
@@ -327,7 +341,11 @@ impl Syncer {
             // After a failed sync nothing later may be acknowledged, even if a new sync would
             // succeed: an earlier entry may be lost, and a later one must not outlive it.
             if self.failed.check().is_err() {
-                fail_all(ready, &self.failed);
+                // Written to the engine, never synced: a crash may or may not keep it.
+                fail_all(
+                    ready,
+                    StoreError::OutcomeUnknown("written, but an earlier sync failed".into()),
+                );
                 continue;
             }
             let force = ready.iter().any(|r| r.force_sync);
@@ -370,19 +388,19 @@ impl Syncer {
         match result {
             Ok(()) => Some(ready),
             Err(e) => {
-                self.failed.set(format!("sync failed: {e}"));
-                fail_all(ready, &self.failed);
+                let cause = format!("sync failed: {e}");
+                self.failed.set(cause.clone());
+                fail_all(ready, StoreError::OutcomeUnknown(cause));
                 None
             }
         }
     }
 }
 
-fn fail_all(batch: Vec<Request>, failed: &FailState) {
-    let error = match failed.check() {
-        Err(e) => e,
-        Ok(()) => StoreError::ReadOnly("write failed".into()),
-    };
+/// Answers every request of `batch` with `error`: [`StoreError::ReadOnly`] for requests the
+/// engine never saw (nothing changed), [`StoreError::OutcomeUnknown`] for requests whose write
+/// or sync failed (they may be stored).
+fn fail_all(batch: Vec<Request>, error: StoreError) {
     for request in batch {
         match request.completion {
             Completion::Append {

@@ -82,6 +82,9 @@ pub struct StoreConfig {
     pub tail_cache_total_bytes: usize,
     /// Engine block/page cache, in bytes.
     pub engine_cache_bytes: u64,
+    /// Files the engine keeps open at most (fjall's descriptor cache; at least 10). The node
+    /// keeps this many descriptors out of its connections' reach.
+    pub max_open_files: usize,
     /// Retention of channels whose own policy is unset.
     pub default_retention: RetentionPolicy,
 }
@@ -100,6 +103,7 @@ impl StoreConfig {
             tail_cache_bytes_per_channel: 256 * 1024,
             tail_cache_total_bytes: 256 * 1024 * 1024,
             engine_cache_bytes: 64 * 1024 * 1024,
+            max_open_files: 256,
             default_retention: RetentionPolicy::default(),
         }
     }

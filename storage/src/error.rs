@@ -81,6 +81,12 @@ pub enum StoreError {
     /// reopened, and keeps serving reads.
     #[error("the store is read-only after a failed write: {0}")]
     ReadOnly(String),
+    /// The write or the sync of this request's batch failed: its changes may or may not be
+    /// stored (an engine can fail after part of a batch reached its journal), and the store is
+    /// now read-only. Only a retry after the store is reopened settles it: an idempotent append
+    /// (same `client_msg_id`) is then recognised if it was stored.
+    #[error("the write failed and may or may not be stored: {0}")]
+    OutcomeUnknown(String),
     /// The channel does not exist.
     #[error("channel {0} does not exist")]
     ChannelNotFound(String),

@@ -31,6 +31,8 @@ pub(crate) const USER: u8 = b'P';
 pub(crate) const BAN: u8 = b'B';
 /// `D user user` -> channel id of the direct channel of that (sorted) pair.
 pub(crate) const DIRECT: u8 = b'D';
+/// `E user` -> empty: an erasure of the user that has not finished (it resumes at start).
+pub(crate) const ERASURE: u8 = b'E';
 
 /// Builds keys without intermediate allocations.
 #[derive(Debug)]
@@ -151,6 +153,10 @@ pub(crate) fn marker(u: &UserId, c: &ChannelId) -> Vec<u8> {
 
 pub(crate) fn user(u: &UserId) -> Vec<u8> {
     Key::new(USER).str(u.as_str()).into_vec()
+}
+
+pub(crate) fn erasure(u: &UserId) -> Vec<u8> {
+    Key::new(ERASURE).str(u.as_str()).into_vec()
 }
 
 pub(crate) fn ban(scope: Option<&ChannelId>, u: &UserId) -> Vec<u8> {

@@ -22,7 +22,9 @@
 //! - `append` returns only after the entry is durable (with [`Durability::Sync`]); an entry the
 //!   engine holds but has not synced is invisible to readers.
 //! - After a failed write or sync, the store accepts no more writes (`StoreError::ReadOnly`) and
-//!   keeps serving reads; nothing is acknowledged that could not be persisted.
+//!   keeps serving reads; nothing is acknowledged that could not be persisted. The requests of
+//!   the failed batch itself get `StoreError::OutcomeUnknown`: they may be on disk, and only a
+//!   `ReadOnly` refusal promises that nothing was written.
 //! - A retried append with the same author and `client_msg_id` returns the original entry.
 //! - A damaged data directory gives an [`OpenError`] at open, never a panic; only one process
 //!   opens a directory at a time.

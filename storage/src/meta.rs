@@ -222,14 +222,7 @@ impl Store {
         let pair = keys::direct(a, b);
         // The pair's stripe and the new channel's: both before the lookup, taken together.
         let _g = inner.lock_two(&pair, &id).await;
-        if let Some(existing) = inner.engine.get(&pair)? {
-            let id = std::str::from_utf8(&existing)
-                .ok()
-                .and_then(|s| ChannelId::new(s).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: crate::records::hex(&pair),
-                    message: "direct index holds no channel id".into(),
-                })?;
+        if let Some(id) = self.direct_channel_of(a, b)? {
             let info = self
                 .channel(&id)?
                 .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))?;
@@ -250,6 +243,26 @@ impl Store {
             .create_locked(new, vec![Op::Put(pair, id.as_str().as_bytes().to_vec())])
             .await?;
         Ok((info, true))
+    }
+
+    /// The id of the direct channel of two users, if they have one.
+    pub fn direct_channel_of(
+        &self,
+        a: &UserId,
+        b: &UserId,
+    ) -> Result<Option<ChannelId>, StoreError> {
+        let pair = keys::direct(a, b);
+        let Some(existing) = self.inner.engine.get(&pair)? else {
+            return Ok(None);
+        };
+        std::str::from_utf8(&existing)
+            .ok()
+            .and_then(|s| ChannelId::new(s).ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: crate::records::hex(&pair),
+                message: "direct index holds no channel id".into(),
+            })
     }
 
     /// A channel's metadata and position.
@@ -460,6 +473,12 @@ impl Store {
         channel_ids(&rows, plen)
     }
 
+    /// How many channels the user belongs to, counted up to `at_most` (the scan stops there:
+    /// a limit check needs to know only whether the count reached the limit).
+    pub fn user_channel_count(&self, user: &UserId, at_most: usize) -> Result<usize, StoreError> {
+        Ok(self.user_channels(user, None, at_most)?.len())
+    }
+
     /// Moves the user's read marker forward to `seq` (clamped to the head) and returns the read
     /// state. A marker never moves back.
     pub async fn mark_read(
@@ -518,11 +537,33 @@ impl Store {
 
     /// The user's read state in a channel: unread and mention counts without scanning the log.
     pub fn read_state(&self, user: &UserId, channel: &ChannelId) -> Result<ReadState, StoreError> {
+        self.read_state_at_least(user, channel, None)
+    }
+
+    /// [`Store::read_state`] as if the marker stood at least at `floor`: a marker that is
+    /// decided but not written yet (a node writes the markers its users' own posts move in
+    /// the background) already counts.
+    pub fn read_state_at_least(
+        &self,
+        user: &UserId,
+        channel: &ChannelId,
+        floor: Option<Seq>,
+    ) -> Result<ReadState, StoreError> {
         let inner = &*self.inner;
         let position = self.position(channel)?;
-        let marker: MarkerRecord = inner
+        let mut marker: MarkerRecord = inner
             .record(&keys::marker(user, channel))?
             .unwrap_or_default();
+        if let Some(floor) = floor.map(|f| f.min(position.head))
+            && floor.get() > marker.seq
+        {
+            let log = inner.channel_log(channel)?;
+            marker.ordinal = match inner.entry_at(&log, floor)? {
+                Some(e) => e.ordinal,
+                None => self.removed_ordinal(channel)?,
+            };
+            marker.seq = floor.get();
+        }
         let prefix = keys::mention_prefix(channel, user.as_str());
         let from = prefix.u64(marker.seq).into_vec();
         let to = keys::mention_prefix(channel, user.as_str())
@@ -619,6 +660,69 @@ impl Store {
             .commit(vec![Op::Put(key, record.encode_to_vec())])
             .await?;
         Ok(record)
+    }
+
+    /// Starts (or restarts) the erasure of a user, durably: the user is marked erased (new
+    /// sessions are refused, tokens issued before `now_ms` are revoked, the display name goes)
+    /// and the job is listed by [`Store::erasure_jobs`] until [`Store::finish_erasure`], so a
+    /// node that stops mid-way resumes it. The anonymous id is `anonymous` unless the user
+    /// already has one from an earlier erasure, which is kept. Returns the record.
+    pub async fn begin_erasure(
+        &self,
+        user: &UserId,
+        anonymous: &str,
+        now_ms: u64,
+    ) -> Result<UserRecord, StoreError> {
+        let key = keys::user(user);
+        let _g = self.inner.stripe(&key).lock().await;
+        let mut record: UserRecord = self.inner.record(&key)?.unwrap_or_default();
+        record.display_name.clear();
+        record.erased = true;
+        record.tokens_valid_after_ms = record.tokens_valid_after_ms.max(now_ms);
+        if record.erasure_anonymous_id.is_empty() {
+            anonymous.clone_into(&mut record.erasure_anonymous_id);
+        }
+        record.erasure_started_ms = now_ms;
+        record.erasure_finished_ms = 0;
+        self.inner
+            .commit(vec![
+                Op::Put(key, record.encode_to_vec()),
+                Op::Put(keys::erasure(user), Vec::new()),
+            ])
+            .await?;
+        Ok(record)
+    }
+
+    /// Marks a user's erasure finished at `now_ms`: it is no longer resumed.
+    pub async fn finish_erasure(&self, user: &UserId, now_ms: u64) -> Result<(), StoreError> {
+        let key = keys::user(user);
+        let _g = self.inner.stripe(&key).lock().await;
+        let mut record: UserRecord = self.inner.record(&key)?.unwrap_or_default();
+        record.erasure_finished_ms = now_ms;
+        self.inner
+            .commit(vec![
+                Op::Put(key, record.encode_to_vec()),
+                Op::Delete(keys::erasure(user)),
+            ])
+            .await
+    }
+
+    /// Erasures not finished, in user id order after `after`, with the users' records.
+    pub fn erasure_jobs(
+        &self,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
+        let rows = self
+            .inner
+            .page(&[keys::ERASURE], after.map(keys::erasure), limit)?;
+        rows.iter()
+            .map(|(k, _)| {
+                let user = user_id(keys::trailing_str(k, 1).unwrap_or(""))?;
+                let record = self.user(&user)?.unwrap_or_default();
+                Ok((user, record))
+            })
+            .collect()
     }
 
     /// A user's record.

@@ -103,6 +103,16 @@ pub struct UserRecord {
     /// The user's data was erased; the id remains only so history stays consistent.
     #[prost(bool, tag = "5")]
     pub erased: bool,
+    /// The id the user's entries are rewritten to by an erasure; kept, so that a resumed
+    /// erasure goes on under the same id. Empty: never erased.
+    #[prost(string, tag = "6")]
+    pub erasure_anonymous_id: String,
+    /// When the erasure (last) started, unix ms.
+    #[prost(uint64, tag = "7")]
+    pub erasure_started_ms: u64,
+    /// When it finished, unix ms; 0 while it runs (or waits to resume after a restart).
+    #[prost(uint64, tag = "8")]
+    pub erasure_finished_ms: u64,
 }
 
 /// A ban of a user from one channel or from the server.

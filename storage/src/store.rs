@@ -85,8 +85,11 @@ impl Store {
         check_format(&dir, config.engine)?;
         let engine_dir = dir.join(config.engine.as_str());
         let cache = config.engine_cache_bytes;
+        // fjall panics below 10.
+        let files = config.max_open_files.max(10);
         // A damaged directory must give an error, never take the node down with a panic.
-        let opened = std::panic::catch_unwind(|| open_engine(config.engine, &engine_dir, cache));
+        let opened =
+            std::panic::catch_unwind(|| open_engine(config.engine, &engine_dir, cache, files));
         let engine = match opened {
             Ok(Ok(engine)) => engine,
             Ok(Err(e @ OpenError::EngineNotBuilt(_))) => return Err(e),
@@ -430,10 +433,13 @@ pub(crate) fn open_engine(
     kind: EngineKind,
     dir: &Path,
     cache: u64,
+    max_open_files: usize,
 ) -> Result<Arc<dyn Engine>, OpenError> {
     let fail = |e: crate::error::EngineError| corrupt(dir, e);
     match kind {
-        EngineKind::Fjall => Ok(Arc::new(FjallEngine::open(dir, cache).map_err(fail)?)),
+        EngineKind::Fjall => Ok(Arc::new(
+            FjallEngine::open(dir, cache, max_open_files).map_err(fail)?,
+        )),
         #[cfg(feature = "sled")]
         EngineKind::Sled => Ok(Arc::new(
             crate::engine::sled::SledEngine::open(dir, cache).map_err(fail)?,

@@ -31,6 +31,10 @@ struct Cli {
     /// Print the node's JSON result instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds to wait for the node to accept the connection and for each reply (0: no
+    /// limit; a backup of a large store or an erasure may need more than the default).
+    #[arg(long, env = "CHORUS_CTL_TIMEOUT", global = true, default_value_t = 60)]
+    timeout: u64,
     #[command(subcommand)]
     command: Top,
 }
@@ -129,7 +133,8 @@ enum Users {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Erases a user's content and identity (irreversible).
+    /// Erases a user's content and identity (irreversible). A job: it survives a restart of
+    /// the node, which resumes it; waits until it is done (see --timeout).
     Erase {
         /// The user.
         user: String,
@@ -137,6 +142,8 @@ enum Users {
         #[arg(long)]
         yes: bool,
     },
+    /// Erasures not finished yet (running, or waiting to resume), with their progress.
+    Erasures,
 }
 
 #[derive(Subcommand)]
@@ -274,9 +281,11 @@ struct Control {
 }
 
 impl Control {
-    fn connect(path: &std::path::Path) -> anyhow::Result<Self> {
-        let stream = UnixStream::connect(path)
+    fn connect(path: &std::path::Path, timeout: Option<Duration>) -> anyhow::Result<Self> {
+        let stream = connect_within(path, timeout)
             .with_context(|| format!("cannot reach the node at {}", path.display()))?;
+        stream.set_read_timeout(timeout)?;
+        stream.set_write_timeout(timeout)?;
         Ok(Self {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
@@ -287,13 +296,54 @@ impl Control {
     fn call(&mut self, command: &Command) -> anyhow::Result<Response> {
         let id = self.next_id;
         self.next_id += 1;
-        self.writer.write_all(command.to_line(id).as_bytes())?;
+        // A node that refuses the connection (all admin slots taken) has answered and closed
+        // already: the write then fails, and the answer waiting to be read says why.
+        let written = self.writer.write_all(command.to_line(id).as_bytes());
         let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            bail!("the node closed the control connection");
+        if let Err(e) = written {
+            if self.reader.read_line(&mut line).unwrap_or(0) > 0 {
+                return serde_json::from_str(&line).context("unreadable response");
+            }
+            return Err(e.into());
+        }
+        match self.reader.read_line(&mut line) {
+            Ok(0) => bail!("the node closed the control connection"),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("no reply from the node within the timeout (--timeout)")
+            }
+            Err(e) => return Err(e.into()),
         }
         serde_json::from_str(&line).context("unreadable response")
     }
+}
+
+/// Connects to a Unix socket, giving up after `timeout` (std has no connect timeout for Unix
+/// sockets, and a connect blocks while the listener's accept queue is full).
+fn connect_within(
+    path: &std::path::Path,
+    timeout: Option<Duration>,
+) -> std::io::Result<UnixStream> {
+    let Some(timeout) = timeout else {
+        return UnixStream::connect(path);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    // Left behind if it never returns; the process exits soon after.
+    std::thread::spawn(move || {
+        let _ = tx.send(UnixStream::connect(path));
+    });
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the node did not accept the connection within the timeout (--timeout)",
+        ))
+    })
 }
 
 fn socket_path(cli: &Cli) -> PathBuf {
@@ -368,6 +418,7 @@ fn command(top: &Top) -> anyhow::Result<Command> {
             }
             Command::UsersErase { user: user.clone() }
         }
+        Top::Users(Users::Erasures) => Command::UsersErasures,
         Top::Channels(Channels::List { after, limit }) => Command::ChannelsList {
             after: after.clone(),
             limit: Some(*limit),
@@ -512,7 +563,8 @@ fn table(rows: &[Value]) {
 fn run(cli: &Cli) -> anyhow::Result<bool> {
     let request = command(&cli.command)?;
     let path = socket_path(cli);
-    let mut control = Control::connect(&path)?;
+    let timeout = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
+    let mut control = Control::connect(&path, timeout)?;
     let response = control.call(&request)?;
     if !response.ok {
         let e = response

@@ -108,13 +108,15 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     Ok(n.saturating_mul(mult))
 }
 
-fn resolve(cli: &Cli) -> anyhow::Result<Config> {
-    let file = match &cli.config {
+fn file_config(cli: &Cli) -> anyhow::Result<FileConfig> {
+    Ok(match &cli.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
-    };
-    let data_dir = cli
-        .data_dir
+    })
+}
+
+fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
+    cli.data_dir
         .clone()
         .or(file.data_dir.clone())
         .unwrap_or_else(|| {
@@ -123,7 +125,64 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
             } else {
                 "/var/lib/chorus"
             })
-        });
+        })
+}
+
+/// The token key from the flags and the file: a public key, else the HS256 secret file (the
+/// dev secret with `--dev`).
+fn token_key(
+    cli: &Cli,
+    file: &FileConfig,
+    dev: Option<&chorus_server::dev::DevFiles>,
+) -> anyhow::Result<TokenKey> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    if let Some(p) = cli
+        .token_ed25519_public_key
+        .as_ref()
+        .or(file.token_ed25519_public_key.as_ref())
+    {
+        return Ok(TokenKey::Ed25519Pem(read(p)?));
+    }
+    if let Some(p) = cli
+        .token_rs256_public_key
+        .as_ref()
+        .or(file.token_rs256_public_key.as_ref())
+    {
+        return Ok(TokenKey::Rs256Pem(read(p)?));
+    }
+    let secret_file = cli
+        .token_secret_file
+        .clone()
+        .or(file.token_secret_file.clone())
+        .or(dev.map(|d| d.secret.clone()))
+        .context("no token key: give --token-secret-file, a public key, or run with --dev")?;
+    Ok(TokenKey::Hs256(
+        chorus_server::dev::read_secret(&secret_file)
+            .with_context(|| format!("reading {}", secret_file.display()))?,
+    ))
+}
+
+/// `chorusd token`: mints a token with the node's HS256 secret. Needs only the key, none of
+/// the listener settings.
+fn mint(cli: &Cli, user: &str, ttl: &str) -> anyhow::Result<()> {
+    let file = file_config(cli)?;
+    let dev = if cli.dev {
+        Some(chorus_server::dev::ensure(&data_dir(cli, &file))?)
+    } else {
+        None
+    };
+    let TokenKey::Hs256(secret) = token_key(cli, &file, dev.as_ref())? else {
+        bail!("tokens can only be minted with an HS256 secret");
+    };
+    let now = chorus_server::clock::unix_ms() / 1000;
+    let token = chorus_server::auth::mint_hs256(&secret, user, now, parse_ttl(ttl)?)?;
+    println!("{token}");
+    Ok(())
+}
+
+fn resolve(cli: &Cli) -> anyhow::Result<Config> {
+    let file = file_config(cli)?;
+    let data_dir = data_dir(cli, &file);
     let default_listen: SocketAddr = if cli.dev {
         ([127, 0, 0, 1], 8443).into()
     } else {
@@ -159,36 +218,16 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
             ),
         }
     };
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let token_key = if let Some(p) = cli
-        .token_ed25519_public_key
-        .as_ref()
-        .or(file.token_ed25519_public_key.as_ref())
-    {
-        TokenKey::Ed25519Pem(read(p)?)
-    } else if let Some(p) = cli
-        .token_rs256_public_key
-        .as_ref()
-        .or(file.token_rs256_public_key.as_ref())
-    {
-        TokenKey::Rs256Pem(read(p)?)
-    } else {
-        let secret_file = cli
-            .token_secret_file
-            .clone()
-            .or(file.token_secret_file.clone())
-            .or(dev.as_ref().map(|d| d.secret.clone()))
-            .context("no token key: give --token-secret-file, a public key, or run with --dev")?;
-        TokenKey::Hs256(
-            chorus_server::dev::read_secret(&secret_file)
-                .with_context(|| format!("reading {}", secret_file.display()))?,
-        )
-    };
+    let token_key = token_key(cli, &file, dev.as_ref())?;
     let mut store = chorus_storage::StoreConfig::new(data_dir.join("store"));
     if let Some(engine) = cli.store_engine.as_ref().or(file.store_engine.as_ref()) {
         store.engine = chorus_storage::EngineKind::parse(engine)
             .with_context(|| format!("unknown store engine {engine:?}"))?;
     }
+    store.default_retention = chorus_storage::RetentionPolicy {
+        max_age_ms: file.retention_max_age_ms.unwrap_or(0),
+        max_entries: file.retention_max_entries.unwrap_or(0),
+    };
     match file.store_durability.as_deref() {
         None | Some("sync") => {}
         Some("relaxed") => {
@@ -279,6 +318,9 @@ const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Everything the node creates (journals, tables, the audit log, exports) is private: the
+    // data directory holds message text.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let file_log = match &cli.config {
         Some(path) => FileConfig::load(path)?.log,
         None => None,
@@ -300,20 +342,21 @@ fn main() -> anyhow::Result<()> {
     } else {
         registry.with(tracing_subscriber::fmt::layer()).init();
     }
+    if let Some(Command::Token { user, ttl }) = &cli.command {
+        return mint(&cli, user, ttl);
+    }
+    match chorus_server::admission::raise_fd_limit() {
+        Ok(Some((from, to))) => {
+            tracing::info!(from, to, "raised the open-file limit to the hard limit");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let mut config = resolve(&cli)?;
     config.log_filter = Some(LogFilterHandle(std::sync::Arc::new(move |spec: &str| {
         let filter = tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| e.to_string())?;
         reload.reload(filter).map_err(|e| e.to_string())
     })));
-    if let Some(Command::Token { user, ttl }) = &cli.command {
-        let TokenKey::Hs256(secret) = &config.token_key else {
-            bail!("tokens can only be minted with an HS256 secret");
-        };
-        let now = chorus_server::clock::unix_ms() / 1000;
-        let token = chorus_server::auth::mint_hs256(secret, user, now, parse_ttl(ttl)?)?;
-        println!("{token}");
-        return Ok(());
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -109,7 +109,7 @@ async fn member_event(
     action: MemberAction,
     role: Role,
 ) -> Result<u64, ControlError> {
-    server_event(
+    let seq = server_event(
         shared,
         id,
         Body::MemberChanged(v1::MemberChanged {
@@ -119,7 +119,9 @@ async fn member_event(
             until_ms: 0,
         }),
     )
-    .await
+    .await?;
+    crate::session::tell_membership(shared, user, id, action);
+    Ok(seq)
 }
 
 fn existing(shared: &Shared, id: &ChannelId) -> Result<ChannelInfo, ControlError> {
@@ -132,7 +134,7 @@ fn existing(shared: &Shared, id: &ChannelId) -> Result<ChannelInfo, ControlError
 
 /// Runs one command.
 pub(crate) async fn execute(
-    shared: &Shared,
+    shared: &std::sync::Arc<Shared>,
     audit: &Audit,
     admin: Admin,
     command: Command,
@@ -236,7 +238,8 @@ pub(crate) async fn execute(
             )
         }
         Command::UsersExport { user: u } => users::export(shared, &user(&u)?).await,
-        Command::UsersErase { user: u } => users::erase(shared, &user(&u)?).await,
+        Command::UsersErase { user: u } => crate::control::erasure::erase(shared, &user(&u)?).await,
+        Command::UsersErasures => crate::control::erasure::list(shared),
         Command::ChannelsList { after, limit } => {
             let after = after.as_deref().map(channel).transpose()?;
             let limit = limit.unwrap_or(100).clamp(1, 1_000);
@@ -572,6 +575,8 @@ fn config_json(shared: &Shared) -> Value {
             "engine": c.store.engine.as_str(),
             "durability": format!("{:?}", c.store.durability),
         },
+        "retention_max_age_ms": c.store.default_retention.max_age_ms,
+        "retention_max_entries": c.store.default_retention.max_entries,
         "limits": *shared.limits(),
         "shutdown_drain_ms": c.shutdown_drain.as_millis() as u64,
         "retention_interval_ms": c.retention_interval.as_millis() as u64,

@@ -6,6 +6,7 @@
 //! the connection stays open; a line over the size limit closes that connection only.
 
 pub mod audit;
+pub mod erasure;
 mod exec;
 mod users;
 pub mod wire;
@@ -25,8 +26,10 @@ use audit::{Audit, AuditRecord};
 use exec::Admin;
 use wire::{MAX_REQUEST_BYTES, Response};
 
-/// Admin connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 32;
+/// Admin connections served at once; a further one is answered `busy` and closed.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long the `busy` answer may take to write before the connection is dropped anyway.
+const BUSY_WRITE: Duration = Duration::from_millis(200);
 /// A connection with no request for this long is closed.
 const IDLE: Duration = Duration::from_secs(600);
 
@@ -69,14 +72,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Cancellati
     let connections = tokio_util::task::TaskTracker::new();
     tracing::info!(path = ?shared.config.control_socket, "control socket ready");
     loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
+        let mut stream = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -86,6 +82,19 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Cancellati
                     continue;
                 }
             },
+        };
+        // Accepted even when every slot is taken, to say so: left in the accept queue, a
+        // client would wait with no answer for as long as the other admins stay connected.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let busy = wire::ControlError::new(
+                "busy",
+                format!(
+                    "all {MAX_CONNECTIONS} admin connections are in use; close one or try again later"
+                ),
+            );
+            let line = Response::line(None, Err(busy));
+            let _ = tokio::time::timeout(BUSY_WRITE, stream.write_all(line.as_bytes())).await;
+            continue;
         };
         let (shared, audit, stop) = (shared.clone(), audit.clone(), stop.clone());
         connections.spawn(async move {
@@ -106,7 +115,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Cancellati
 }
 
 /// One admin connection: request lines in, response lines out, in order.
-async fn connection(stream: UnixStream, shared: &Shared, audit: &Audit) {
+async fn connection(stream: UnixStream, shared: &Arc<Shared>, audit: &Audit) {
     let admin = match stream.peer_cred() {
         Ok(cred) => Admin {
             uid: cred.uid(),

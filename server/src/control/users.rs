@@ -6,7 +6,7 @@
 
 use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1::{self, MemberAction, channel_event::Body};
-use chorus_storage::{Anchor, BanScope, LogEntry, LogQuery, NewEntry};
+use chorus_storage::{Anchor, BanScope, LogEntry, LogQuery};
 use serde_json::{Value, json};
 
 use crate::clock::unix_ms;
@@ -16,8 +16,9 @@ use crate::session::Shared;
 /// Entries read per page while scanning.
 const PAGE: usize = 1_000;
 
-/// Calls `visit` with every entry of every channel, channel by channel, in seq order.
-async fn for_each_entry(
+/// Calls `visit` with every entry of every channel, channel by channel, in seq order. Stops
+/// with a `stopped` error between pages once the node is shutting down.
+pub(super) async fn for_each_entry(
     shared: &Shared,
     mut visit: impl FnMut(&ChannelId, &LogEntry),
 ) -> Result<(), ControlError> {
@@ -49,6 +50,9 @@ async fn for_each_entry(
                 }
                 // Reads are synchronous: let other tasks run between pages.
                 tokio::task::yield_now().await;
+                if shared.stopping.is_cancelled() {
+                    return Err(stopped());
+                }
                 if !page.has_more_after || page.entries.is_empty() {
                     break;
                 }
@@ -105,7 +109,15 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tombstone(thread_parent_seq: u64) -> Body {
+/// The node is shutting down: a long admin pass ends (an erasure resumes at the next start).
+pub(super) fn stopped() -> ControlError {
+    ControlError::new(
+        "stopped",
+        "the node is shutting down; an erasure resumes when it starts again",
+    )
+}
+
+pub(super) fn tombstone(thread_parent_seq: u64) -> Body {
     Body::Tombstone(v1::Tombstone {
         reason: v1::tombstone::Reason::UserErased as i32,
         thread_parent_seq,
@@ -176,126 +188,5 @@ pub(crate) async fn export(shared: &Shared, user: &UserId) -> Result<Value, Cont
         "memberships": memberships,
         "authored": authored,
         "reactions": reactions,
-    }))
-}
-
-/// Erases `user`: their entries become tombstones with an anonymous author, membership events
-/// naming them name the anonymous id instead, their memberships, read markers, server ban and
-/// direct-pair index entries go, their profile is blanked and marked erased, their tokens are
-/// refused and their sessions closed. Logs stay gapless.
-pub(crate) async fn erase(shared: &Shared, user: &UserId) -> Result<Value, ControlError> {
-    let store = &shared.store;
-    let anonymous = format!("erased-{:016x}", rand::random::<u64>());
-    // Whole seconds, like the tokens' issue times (see `users.revoke`).
-    let now = unix_ms() / 1000 * 1000;
-    // Refuse new sessions first, so that nothing new is written while the pass runs.
-    store
-        .update_user(user, |u| {
-            u.display_name.clear();
-            u.erased = true;
-            u.tokens_valid_after_ms = now;
-        })
-        .await
-        .map_err(ControlError::failed)?;
-    let closed = shared.hub.close_user(
-        user,
-        &crate::outbound::Close {
-            code: v1::CloseCode::AuthInvalid,
-            reason: "account erased".into(),
-            reconnect_after_ms: 0,
-        },
-    );
-    // Content the user wrote becomes a tombstone; every other entry by or about them keeps its
-    // meaning under the anonymous id (a membership change, a deletion, a channel change).
-    let mut rewrites: Vec<(ChannelId, Seq, Body, bool, bool)> = Vec::new();
-    for_each_entry(shared, |channel, e| {
-        let authored = e.event.author_id == user.as_str();
-        let body =
-            match &e.event.body {
-                Some(Body::Message(m)) if authored => Some((tombstone(m.thread_parent_seq), true)),
-                Some(
-                    Body::MessageEdited(_) | Body::ReactionAdded(_) | Body::ReactionRemoved(_),
-                ) if authored => Some((tombstone(0), true)),
-                Some(Body::MemberChanged(m)) if m.user_id == user.as_str() => {
-                    let mut m = m.clone();
-                    m.user_id.clone_from(&anonymous);
-                    Some((Body::MemberChanged(m), false))
-                }
-                Some(other) if authored => Some((other.clone(), false)),
-                _ => None,
-            };
-        if let Some((body, content)) = body {
-            rewrites.push((channel.clone(), e.seq, body, content, authored));
-        }
-    })
-    .await?;
-    let (mut erased, mut anonymised) = (0u64, 0u64);
-    for (channel, seq, body, content, authored) in rewrites {
-        let author = authored.then_some(anonymous.as_str());
-        store
-            .rewrite_as(&channel, seq, body, author)
-            .await
-            .map_err(ControlError::failed)?;
-        if content {
-            erased += 1;
-        } else {
-            anonymised += 1;
-        }
-    }
-    let mut memberships = 0u64;
-    loop {
-        let channels = store
-            .user_channels(user, None, 1_000)
-            .map_err(ControlError::failed)?;
-        if channels.is_empty() {
-            break;
-        }
-        for channel in &channels {
-            store
-                .remove_member(channel, user)
-                .await
-                .map_err(ControlError::failed)?;
-            store
-                .forget_read_marker(user, channel)
-                .await
-                .map_err(ControlError::failed)?;
-            memberships += 1;
-            // Members see someone left, under the anonymous id.
-            let left = Body::MemberChanged(v1::MemberChanged {
-                user_id: anonymous.clone(),
-                action: MemberAction::Removed as i32,
-                role: v1::Role::Unspecified as i32,
-                until_ms: 0,
-            });
-            store
-                .append(
-                    channel,
-                    NewEntry {
-                        author: None,
-                        time_ms: unix_ms(),
-                        body: left,
-                        client_msg_id: None,
-                    },
-                )
-                .await
-                .map_err(ControlError::failed)?;
-        }
-    }
-    store
-        .unban(BanScope::Server, user)
-        .await
-        .map_err(ControlError::failed)?;
-    let direct_pairs = store
-        .forget_direct_pairs(user)
-        .await
-        .map_err(ControlError::failed)?;
-    Ok(json!({
-        "user": user.as_str(),
-        "anonymous_id": anonymous,
-        "entries_erased": erased,
-        "entries_anonymised": anonymised,
-        "memberships_removed": memberships,
-        "direct_pairs_removed": direct_pairs,
-        "sessions_closed": closed,
     }))
 }

@@ -74,12 +74,16 @@ pub enum Command {
         /// The user.
         user: String,
     },
-    /// Erases a user's content and identity (right to be forgotten).
+    /// Erases a user's content and identity (right to be forgotten), as a job that survives
+    /// a restart; the reply comes when it is done.
     #[serde(rename = "users.erase")]
     UsersErase {
         /// The user.
         user: String,
     },
+    /// The erasures not finished yet, with their progress.
+    #[serde(rename = "users.erasures")]
+    UsersErasures,
     /// Channels in id order.
     #[serde(rename = "channels.list")]
     ChannelsList {
@@ -209,6 +213,7 @@ pub const COMMANDS: &[&str] = &[
     "users.revoke",
     "users.export",
     "users.erase",
+    "users.erasures",
     "channels.list",
     "channels.show",
     "channels.create",
@@ -237,6 +242,7 @@ impl Command {
                 | Command::ChannelsShow { .. }
                 | Command::ConfigShow
                 | Command::AuditList { .. }
+                | Command::UsersErasures
         )
     }
 

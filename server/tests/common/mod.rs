@@ -17,6 +17,8 @@ use chorus_server::{Server, auth};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+pub mod process;
+
 pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
 
 pub fn token(user: &str) -> String {
@@ -83,6 +85,9 @@ pub struct Client {
     inbox: VecDeque<ServerEnvelope>,
     /// Pushes that arrived while waiting for a reply.
     pushes: VecDeque<ServerEnvelope>,
+    /// `MembershipUpdate` pushes, kept apart: the node sends them beside whatever a test
+    /// waits for, unordered with it (see [`Client::next_membership`]).
+    memberships: VecDeque<v1::MembershipUpdate>,
     pub welcome: Option<v1::Welcome>,
     /// The close code of the WebSocket close frame, once closed.
     pub closed_with: Option<u16>,
@@ -98,6 +103,7 @@ impl Client {
             next_id: 1,
             inbox: VecDeque::new(),
             pushes: VecDeque::new(),
+            memberships: VecDeque::new(),
             welcome: None,
             closed_with: None,
         }
@@ -110,6 +116,7 @@ impl Client {
             next_id: 1,
             inbox: VecDeque::new(),
             pushes: VecDeque::new(),
+            memberships: VecDeque::new(),
             welcome: None,
             closed_with: None,
         };
@@ -245,15 +252,67 @@ impl Client {
         }
     }
 
-    /// The next push (replies are not expected here).
+    /// The next push other than a `MembershipUpdate` (replies are not expected here).
     pub async fn next_push(&mut self) -> Option<push::Push> {
-        let env = match self.pushes.pop_front() {
-            Some(env) => env,
-            None => self.next_from_socket().await?,
-        };
-        match env.kind {
-            Some(server_envelope::Kind::Push(p)) => p.push,
-            other => panic!("expected a push, got {other:?}"),
+        loop {
+            let env = match self.pushes.pop_front() {
+                Some(env) => env,
+                None => self.next_from_socket().await?,
+            };
+            match env.kind {
+                Some(server_envelope::Kind::Push(v1::Push {
+                    push: Some(push::Push::Membership(m)),
+                })) => self.memberships.push_back(m),
+                Some(server_envelope::Kind::Push(p)) => return p.push,
+                other => panic!("expected a push, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next `MembershipUpdate` push; other pushes that arrive first stay queued.
+    pub async fn next_membership(&mut self) -> v1::MembershipUpdate {
+        loop {
+            if let Some(m) = self.memberships.pop_front() {
+                return m;
+            }
+            // Pushes already queued first, then the socket.
+            let env = match self
+                .pushes
+                .iter()
+                .position(|e| {
+                    matches!(
+                        &e.kind,
+                        Some(server_envelope::Kind::Push(v1::Push {
+                            push: Some(push::Push::Membership(_))
+                        }))
+                    )
+                })
+                .and_then(|i| self.pushes.remove(i))
+            {
+                Some(env) => env,
+                None => {
+                    let env = self
+                        .next_from_socket()
+                        .await
+                        .expect("connection closed before a membership push");
+                    if !matches!(
+                        &env.kind,
+                        Some(server_envelope::Kind::Push(v1::Push {
+                            push: Some(push::Push::Membership(_))
+                        }))
+                    ) {
+                        self.pushes.push_back(env);
+                        continue;
+                    }
+                    env
+                }
+            };
+            if let Some(server_envelope::Kind::Push(v1::Push {
+                push: Some(push::Push::Membership(m)),
+            })) = env.kind
+            {
+                return m;
+            }
         }
     }
 

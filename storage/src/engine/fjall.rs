@@ -49,10 +49,12 @@ fn backend(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl FjallEngine {
-    /// Opens (or creates) the database in `dir`, with a block cache of `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, EngineError> {
+    /// Opens (or creates) the database in `dir`, with a block cache of `cache_bytes` and at
+    /// most `max_open_files` (at least 10) table files held open.
+    pub fn open(dir: &Path, cache_bytes: u64, max_open_files: usize) -> Result<Self, EngineError> {
         let db = Database::builder(dir)
             .cache_size(cache_bytes)
+            .max_cached_files(Some(max_open_files.max(10)))
             .open()
             .map_err(backend)?;
         let keyspace = db
@@ -71,6 +73,32 @@ impl FjallEngine {
             reaper,
         })
     }
+}
+
+/// How long a journal open waits out a full descriptor table.
+const OPEN_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens `path`, retrying for up to [`OPEN_RETRY_FOR`] while the process or the system is out
+/// of file descriptors (`EMFILE`, `ENFILE`): that passes when connections close, and failing
+/// the sync for it would make the store read-only until a restart.
+fn open_retrying(path: &Path) -> std::io::Result<File> {
+    let deadline = std::time::Instant::now() + OPEN_RETRY_FOR;
+    loop {
+        match File::open(path) {
+            Err(e)
+                if e.raw_os_error().is_some_and(is_fd_exhaustion)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `EMFILE` (24) or `ENFILE` (23) on Linux and the BSDs.
+fn is_fd_exhaustion(errno: i32) -> bool {
+    errno == 24 || errno == 23
 }
 
 fn journal_path(dir: &Path, id: u64) -> PathBuf {
@@ -143,7 +171,7 @@ impl Engine for FjallEngine {
         // Follow rotations: a newer journal means fjall fsynced the older ones.
         while journal_path(&self.dir, journal.0 + 1).exists() {
             let id = journal.0 + 1;
-            *journal = (id, File::open(journal_path(&self.dir, id))?);
+            *journal = (id, open_retrying(&journal_path(&self.dir, id))?);
         }
         // Journals are preallocated; fdatasync also writes the extent changes needed to read the
         // new data back.
@@ -190,7 +218,7 @@ mod tests {
     #[test]
     fn writes_reach_the_newest_journal_before_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = FjallEngine::open(dir.path(), 1 << 20).unwrap();
+        let engine = FjallEngine::open(dir.path(), 1 << 20, 64).unwrap();
         // Incompressible, so that journal compression cannot hide it.
         let value: Vec<u8> = (0..1000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
