@@ -251,6 +251,8 @@ pub struct FileConfig {
     pub store_durability: Option<String>,
     /// For relaxed durability: fsync interval, ms.
     pub store_sync_interval_ms: Option<u64>,
+    /// New entries are refused while less than this is free on the store's disk, bytes.
+    pub store_min_free_bytes: Option<u64>,
     /// How long shutdown waits for queues to drain, ms.
     pub shutdown_drain_ms: Option<u64>,
     /// Remove channel entries older than this by default, ms (0 = keep).

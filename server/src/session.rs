@@ -181,6 +181,11 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::ReadOnly(_) | StoreError::Closed => {
             err(ErrorCode::Unavailable, "storage unavailable").with_retry_after_ms(1000)
         }
+        // Refused before anything was assigned: nothing changed, and writes resume by
+        // themselves once space is freed.
+        StoreError::DiskFull { .. } => {
+            err(ErrorCode::Unavailable, "storage almost full").with_retry_after_ms(5000)
+        }
         // The engine failed while writing this request: it may be stored. INTERNAL is the
         // code whose outcome the spec leaves unknown; an idempotent retry settles it.
         StoreError::OutcomeUnknown(cause) => err(
@@ -660,11 +665,14 @@ impl Session {
                     c.channel_id.clone()
                 };
                 let id = channel_id("channel_id", &id)?;
-                let members = c
-                    .member_ids
-                    .iter()
-                    .map(|m| user_id("member_ids", m).map(|u| (u, Role::Member)))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut members: Vec<(UserId, Role)> = Vec::with_capacity(c.member_ids.len());
+                for m in &c.member_ids {
+                    let user = user_id("member_ids", m)?;
+                    // Named twice, added once: one `ADDED` entry per member.
+                    if !members.iter().any(|(u, _)| *u == user) {
+                        members.push((user, Role::Member));
+                    }
+                }
                 if members.len() > 1000 {
                     return Err(err(ErrorCode::TooLarge, "at most 1000 initial members"));
                 }
@@ -968,7 +976,13 @@ impl Session {
 
     async fn set_role(&mut self, s: v1::SetMemberRole) -> Result<reply::Result, Error> {
         let id = channel_id("channel_id", &s.channel_id)?;
-        self.require_role(&id, Role::Owner)?;
+        let (info, _) = self.require_role(&id, Role::Owner)?;
+        if info.record.kind() == ChannelKind::Direct {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "both users of a direct channel are owners",
+            ));
+        }
         let user = user_id("user_id", &s.user_id)?;
         let role = Role::try_from(s.role).unwrap_or(Role::Unspecified);
         if role == Role::Unspecified {
@@ -1222,7 +1236,7 @@ impl Session {
                     &plan.channel,
                     err(
                         ErrorCode::NotFound,
-                        "entries after the cursor expired during the replay; resubscribe",
+                        "entries after the cursor expired during the replay; reload the channel (History), then subscribe again",
                     ),
                 );
                 return;
@@ -1254,7 +1268,7 @@ impl Session {
                             Ok(position) if position.first_available.get() > cursor.get() + 1 => {
                                 ReplayStep::End(err(
                                     ErrorCode::NotFound,
-                                    "entries after the cursor expired during the replay; resubscribe",
+                                    "entries after the cursor expired during the replay; reload the channel (History), then subscribe again",
                                 ))
                             }
                             // Entries committed since the read: read again (they are readable).
@@ -1626,16 +1640,7 @@ fn summary_for(
 ) -> Result<ChannelSummary, Error> {
     let store = &shared.store;
     let state = read_state_of(shared, user, &info.id)?;
-    let last = store
-        .read(
-            &info.id,
-            &LogQuery {
-                anchor: Anchor::Latest,
-                limit: 1,
-                thread: None,
-            },
-        )
-        .map_err(store_error)?;
+    let last = newest_entry(store, &info.id)?;
     let role = store
         .member(&info.id, user)
         .map_err(store_error)?
@@ -1645,8 +1650,26 @@ fn summary_for(
         my_role: role as i32,
         last_read_seq: state.last_read.get(),
         unread_count: state.unread,
-        last_message: last.entries.last().map(|e| e.event.clone()),
+        last_message: last.map(|e| e.event.clone()),
     })
+}
+
+/// The newest entry of a channel's log, if any.
+fn newest_entry(
+    store: &Store,
+    id: &ChannelId,
+) -> Result<Option<Arc<chorus_storage::LogEntry>>, Error> {
+    let page = store
+        .read(
+            id,
+            &LogQuery {
+                anchor: Anchor::Latest,
+                limit: 1,
+                thread: None,
+            },
+        )
+        .map_err(store_error)?;
+    Ok(page.entries.last().cloned())
 }
 
 /// After a membership change of `user` in `id` (joined, added, removed, left, role changed),
@@ -1704,19 +1727,7 @@ struct ActivityCursor {
 impl ActivityCursor {
     /// When the channel was last active: its newest entry's time, else its creation.
     fn of(store: &Store, info: &ChannelInfo) -> Result<Self, Error> {
-        let newest = store
-            .read(
-                &info.id,
-                &LogQuery {
-                    anchor: Anchor::Latest,
-                    limit: 1,
-                    thread: None,
-                },
-            )
-            .map_err(store_error)?;
-        let activity_ms = newest
-            .entries
-            .last()
+        let activity_ms = newest_entry(store, &info.id)?
             .map_or(info.record.created_at_ms, |e| e.event.server_time_ms);
         Ok(Self {
             activity_ms,

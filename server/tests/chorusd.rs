@@ -358,14 +358,68 @@ async fn an_erasure_killed_mid_way_resumes_at_the_next_start() {
     }
     assert!(finished, "the resumed erasure finished");
     // Nothing of alice's is left: every entry she wrote is a tombstone by the anonymous id.
-    let mut after_seq = 0;
-    let mut seen = 0;
+    let entries = all_entries(&mut bob, "room").await;
+    for e in &entries {
+        assert_ne!(e.author_id, "alice", "seq {} still names alice", e.seq);
+        if let Some(v1::channel_event::Body::Message(m)) = &e.body {
+            assert!(
+                !m.text.starts_with("alice's"),
+                "seq {} kept its text",
+                e.seq
+            );
+        }
+    }
+    let seen = entries.len();
+    assert!(seen > N, "the whole log was read ({seen})");
+    let mut alice = common::Client::raw(files.addr).await;
+    let refused = alice.hello(&common::token("alice"), None).await;
+    assert!(matches!(refused, reply::Result::Error(_)), "{refused:?}");
+    kill(node);
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs the heavy step as root)"
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Every entry of a channel, oldest first.
+async fn all_entries(c: &mut common::Client, channel: &str) -> Vec<v1::ChannelEvent> {
+    let mut all = Vec::new();
+    let mut after = 0;
     loop {
-        let page = match bob
+        let page = match c
             .request(Request::History(v1::History {
-                channel_id: "room".into(),
+                channel_id: channel.to_owned(),
                 limit: 200,
-                anchor: Some(v1::history::Anchor::AfterSeq(after_seq)),
+                anchor: Some(v1::history::Anchor::AfterSeq(after)),
                 ..Default::default()
             }))
             .await
@@ -373,25 +427,127 @@ async fn an_erasure_killed_mid_way_resumes_at_the_next_start() {
             reply::Result::HistoryPage(p) => p,
             other => panic!("{other:?}"),
         };
-        for e in &page.events {
-            assert_ne!(e.author_id, "alice", "seq {} still names alice", e.seq);
-            if let Some(v1::channel_event::Body::Message(m)) = &e.body {
-                assert!(
-                    !m.text.starts_with("alice's"),
-                    "seq {} kept its text",
-                    e.seq
-                );
-            }
-            seen += 1;
-            after_seq = e.seq;
+        let done = !page.has_more_after || page.events.is_empty();
+        if let Some(last) = page.events.last() {
+            after = last.seq;
         }
-        if !page.has_more_after || page.events.is_empty() {
-            break;
+        all.extend(page.events);
+        if done {
+            return all;
         }
     }
-    assert!(seen > N, "the whole log was read ({seen})");
-    let mut alice = common::Client::raw(files.addr).await;
-    let refused = alice.hello(&common::token("alice"), None).await;
-    assert!(matches!(refused, reply::Result::Error(_)), "{refused:?}");
+}
+
+fn key_of(e: &v1::ChannelEvent) -> Option<&str> {
+    match &e.body {
+        Some(v1::channel_event::Body::Message(m)) => Some(&m.client_msg_id),
+        _ => None,
+    }
+}
+
+/// The probe filled a small tmpfs: publishes answered `UNAVAILABLE` were stored after all
+/// (fjall), and with sled even `History` failed ("No space left on device"). Now appends are
+/// refused below a free-space watermark before anything is written: `UNAVAILABLE` means
+/// nothing was stored, reads go on, and writes resume once space is freed, without a restart.
+async fn a_full_disk_refuses_appends_and_keeps_reads(engine: &str) {
+    let _one = ONE_NODE_AT_A_TIME.lock().await;
+    let tmpfs = Tmpfs::mount("64m");
+    let ballast = tmpfs.path().join("ballast");
+    std::fs::write(&ballast, vec![7u8; 24 << 20]).unwrap();
+    let files = std::sync::Arc::new(NodeFiles::in_data_dir(
+        &tmpfs.path().join("data"),
+        &format!(
+            "store_engine = \"{engine}\"\nstore_min_free_bytes = 16777216\n[limits]\npublish_rate_per_sec = 1000000\npublish_burst = 1000000\n"
+        ),
+    ));
+    let node = files.spawn();
+    let mut alice = files.connect("alice").await;
+    alice.create_group("room", ChannelKind::Group, &[]).await;
+    let body = "x".repeat(15_000);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for i in 0..10_000 {
+        match alice.publish("room", &format!("k{i}"), &body).await {
+            reply::Result::Appended(a) => acked.push((a.seq, format!("k{i}"))),
+            reply::Result::Error(e) => {
+                refusal = Some(e);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let refusal = refusal.expect("the disk filled up");
+    assert_eq!(
+        refusal.error_code(),
+        v1::ErrorCode::Unavailable,
+        "refused before the disk is full: {refusal:?}"
+    );
+    assert!(refusal.retry_after_ms > 0);
+    assert!(
+        acked.len() > 100,
+        "the watermark left room: {}",
+        acked.len()
+    );
+    let mut refused = Vec::new();
+    for i in 0..5 {
+        let key = format!("refused{i}");
+        let r = alice.publish("room", &key, &body).await;
+        assert_eq!(common::error_code(&r), v1::ErrorCode::Unavailable);
+        refused.push(key);
+    }
+    // Reads keep working.
+    let page = history(&mut alice, "room").await;
+    assert_eq!(page.head_seq, acked.last().unwrap().0);
+    assert!(!page.events.is_empty());
+    // Space freed: appends resume by themselves.
+    std::fs::remove_file(&ballast).unwrap();
+    let mut resumed = None;
+    for _ in 0..100 {
+        if let reply::Result::Appended(a) = alice.publish("room", "after", "space again").await {
+            resumed = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resumed = resumed.expect("appends resume once space is free");
     kill(node);
+    drop(alice);
+
+    let node = files.spawn();
+    let mut alice = files.connect("alice").await;
+    let entries = all_entries(&mut alice, "room").await;
+    let keys: std::collections::HashSet<&str> = entries.iter().filter_map(key_of).collect();
+    for (seq, key) in &acked {
+        assert!(
+            keys.contains(key.as_str()),
+            "acknowledged {key} (seq {seq}) lost"
+        );
+    }
+    for key in &refused {
+        assert!(
+            !keys.contains(key.as_str()),
+            "{key} was refused but is stored"
+        );
+    }
+    assert!(keys.contains("after"));
+    assert_eq!(
+        entries.last().unwrap().seq,
+        resumed.seq,
+        "no gap, nothing after"
+    );
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=resumed.seq).collect::<Vec<_>>(), "gapless");
+    kill(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: mounts a tmpfs (root) and fills it; run by CI's heavy step"]
+async fn a_full_disk_refuses_appends_and_keeps_reads_fjall() {
+    a_full_disk_refuses_appends_and_keeps_reads("fjall").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: mounts a tmpfs (root) and fills it; run by CI's heavy step"]
+async fn a_full_disk_refuses_appends_and_keeps_reads_sled() {
+    a_full_disk_refuses_appends_and_keeps_reads("sled").await;
 }

@@ -85,6 +85,9 @@ pub struct StoreConfig {
     /// Files the engine keeps open at most (fjall's descriptor cache; at least 10). The node
     /// keeps this many descriptors out of its connections' reach.
     pub max_open_files: usize,
+    /// New entries (appends, channel creations) are refused while less than this many bytes
+    /// are free on the store's file system (`StoreError::DiskFull`); 0 turns the check off.
+    pub min_free_disk_bytes: u64,
     /// Retention of channels whose own policy is unset.
     pub default_retention: RetentionPolicy,
 }
@@ -104,6 +107,7 @@ impl StoreConfig {
             tail_cache_total_bytes: 256 * 1024 * 1024,
             engine_cache_bytes: 64 * 1024 * 1024,
             max_open_files: 256,
+            min_free_disk_bytes: 256 * 1024 * 1024,
             default_retention: RetentionPolicy::default(),
         }
     }

@@ -87,6 +87,15 @@ pub enum StoreError {
     /// (same `client_msg_id`) is then recognised if it was stored.
     #[error("the write failed and may or may not be stored: {0}")]
     OutcomeUnknown(String),
+    /// Too little disk space is free for new entries (below the store's watermark): refused
+    /// before anything was written; retried writes pass again once space is freed.
+    #[error("the disk is almost full: {free_bytes} bytes free, new entries need {min_free_bytes}")]
+    DiskFull {
+        /// Bytes free at the last reading.
+        free_bytes: u64,
+        /// The watermark.
+        min_free_bytes: u64,
+    },
     /// The channel does not exist.
     #[error("channel {0} does not exist")]
     ChannelNotFound(String),

@@ -32,6 +32,7 @@
 mod backup;
 mod commit;
 mod config;
+mod disk;
 pub mod engine;
 mod error;
 mod idem_filter;

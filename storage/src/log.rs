@@ -422,7 +422,7 @@ impl Store {
             )));
         }
         let log = inner.channel_log(channel)?;
-        let permit = inner.reserve().await?;
+        let permit = inner.reserve_growth().await?;
         let author = new.author.as_ref().map_or("", UserId::as_str).to_owned();
         let idem_key = new.client_msg_id.clone().map(|k| (author.clone(), k));
         let step = self.queue_append(&log, channel, new, permit, author, idem_key)?;

@@ -179,7 +179,7 @@ impl Store {
             ops.push(Op::Put(keys::member(&new.id, user), m.encode_to_vec()));
             ops.push(Op::Put(keys::user_channel(user, &new.id), Vec::new()));
         }
-        let permit = inner.reserve().await?;
+        let permit = inner.reserve_growth().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             // The number is taken and the creation queued under one lock, so creations reach

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     queue: Arc<Semaphore>,
     pub(crate) failed: Arc<FailState>,
+    /// The free-space watermark (off for stores over a given engine).
+    disk: crate::disk::DiskWatch,
     pub(crate) stats: Arc<CommitStats>,
     pub(crate) logs: DashMap<ChannelId, Arc<ChannelLog>>,
     pub(crate) cache_bytes: Arc<AtomicUsize>,
@@ -143,6 +145,14 @@ impl Store {
                 closed: AtomicBool::new(false),
                 queue: Arc::new(Semaphore::new(capacity)),
                 failed,
+                disk: crate::disk::DiskWatch::new(
+                    config.dir.clone(),
+                    if lock.is_some() {
+                        config.min_free_disk_bytes
+                    } else {
+                        0
+                    },
+                ),
                 stats,
                 logs: DashMap::new(),
                 cache_bytes: Arc::new(AtomicUsize::new(0)),
@@ -184,9 +194,11 @@ impl Store {
         &self.inner.stats
     }
 
-    /// Whether a failed write made the store read-only (and why).
+    /// Whether the store takes writes: not after a failed write made it read-only, nor while
+    /// the disk is below the free-space watermark (and why).
     pub fn health(&self) -> Result<(), StoreError> {
-        self.inner.failed.check()
+        self.inner.failed.check()?;
+        self.inner.disk.check()
     }
 
     /// Makes everything written so far durable (also in relaxed mode).
@@ -214,6 +226,16 @@ impl Drop for Inner {
 impl Inner {
     /// Waits for room in the writer's queue. Taken before any channel lock, so that a full
     /// queue makes callers wait without blocking others' locks.
+    /// [`Inner::reserve`] for a write that adds data (an entry, a channel): refused below the
+    /// free-space watermark, before anything is assigned.
+    pub(crate) async fn reserve_growth(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.failed.check()?;
+        self.disk.check()?;
+        self.reserve().await
+    }
+
     pub(crate) async fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
         self.failed.check()?;
         self.queue

@@ -224,6 +224,9 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
         store.engine = chorus_storage::EngineKind::parse(engine)
             .with_context(|| format!("unknown store engine {engine:?}"))?;
     }
+    if let Some(bytes) = file.store_min_free_bytes {
+        store.min_free_disk_bytes = bytes;
+    }
     store.default_retention = chorus_storage::RetentionPolicy {
         max_age_ms: file.retention_max_age_ms.unwrap_or(0),
         max_entries: file.retention_max_entries.unwrap_or(0),

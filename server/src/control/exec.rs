@@ -574,6 +574,7 @@ fn config_json(shared: &Shared) -> Value {
             "dir": c.store.dir,
             "engine": c.store.engine.as_str(),
             "durability": format!("{:?}", c.store.durability),
+            "min_free_bytes": c.store.min_free_disk_bytes,
         },
         "retention_max_age_ms": c.store.default_retention.max_age_ms,
         "retention_max_entries": c.store.default_retention.max_entries,
