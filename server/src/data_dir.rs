@@ -21,6 +21,9 @@ pub struct Tightened {
     pub entries: u64,
     /// The first few of them, for the log.
     pub examples: Vec<PathBuf>,
+    /// Entries too open that the node may not change (another user's, e.g. a backup written
+    /// by root): left as they are, for the log.
+    pub not_ours: u64,
 }
 
 /// Creates `dir` (mode 0700) if it is missing, and removes the group and other permission
@@ -47,10 +50,18 @@ pub fn secure(dir: &Path) -> io::Result<Tightened> {
         }
         let mode = meta.permissions().mode();
         if mode & OPEN_BITS != 0 {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & !OPEN_BITS))?;
-            tightened.entries += 1;
-            if tightened.examples.len() < 3 {
-                tightened.examples.push(path.clone());
+            match std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode(mode & !OPEN_BITS),
+            ) {
+                Ok(()) => {
+                    tightened.entries += 1;
+                    if tightened.examples.len() < 3 {
+                        tightened.examples.push(path.clone());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => tightened.not_ours += 1,
+                Err(e) => return Err(e),
             }
         }
         if meta.is_dir() {

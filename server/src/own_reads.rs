@@ -94,18 +94,25 @@ impl OwnReads {
             let writes = slice
                 .iter()
                 .map(|((user, channel), seq)| store.advance_read_marker(user, channel, *seq, now));
-            for result in futures_util::future::join_all(writes).await {
-                // A deleted channel or a read-only store: the marker no longer matters or
-                // cannot be written; the message itself was acknowledged already.
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "own-post read marker not written");
-                }
-            }
+            let results = futures_util::future::join_all(writes).await;
             {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                for (key, seq) in slice {
-                    if pending.get(key) == Some(seq) {
-                        pending.remove(key);
+                for ((key, seq), result) in slice.iter().zip(results) {
+                    match result {
+                        Ok(_) => {
+                            if pending.get(key) == Some(seq) {
+                                pending.remove(key);
+                            }
+                        }
+                        // A deleted channel: the marker no longer matters.
+                        Err(chorus_storage::StoreError::ChannelNotFound(_)) => {
+                            pending.remove(key);
+                        }
+                        // A read-only or full store: kept (counts still include it) and
+                        // tried again at the next flush.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "own-post read marker not written yet");
+                        }
                     }
                 }
             }

@@ -97,6 +97,13 @@ impl Server {
                 path: config.data_dir.clone(),
                 source,
             })?;
+        if tightened.not_ours > 0 {
+            tracing::warn!(
+                dir = %config.data_dir.display(),
+                entries = tightened.not_ours,
+                "entries of the data directory readable by other users belong to another user; left as they are"
+            );
+        }
         if tightened.entries > 0 {
             tracing::warn!(
                 dir = %config.data_dir.display(),

@@ -602,6 +602,13 @@ impl Session {
         })
     }
 
+    /// Refuses a change that writes a record and then logs it (membership changes) while the
+    /// store takes no new entries (free-space watermark): refused before the record is
+    /// written, so that `UNAVAILABLE` stays true and the log never misses the change.
+    fn can_log(&self) -> Result<(), Error> {
+        self.shared.store.check_growth().map_err(store_error)
+    }
+
     /// Refuses a new membership for any of `users` already at `max_memberships_per_user`.
     fn check_membership_room<'a>(
         &self,
@@ -637,13 +644,13 @@ impl Session {
                         "a direct channel needs two different users",
                     ));
                 }
-                self.take_membership_budget()?;
                 if store
                     .direct_channel_of(&me, &other)
                     .map_err(store_error)?
                     .is_none()
                 {
                     self.check_membership_room([&me, &other], "member_ids")?;
+                    self.take_membership_budget()?;
                 }
                 let id = channel_id("channel_id", &random_id("dm-"))?;
                 let (info, created) = store
@@ -676,11 +683,11 @@ impl Session {
                 if members.len() > 1000 {
                     return Err(err(ErrorCode::TooLarge, "at most 1000 initial members"));
                 }
-                self.take_membership_budget()?;
                 self.check_membership_room(
                     std::iter::once(&me).chain(members.iter().map(|(u, _)| u)),
                     "member_ids",
                 )?;
+                self.take_membership_budget()?;
                 let info = store
                     .create_channel(NewChannel {
                         id: id.clone(),
@@ -818,8 +825,9 @@ impl Session {
         if self.banned_from(&id)? {
             return Err(err(ErrorCode::Forbidden, "banned from this channel"));
         }
-        self.take_membership_budget()?;
         self.check_membership_room([&self.identity.user], "channel_id")?;
+        self.can_log()?;
+        self.take_membership_budget()?;
         let me = self.identity.user.clone();
         if self
             .shared
@@ -862,6 +870,7 @@ impl Session {
                 ));
             }
         }
+        self.can_log()?;
         let me = self.identity.user.clone();
         self.shared
             .store
@@ -922,6 +931,7 @@ impl Session {
             }
         }
         self.check_membership_room(new_users, "user_ids")?;
+        self.can_log()?;
         for user in users {
             if self
                 .shared
@@ -964,6 +974,7 @@ impl Session {
                 "cannot remove a member of equal or higher role",
             ));
         }
+        self.can_log()?;
         self.shared
             .store
             .remove_member(&id, &user)
@@ -1000,6 +1011,7 @@ impl Session {
         if user == self.identity.user && role != Role::Owner && self.owner_count(&id)? <= 1 {
             return Err(err(ErrorCode::Conflict, "the last owner cannot step down"));
         }
+        self.can_log()?;
         self.shared
             .store
             .put_member(&id, &user, role, unix_ms())

@@ -463,6 +463,8 @@ async fn a_full_disk_refuses_appends_and_keeps_reads(engine: &str) {
     let node = files.spawn();
     let mut alice = files.connect("alice").await;
     alice.create_group("room", ChannelKind::Group, &[]).await;
+    alice.create_group("lobby", ChannelKind::Public, &[]).await;
+    let mut bob = files.connect("bob").await;
     let body = "x".repeat(15_000);
     let mut acked = Vec::new();
     let mut refusal = None;
@@ -495,6 +497,14 @@ async fn a_full_disk_refuses_appends_and_keeps_reads(engine: &str) {
         assert_eq!(common::error_code(&r), v1::ErrorCode::Unavailable);
         refused.push(key);
     }
+    // A membership change would write its record and then fail to log it: refused before
+    // either, so `UNAVAILABLE` holds for it too.
+    let join = bob
+        .request(Request::JoinChannel(v1::JoinChannel {
+            channel_id: "lobby".into(),
+        }))
+        .await;
+    assert_eq!(common::error_code(&join), v1::ErrorCode::Unavailable);
     // Reads keep working.
     let page = history(&mut alice, "room").await;
     assert_eq!(page.head_seq, acked.last().unwrap().0);
@@ -510,8 +520,21 @@ async fn a_full_disk_refuses_appends_and_keeps_reads(engine: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let resumed = resumed.expect("appends resume once space is free");
+    let join = bob
+        .request(Request::JoinChannel(v1::JoinChannel {
+            channel_id: "lobby".into(),
+        }))
+        .await;
+    let reply::Result::Channel(lobby) = join else {
+        panic!("{join:?}")
+    };
+    assert_eq!(
+        lobby.my_role,
+        v1::Role::Member as i32,
+        "the refused join was not half done"
+    );
     kill(node);
-    drop(alice);
+    drop((alice, bob));
 
     let node = files.spawn();
     let mut alice = files.connect("alice").await;

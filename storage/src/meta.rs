@@ -395,6 +395,12 @@ impl Store {
         let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
         if inner.engine.get(&mkey)?.is_none() {
+            // The user's index entry may outlive a lost member record; it goes too, so that
+            // walks over the user's channels end.
+            let index = keys::user_channel(user, channel);
+            if inner.engine.get(&index)?.is_some() {
+                inner.commit(vec![Op::Delete(index)]).await?;
+            }
             return Ok(false);
         }
         record.member_count = record.member_count.saturating_sub(1);

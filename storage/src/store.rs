@@ -201,6 +201,13 @@ impl Store {
         self.inner.disk.check()
     }
 
+    /// Whether new entries are taken now: `Err` after a failed write (`ReadOnly`) or below the
+    /// free-space watermark (`DiskFull`). For callers that write a record and then log the
+    /// change, so that they refuse before the record.
+    pub fn check_growth(&self) -> Result<(), StoreError> {
+        self.health()
+    }
+
     /// Makes everything written so far durable (also in relaxed mode).
     pub async fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -224,8 +231,6 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// Waits for room in the writer's queue. Taken before any channel lock, so that a full
-    /// queue makes callers wait without blocking others' locks.
     /// [`Inner::reserve`] for a write that adds data (an entry, a channel): refused below the
     /// free-space watermark, before anything is assigned.
     pub(crate) async fn reserve_growth(
@@ -236,6 +241,8 @@ impl Inner {
         self.reserve().await
     }
 
+    /// Waits for room in the writer's queue. Taken before any channel lock, so that a full
+    /// queue makes callers wait without blocking others' locks.
     pub(crate) async fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
         self.failed.check()?;
         self.queue

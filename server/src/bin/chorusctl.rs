@@ -527,6 +527,9 @@ const ENUM_PREFIXES: &[&str] = &[
     "ERROR_CODE_",
 ];
 
+/// The fields that hold enum names (a user id or a channel name may start like one too).
+const ENUM_FIELDS: &[&str] = &["kind", "role", "action", "code", "my_role"];
+
 /// Unix milliseconds after this (2001-09-09) in a `*_ms` field are times, not durations.
 const TIMES_AFTER_MS: u64 = 1_000_000_000_000;
 
@@ -538,10 +541,11 @@ fn scalar(key: &str, v: &Value) -> String {
         {
             n.as_u64().map(utc).unwrap_or_default()
         }
-        Value::String(s) => ENUM_PREFIXES
+        Value::String(s) if ENUM_FIELDS.contains(&key) => ENUM_PREFIXES
             .iter()
             .find_map(|p| s.strip_prefix(p))
             .map_or_else(|| s.clone(), |word| word.to_lowercase().replace('_', " ")),
+        Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -695,5 +699,9 @@ mod tests {
             "role changed"
         );
         assert_eq!(scalar("name", &serde_json::json!("team")), "team");
+        assert_eq!(
+            scalar("user", &serde_json::json!("ROLE_PLAYER")),
+            "ROLE_PLAYER"
+        );
     }
 }

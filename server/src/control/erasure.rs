@@ -58,30 +58,20 @@ impl Running {
     }
 }
 
-/// Removes the user's entry from [`Running`] however the job ends.
-struct RunningGuard<'a> {
-    running: &'a Running,
-    user: UserId,
-}
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        self.running.0.remove(&self.user);
-    }
-}
-
 /// `users.erase`: starts the erasure of `user` durably, closes the user's sessions and runs the
 /// job in a task of its own, waiting for it. Refused while an erasure of the user runs.
 pub(crate) async fn erase(
     shared: &std::sync::Arc<Shared>,
     user: &UserId,
 ) -> Result<Value, ControlError> {
-    if shared.erasures.0.contains_key(user) {
+    // Claimed before anything else, atomically: a second erase of the user, or the resume at
+    // start, finds the slot taken.
+    let Some(claim) = claim(shared, user) else {
         return Err(ControlError::new(
             "conflict",
             format!("an erasure of {user} is running; see users.erasures"),
         ));
-    }
+    };
     let anonymous = format!("erased-{:016x}", rand::random::<u64>());
     // Whole seconds, like the tokens' issue times (see `users.revoke`).
     let now = unix_ms() / 1000 * 1000;
@@ -100,7 +90,7 @@ pub(crate) async fn erase(
             reconnect_after_ms: 0,
         },
     );
-    let job = spawn(shared, user.clone(), record.erasure_anonymous_id);
+    let job = spawn(shared, claim, record.erasure_anonymous_id);
     let mut result = job
         .await
         .map_err(|e| ControlError::failed(format!("the erasure task failed: {e}")))??;
@@ -108,25 +98,45 @@ pub(crate) async fn erase(
     Ok(result)
 }
 
-/// Runs the job for `user` in a task of the node's background work.
+/// The running slot of one user's erasure; given back when dropped.
+struct Claim {
+    shared: std::sync::Arc<Shared>,
+    user: UserId,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.shared.erasures.0.remove(&self.user);
+    }
+}
+
+/// Takes the running slot of `user`'s erasure, or `None` when one runs.
+fn claim(shared: &std::sync::Arc<Shared>, user: &UserId) -> Option<Claim> {
+    match shared.erasures.0.entry(user.clone()) {
+        dashmap::Entry::Occupied(_) => None,
+        dashmap::Entry::Vacant(v) => {
+            v.insert(Mutex::new(Progress {
+                phase: "scanning",
+                ..Progress::default()
+            }));
+            Some(Claim {
+                shared: shared.clone(),
+                user: user.clone(),
+            })
+        }
+    }
+}
+
+/// Runs the claimed job in a task of the node's background work.
 fn spawn(
     shared: &std::sync::Arc<Shared>,
-    user: UserId,
+    claim: Claim,
     anonymous: String,
 ) -> tokio::task::JoinHandle<Result<Value, ControlError>> {
     let shared = shared.clone();
     shared.clone().background.spawn(async move {
-        shared.erasures.0.insert(
-            user.clone(),
-            Mutex::new(Progress {
-                phase: "scanning",
-                ..Progress::default()
-            }),
-        );
-        let _running = RunningGuard {
-            running: &shared.erasures,
-            user: user.clone(),
-        };
+        let user = claim.user.clone();
+        let _claim = claim;
         let result = run(&shared, &user, &anonymous).await;
         match &result {
             Ok(_) => tracing::info!(%user, "erasure finished"),
@@ -155,13 +165,26 @@ pub(crate) async fn resume_all(shared: std::sync::Arc<Shared>) {
         let Some((last, _)) = jobs.last().cloned() else {
             return;
         };
-        for (user, record) in jobs {
+        for (user, _) in jobs {
             if shared.stopping.is_cancelled() {
                 return;
             }
+            // An admin may have started it meanwhile, or it may have finished since listed.
+            let Some(claim) = claim(&shared, &user) else {
+                continue;
+            };
+            let Some(record) = shared
+                .store
+                .user(&user)
+                .ok()
+                .flatten()
+                .filter(|r| r.erasure_finished_ms == 0)
+            else {
+                continue;
+            };
             tracing::info!(%user, "resuming an unfinished erasure");
             // One at a time: each is a pass over the whole store.
-            let _ = spawn(&shared, user, record.erasure_anonymous_id).await;
+            let _ = spawn(&shared, claim, record.erasure_anonymous_id).await;
         }
         after = Some(last);
     }
@@ -257,16 +280,9 @@ async fn run(shared: &Shared, user: &UserId, anonymous: &str) -> Result<Value, C
             if shared.stopping.is_cancelled() {
                 return Err(stopped());
             }
-            store
-                .remove_member(channel, user)
-                .await
-                .map_err(ControlError::failed)?;
-            store
-                .forget_read_marker(user, channel)
-                .await
-                .map_err(ControlError::failed)?;
-            running.set(user, |p| p.memberships_removed += 1);
-            // Members see someone left, under the anonymous id.
+            // Members see someone left, under the anonymous id: logged before the membership
+            // goes, so that a job stopped in between logs it again rather than never (the
+            // resumed pass finds the membership still there).
             let left = Body::MemberChanged(v1::MemberChanged {
                 user_id: anonymous.to_owned(),
                 action: MemberAction::Removed as i32,
@@ -285,6 +301,16 @@ async fn run(shared: &Shared, user: &UserId, anonymous: &str) -> Result<Value, C
                 )
                 .await
                 .map_err(ControlError::failed)?;
+            // Also drops an index entry left without its member record, so the walk ends.
+            store
+                .remove_member(channel, user)
+                .await
+                .map_err(ControlError::failed)?;
+            store
+                .forget_read_marker(user, channel)
+                .await
+                .map_err(ControlError::failed)?;
+            running.set(user, |p| p.memberships_removed += 1);
         }
     }
     running.set(user, |p| p.phase = "finishing");

@@ -351,6 +351,8 @@ pub(crate) async fn execute(
             let id = channel(&c)?;
             let r = role(r.as_deref().unwrap_or("member"))?;
             existing(shared, &id)?;
+            // Refused before the record is written while no entry can log the change.
+            store.check_growth().map_err(store_error)?;
             let mut added = Vec::new();
             for u in &us {
                 let u = user(u)?;
@@ -372,6 +374,7 @@ pub(crate) async fn execute(
             let id = channel(&c)?;
             let u = user(&u)?;
             existing(shared, &id)?;
+            store.check_growth().map_err(store_error)?;
             if !store.remove_member(&id, &u).await.map_err(store_error)? {
                 return Err(ControlError::not_found(format!(
                     "{u} is not a member of {id}"
@@ -393,6 +396,7 @@ pub(crate) async fn execute(
                     "{u} is not a member of {id}"
                 )));
             }
+            store.check_growth().map_err(store_error)?;
             store
                 .put_member(&id, &u, r, unix_ms())
                 .await
