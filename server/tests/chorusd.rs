@@ -265,6 +265,16 @@ async fn silent_connects_cannot_take_the_store_s_descriptors() {
     kill(node);
 }
 
+/// `chorusctl --json users erasures`, when the node answers.
+async fn erasures(files: &std::sync::Arc<NodeFiles>) -> Option<serde_json::Value> {
+    let ctl = files.clone();
+    let (code, out, _) =
+        tokio::task::spawn_blocking(move || ctl.chorusctl(&["--json", "users", "erasures"]))
+            .await
+            .unwrap();
+    (code == 0).then(|| serde_json::from_str(&out).unwrap())
+}
+
 /// A user's erasure used to be dropped mid-way by a shutdown, with nothing telling the
 /// operator. Now it is a job in the store: killed (-9) in the middle, the node resumes it at
 /// the next start and finishes it; `users erasures` shows it meanwhile.
@@ -308,13 +318,7 @@ async fn an_erasure_killed_mid_way_resumes_at_the_next_start() {
     // Wait until the job is rewriting, then kill the node under it.
     let mut seen_running = None;
     for _ in 0..600 {
-        let ctl = files.clone();
-        let (code, out, _) =
-            tokio::task::spawn_blocking(move || ctl.chorusctl(&["--json", "users", "erasures"]))
-                .await
-                .unwrap();
-        if code == 0 {
-            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if let Some(v) = erasures(&files).await {
             let job = &v["erasures"][0];
             if job["phase"] == "rewriting" && job["entries_erased"].as_u64() > Some(100) {
                 seen_running = Some(job.clone());
@@ -331,25 +335,14 @@ async fn an_erasure_killed_mid_way_resumes_at_the_next_start() {
 
     let node = files.spawn();
     let mut bob = files.connect("bob").await;
-    let ctl = files.clone();
-    let (code, out, err) =
-        tokio::task::spawn_blocking(move || ctl.chorusctl(&["--json", "users", "erasures"]))
-            .await
-            .unwrap();
-    assert_eq!(code, 0, "{err}");
-    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let after = erasures(&files).await.expect("users erasures answers");
     assert_eq!(
         after["erasures"][0]["anonymous_id"], job["anonymous_id"],
         "the unfinished job is there after the restart, under the same id: {after}"
     );
     let mut finished = false;
     for _ in 0..1_200 {
-        let ctl = files.clone();
-        let (_, out, _) =
-            tokio::task::spawn_blocking(move || ctl.chorusctl(&["--json", "users", "erasures"]))
-                .await
-                .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let v = erasures(&files).await.unwrap_or_default();
         if v["erasures"].as_array().is_some_and(Vec::is_empty) {
             finished = true;
             break;

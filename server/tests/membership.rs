@@ -11,12 +11,14 @@ use chorus_protocol::v1::{self, ChannelKind, ErrorCode, Role, client_envelope::R
 use common::{Client, Node, appended, error_code};
 
 async fn create(c: &mut Client, id: &str, kind: ChannelKind, members: &[&str]) -> reply::Result {
-    c.request(Request::CreateChannel(v1::CreateChannel {
-        kind: kind as i32,
-        channel_id: id.to_owned(),
-        name: id.to_owned(),
-        member_ids: members.iter().map(|m| (*m).to_owned()).collect(),
-        ..Default::default()
+    c.create_channel(id, kind, members).await
+}
+
+async fn set_role(c: &mut Client, channel: &str, user: &str, role: Role) -> reply::Result {
+    c.request(Request::SetMemberRole(v1::SetMemberRole {
+        channel_id: channel.to_owned(),
+        user_id: user.to_owned(),
+        role: role as i32,
     }))
     .await
 }
@@ -309,24 +311,12 @@ async fn the_affected_user_is_told_of_membership_changes() {
         assert_eq!(summary.channel.unwrap().channel_id, "team");
         assert_eq!(summary.my_role, Role::Member as i32);
     }
-    let r = alice
-        .request(Request::SetMemberRole(v1::SetMemberRole {
-            channel_id: "team".into(),
-            user_id: "bob".into(),
-            role: Role::Moderator as i32,
-        }))
-        .await;
+    let r = set_role(&mut alice, "team", "bob", Role::Moderator).await;
     assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
     let m = membership(&mut bob).await;
     assert!(m.member);
     assert_eq!(m.channel.unwrap().my_role, Role::Moderator as i32);
-    let r = alice
-        .request(Request::SetMemberRole(v1::SetMemberRole {
-            channel_id: "team".into(),
-            user_id: "bob".into(),
-            role: Role::Member as i32,
-        }))
-        .await;
+    let r = set_role(&mut alice, "team", "bob", Role::Member).await;
     assert!(matches!(r, reply::Result::Done(_)), "{r:?}");
     assert_eq!(
         membership(&mut bob).await.channel.unwrap().my_role,

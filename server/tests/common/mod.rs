@@ -341,22 +341,31 @@ impl Client {
         disconnect
     }
 
+    /// `CreateChannel` named after its id; the reply as it comes.
+    pub async fn create_channel(
+        &mut self,
+        id: &str,
+        kind: v1::ChannelKind,
+        members: &[&str],
+    ) -> reply::Result {
+        self.request(Request::CreateChannel(v1::CreateChannel {
+            kind: kind as i32,
+            channel_id: id.to_owned(),
+            name: id.to_owned(),
+            member_ids: members.iter().map(|m| (*m).to_owned()).collect(),
+            ..Default::default()
+        }))
+        .await
+    }
+
+    /// [`Client::create_channel`], which must succeed.
     pub async fn create_group(
         &mut self,
         id: &str,
         kind: v1::ChannelKind,
         members: &[&str],
     ) -> v1::ChannelSummary {
-        match self
-            .request(Request::CreateChannel(v1::CreateChannel {
-                kind: kind as i32,
-                channel_id: id.to_owned(),
-                name: id.to_owned(),
-                member_ids: members.iter().map(|m| (*m).to_owned()).collect(),
-                ..Default::default()
-            }))
-            .await
-        {
+        match self.create_channel(id, kind, members).await {
             reply::Result::Channel(c) => c,
             other => panic!("create failed: {other:?}"),
         }
