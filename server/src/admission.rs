@@ -119,7 +119,7 @@ impl ConnectionCount {
 }
 
 /// A connection's place in the node-wide and per-address counts, given back when the
-/// connection ends; its handshake's place when [`Admission::established`] is called or it ends.
+/// connection ends; its handshake's place when `Admission::established` is called or it ends.
 pub struct Admission {
     shared: Arc<Shared>,
     peer: SocketAddr,
