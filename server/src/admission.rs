@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use dashmap::DashMap;
+
+use crate::config::LimitsConfig;
 use crate::ratelimit::TokenBucket;
-use crate::session::Shared;
 
 /// Descriptors kept for everything but client connections besides the store's own file cache:
 /// journals, the lock file, listeners, the control socket and its clients, `/readyz` and
@@ -107,21 +109,113 @@ pub fn raise_fd_limit() -> std::io::Result<Option<(u64, u64)>> {
     }
 }
 
-/// Open connections of the whole node, for the node-wide cap.
-#[derive(Debug, Default)]
-pub struct ConnectionCount(AtomicUsize);
+/// The door every client connection passes: the node-wide count and the per-address state.
+/// The node holds one; an [`Admission`] holds it until its connection ends.
+#[derive(Debug)]
+pub struct Door {
+    /// Open connections of the whole node, for the node-wide cap.
+    connections: AtomicUsize,
+    /// Connections and handshake budget per source address.
+    per_ip: DashMap<std::net::IpAddr, PerIp>,
+    /// What the process's open-file limit allows (set at start).
+    fd_budget: FdBudget,
+}
 
-impl ConnectionCount {
-    /// Connections now.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+impl Door {
+    /// A door for a process whose descriptors allow `fd_budget`.
+    pub fn new(fd_budget: FdBudget) -> Self {
+        Self {
+            connections: AtomicUsize::new(0),
+            per_ip: DashMap::new(),
+            fd_budget,
+        }
+    }
+
+    /// Open connections now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// What the descriptors allow.
+    pub fn fd_budget(&self) -> FdBudget {
+        self.fd_budget
+    }
+
+    /// The node-wide connection cap in force under `limits`: the configured one, never above
+    /// what the descriptors allow.
+    pub fn max_connections(&self, limits: &LimitsConfig) -> usize {
+        let fds = self.fd_budget.max_connections;
+        match limits.max_connections {
+            0 => fds,
+            configured => fds.min(configured as usize),
+        }
+    }
+
+    /// Admission control before any work (no TLS, no upgrade): the node-wide cap, then per
+    /// source address its open connections, its unfinished handshakes and its rate of new
+    /// connections.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        limits: &LimitsConfig,
+    ) -> Result<Admission, Refusal> {
+        let ip = peer.ip();
+        let refused = |why: Refusal| {
+            metrics::counter!("chorus_connections_refused_total", "reason" => why.label())
+                .increment(1);
+            tracing::debug!(%ip, reason = why.label(), "connection refused");
+            why
+        };
+        let max = self.max_connections(limits);
+        // Counted first, given back on refusal: two accepts racing at the cap cannot both pass.
+        if self.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return Err(refused(Refusal::NodeFull));
+        }
+        let give_back = |why| {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            Err(refused(why))
+        };
+        let mut entry = self.per_ip.entry(ip).or_insert_with(|| PerIp {
+            connections: 0,
+            pending: 0,
+            handshakes: TokenBucket::new(
+                limits.handshake_rate_per_ip,
+                limits.handshake_rate_per_ip,
+                Instant::now(),
+            ),
+        });
+        if entry.connections >= limits.max_connections_per_ip as usize {
+            return give_back(Refusal::AddressFull);
+        }
+        if entry.pending >= limits.max_pending_handshakes_per_ip as usize {
+            return give_back(Refusal::AddressPending);
+        }
+        if entry.handshakes.take(Instant::now()).is_err() {
+            return give_back(Refusal::AddressRate);
+        }
+        entry.connections += 1;
+        entry.pending += 1;
+        Ok(Admission {
+            door: self.clone(),
+            peer,
+            pending: true,
+        })
+    }
+
+    /// Forgets addresses with no connection whose handshake budget has refilled, so the map
+    /// stays as small as the set of recently active addresses.
+    pub fn sweep_idle(&self) {
+        let now = Instant::now();
+        self.per_ip
+            .retain(|_, n| n.connections > 0 || !n.handshakes.is_full(now));
     }
 }
 
 /// A connection's place in the node-wide and per-address counts, given back when the
 /// connection ends; its handshake's place when `Admission::established` is called or it ends.
 pub struct Admission {
-    shared: Arc<Shared>,
+    door: Arc<Door>,
     peer: SocketAddr,
     pending: bool,
 }
@@ -135,7 +229,7 @@ impl Admission {
     /// The handshake finished (a session started): the address's pending count drops.
     pub(crate) fn established(&mut self) {
         if std::mem::take(&mut self.pending)
-            && let Some(mut n) = self.shared.per_ip.get_mut(&self.peer.ip())
+            && let Some(mut n) = self.door.per_ip.get_mut(&self.peer.ip())
         {
             n.pending = n.pending.saturating_sub(1);
         }
@@ -144,9 +238,9 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.shared.connections.0.fetch_sub(1, Ordering::Relaxed);
+        self.door.connections.fetch_sub(1, Ordering::Relaxed);
         // The entry stays (with its handshake budget) until the sweep finds it idle and full.
-        if let Some(mut n) = self.shared.per_ip.get_mut(&self.peer.ip()) {
+        if let Some(mut n) = self.door.per_ip.get_mut(&self.peer.ip()) {
             n.connections = n.connections.saturating_sub(1);
             if self.pending {
                 n.pending = n.pending.saturating_sub(1);
@@ -176,83 +270,6 @@ impl Refusal {
             Refusal::AddressPending => "address_pending",
             Refusal::AddressRate => "address_rate",
         }
-    }
-}
-
-/// The node-wide connection cap in force: the configured one, never above what the
-/// descriptors allow.
-pub fn max_connections(shared: &Shared) -> usize {
-    let configured = shared.limits().max_connections;
-    let fds = shared.fd_budget.max_connections;
-    if configured == 0 {
-        fds
-    } else {
-        fds.min(configured as usize)
-    }
-}
-
-/// Admission control before any work (no TLS, no upgrade): the node-wide cap, then per source
-/// address its open connections, its unfinished handshakes and its rate of new connections.
-pub(crate) fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Result<Admission, Refusal> {
-    let ip = peer.ip();
-    let refused = |why: Refusal| {
-        metrics::counter!("chorus_connections_refused_total", "reason" => why.label()).increment(1);
-        tracing::debug!(%ip, reason = why.label(), "connection refused");
-        why
-    };
-    let limits = &shared.limits();
-    let max = max_connections(shared);
-    // Counted first, given back on refusal: two accepts racing at the cap cannot both pass.
-    if shared.connections.0.fetch_add(1, Ordering::Relaxed) >= max {
-        shared.connections.0.fetch_sub(1, Ordering::Relaxed);
-        return Err(refused(Refusal::NodeFull));
-    }
-    let give_back = |why| {
-        shared.connections.0.fetch_sub(1, Ordering::Relaxed);
-        Err(refused(why))
-    };
-    let mut entry = shared.per_ip.entry(ip).or_insert_with(|| PerIp {
-        connections: 0,
-        pending: 0,
-        handshakes: TokenBucket::new(
-            limits.handshake_rate_per_ip,
-            limits.handshake_rate_per_ip,
-            Instant::now(),
-        ),
-    });
-    if entry.connections >= limits.max_connections_per_ip as usize {
-        return give_back(Refusal::AddressFull);
-    }
-    if entry.pending >= limits.max_pending_handshakes_per_ip as usize {
-        return give_back(Refusal::AddressPending);
-    }
-    if entry.handshakes.take(Instant::now()).is_err() {
-        return give_back(Refusal::AddressRate);
-    }
-    entry.connections += 1;
-    entry.pending += 1;
-    Ok(Admission {
-        shared: shared.clone(),
-        peer,
-        pending: true,
-    })
-}
-
-/// Forgets addresses with no connection whose handshake budget has refilled, and users whose
-/// publish and membership budgets have refilled, so the maps stay as small as the set of
-/// recently active ones.
-pub(crate) fn sweep_idle_budgets(shared: &Shared) {
-    let now = Instant::now();
-    shared
-        .per_ip
-        .retain(|_, n| n.connections > 0 || !n.handshakes.is_full(now));
-    for buckets in [&shared.publish_buckets, &shared.membership_buckets] {
-        buckets.retain(|_, bucket| {
-            !bucket
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_full(now)
-        });
     }
 }
 

@@ -1,44 +1,53 @@
 //! `chorus-server`: the `chorusd` node.
 //!
-//! A node accepts native apps over WebSocket and QUIC (TLS via rustls, ring provider), authenticates them
-//! with JWTs, keeps connection state in sharded maps, persists channel events through
-//! `chorus-storage` and fans each durable event out to every subscriber's bounded queue.
+//! A node accepts apps over WebSocket and QUIC (TLS via rustls, ring provider), authenticates
+//! them with JWTs, persists channel events through `chorus-storage` and fans each durable event
+//! out to every subscriber's bounded queue.
 //!
 //! # Layout
-//! - [`server`]: `run(config, shutdown)` and [`server::Server`]: store, hub, listener, shutdown.
-//! - [`connection`]: one WebSocket connection: handshake, read loop, batched writer.
-//! - [`session`]: request dispatch, permission checks, subscriptions with gapless recovery.
-//! - [`hub`]: sessions and subscribers (dashmap); the store's commit listener, fanning out.
-//! - [`outbound`]: a connection's bounded outbound queue (slow consumers are closed).
-//! - [`auth`]: JWT verification and minting. [`config`]: configuration. [`tls`], [`dev`].
+//! The path of a request, outside in, and the direction of every import (a module imports only
+//! from those below it):
+//! - [`server`]: `run(config, shutdown)` and [`Server`]: starts the store, the node, the
+//!   listeners and the background tasks; graceful shutdown.
+//! - [`http`] (`/metrics`, `/healthz`, `/readyz`) and [`control`] (the admin socket): beside the
+//!   client path, over [`node`] and [`chat`].
+//! - [`transport`]: TCP, TLS, WebSocket framing, QUIC; feeds frames to a connection.
+//! - [`connection`]: one client connection: handshake, read loop, writer.
+//! - [`session`]: one session's state; its router is the only match on `Request`.
+//! - [`chat`]: the domain (channels, members, messages, reads, typing), for sessions and the
+//!   control socket alike.
+//! - [`background`]: retention passes, budget sweeps, the status sampler.
+//! - [`node`]: what every session shares (store, hub, limits, budgets), fields private.
+//! - [`admission`]: the door: connection caps per node and per address.
+//! - [`hub`]: sessions and subscriptions; the [`hub::Fanout`] seam that delivers durable
+//!   entries.
+//! - leaves: [`outbound`] (a connection's bounded queue), [`ids`], [`config`], [`auth`],
+//!   [`metrics`], [`stats`], [`own_reads`], [`ratelimit`], [`clock`], [`dev`], [`data_dir`].
 //!
-//! - [`quic`]: the QUIC listener: the same sessions over one bidirectional stream.
-//! - [`observe`]: metrics (Prometheus) and the `/metrics`, `/healthz`, `/readyz` listener.
-//!
-//! # Not yet here
-//! Reactions, presence, search and moderation requests are answered `UNIMPLEMENTED`; see the
-//! README status.
+//! `.ci/module-graph` checks that no two modules import each other, directly or in a circle.
 
 pub mod admission;
 pub mod auth;
+pub mod background;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod control;
 pub mod data_dir;
 pub mod dev;
+pub mod http;
 pub mod hub;
-pub mod observe;
+pub mod ids;
+pub mod metrics;
+pub mod node;
 pub mod outbound;
 pub mod own_reads;
-pub mod quic;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod stats;
-pub mod tls;
-pub mod tls_stream;
-pub mod ws;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Server, run};

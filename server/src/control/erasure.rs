@@ -12,7 +12,7 @@
 //! connection cut by shutdown) does not cancel it; only the node's shutdown does, between
 //! pages, leaving the job to resume.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1::{self, MemberAction, channel_event::Body};
@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use super::users::{for_each_entry, stopped, tombstone};
 use crate::clock::unix_ms;
 use crate::control::wire::ControlError;
-use crate::session::Shared;
+use crate::node::Node;
+use crate::outbound::Close;
 
 /// Memberships removed per page.
 const MEMBERSHIP_PAGE: usize = 1_000;
@@ -40,9 +41,9 @@ pub struct Progress {
     pub memberships_removed: u64,
 }
 
-/// The erasures running in this node, by user.
-#[derive(Debug, Default)]
-pub struct Running(dashmap::DashMap<UserId, Mutex<Progress>>);
+/// The erasures running in this node, by user; cloned handles share one map.
+#[derive(Debug, Clone, Default)]
+pub struct Running(Arc<dashmap::DashMap<UserId, Mutex<Progress>>>);
 
 impl Running {
     fn set(&self, user: &UserId, change: impl FnOnce(&mut Progress)) {
@@ -61,12 +62,13 @@ impl Running {
 /// `users.erase`: starts the erasure of `user` durably, closes the user's sessions and runs the
 /// job in a task of its own, waiting for it. Refused while an erasure of the user runs.
 pub(crate) async fn erase(
-    shared: &std::sync::Arc<Shared>,
+    node: &Arc<Node>,
+    running: &Running,
     user: &UserId,
 ) -> Result<Value, ControlError> {
     // Claimed before anything else, atomically: a second erase of the user, or the resume at
     // start, finds the slot taken.
-    let Some(claim) = claim(shared, user) else {
+    let Some(claim) = claim(running, user) else {
         return Err(ControlError::new(
             "conflict",
             format!("an erasure of {user} is running; see users.erasures"),
@@ -77,20 +79,20 @@ pub(crate) async fn erase(
     let now = unix_ms() / 1000 * 1000;
     // Durable before anything else: from here on the job resumes after any stop, and no new
     // session of the user starts while the pass runs.
-    let record = shared
-        .store
+    let record = node
+        .store()
         .begin_erasure(user, &anonymous, now)
         .await
         .map_err(ControlError::failed)?;
-    let closed = shared.hub.close_user(
+    let closed = node.hub().close_user(
         user,
-        &crate::outbound::Close {
+        &Close {
             code: v1::CloseCode::AuthInvalid,
             reason: "account erased".into(),
             reconnect_after_ms: 0,
         },
     );
-    let job = spawn(shared, claim, record.erasure_anonymous_id);
+    let job = spawn(node, claim, record.erasure_anonymous_id);
     let mut result = job
         .await
         .map_err(|e| ControlError::failed(format!("the erasure task failed: {e}")))??;
@@ -100,19 +102,19 @@ pub(crate) async fn erase(
 
 /// The running slot of one user's erasure; given back when dropped.
 struct Claim {
-    shared: std::sync::Arc<Shared>,
+    running: Running,
     user: UserId,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.shared.erasures.0.remove(&self.user);
+        self.running.0.remove(&self.user);
     }
 }
 
 /// Takes the running slot of `user`'s erasure, or `None` when one runs.
-fn claim(shared: &std::sync::Arc<Shared>, user: &UserId) -> Option<Claim> {
-    match shared.erasures.0.entry(user.clone()) {
+fn claim(running: &Running, user: &UserId) -> Option<Claim> {
+    match running.0.entry(user.clone()) {
         dashmap::Entry::Occupied(_) => None,
         dashmap::Entry::Vacant(v) => {
             v.insert(Mutex::new(Progress {
@@ -120,7 +122,7 @@ fn claim(shared: &std::sync::Arc<Shared>, user: &UserId) -> Option<Claim> {
                 ..Progress::default()
             }));
             Some(Claim {
-                shared: shared.clone(),
+                running: running.clone(),
                 user: user.clone(),
             })
         }
@@ -129,15 +131,16 @@ fn claim(shared: &std::sync::Arc<Shared>, user: &UserId) -> Option<Claim> {
 
 /// Runs the claimed job in a task of the node's background work.
 fn spawn(
-    shared: &std::sync::Arc<Shared>,
+    node: &Arc<Node>,
     claim: Claim,
     anonymous: String,
 ) -> tokio::task::JoinHandle<Result<Value, ControlError>> {
-    let shared = shared.clone();
-    shared.clone().background.spawn(async move {
+    let node = node.clone();
+    node.clone().background().spawn(async move {
         let user = claim.user.clone();
+        let running = claim.running.clone();
         let _claim = claim;
-        let result = run(&shared, &user, &anonymous).await;
+        let result = run(&node, &running, &user, &anonymous).await;
         match &result {
             Ok(_) => tracing::info!(%user, "erasure finished"),
             Err(e) if e.code == "stopped" => {
@@ -152,10 +155,10 @@ fn spawn(
 }
 
 /// Resumes every erasure left unfinished by an earlier run of the node (at start).
-pub(crate) async fn resume_all(shared: std::sync::Arc<Shared>) {
+pub(crate) async fn resume_all(node: Arc<Node>, running: Running) {
     let mut after: Option<UserId> = None;
     loop {
-        let jobs = match shared.store.erasure_jobs(after.as_ref(), 256) {
+        let jobs = match node.store().erasure_jobs(after.as_ref(), 256) {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list unfinished erasures");
@@ -166,15 +169,15 @@ pub(crate) async fn resume_all(shared: std::sync::Arc<Shared>) {
             return;
         };
         for (user, _) in jobs {
-            if shared.stopping.is_cancelled() {
+            if node.stopping().is_cancelled() {
                 return;
             }
             // An admin may have started it meanwhile, or it may have finished since listed.
-            let Some(claim) = claim(&shared, &user) else {
+            let Some(claim) = claim(&running, &user) else {
                 continue;
             };
-            let Some(record) = shared
-                .store
+            let Some(record) = node
+                .store()
                 .user(&user)
                 .ok()
                 .flatten()
@@ -184,26 +187,26 @@ pub(crate) async fn resume_all(shared: std::sync::Arc<Shared>) {
             };
             tracing::info!(%user, "resuming an unfinished erasure");
             // One at a time: each is a pass over the whole store.
-            let _ = spawn(&shared, claim, record.erasure_anonymous_id).await;
+            let _ = spawn(&node, claim, record.erasure_anonymous_id).await;
         }
         after = Some(last);
     }
 }
 
 /// `users.erasures`: the unfinished erasures, with the progress of those running now.
-pub(crate) fn list(shared: &Shared) -> Result<Value, ControlError> {
+pub(crate) fn list(node: &Node, running: &Running) -> Result<Value, ControlError> {
     let mut rows = Vec::new();
     let mut after: Option<UserId> = None;
     loop {
-        let jobs = shared
-            .store
+        let jobs = node
+            .store()
             .erasure_jobs(after.as_ref(), 256)
             .map_err(ControlError::failed)?;
         let Some((last, _)) = jobs.last().cloned() else {
             break;
         };
         for (user, record) in jobs {
-            let progress = shared.erasures.of(&user);
+            let progress = running.of(&user);
             rows.push(json!({
                 "user": user.as_str(),
                 "anonymous_id": record.erasure_anonymous_id,
@@ -223,13 +226,17 @@ pub(crate) fn list(shared: &Shared) -> Result<Value, ControlError> {
 /// The job: the user's entries become tombstones with the anonymous author, membership events
 /// naming them name the anonymous id instead, their memberships, read markers, server ban and
 /// direct-pair index entries go. Logs stay gapless. Finishes the persisted job at the end.
-async fn run(shared: &Shared, user: &UserId, anonymous: &str) -> Result<Value, ControlError> {
-    let store = &shared.store;
-    let running = &shared.erasures;
+async fn run(
+    node: &Node,
+    running: &Running,
+    user: &UserId,
+    anonymous: &str,
+) -> Result<Value, ControlError> {
+    let store = node.store();
     // Content the user wrote becomes a tombstone; every other entry by or about them keeps its
     // meaning under the anonymous id (a membership change, a deletion, a channel change).
     let mut rewrites: Vec<(ChannelId, Seq, Body, bool, bool)> = Vec::new();
-    for_each_entry(shared, |channel, e| {
+    for_each_entry(node, |channel, e| {
         let authored = e.event.author_id == user.as_str();
         let body =
             match &e.event.body {
@@ -252,7 +259,7 @@ async fn run(shared: &Shared, user: &UserId, anonymous: &str) -> Result<Value, C
     .await?;
     running.set(user, |p| p.phase = "rewriting");
     for (channel, seq, body, content, authored) in rewrites {
-        if shared.stopping.is_cancelled() {
+        if node.stopping().is_cancelled() {
             return Err(stopped());
         }
         let author = authored.then_some(anonymous);
@@ -277,7 +284,7 @@ async fn run(shared: &Shared, user: &UserId, anonymous: &str) -> Result<Value, C
             break;
         }
         for channel in &channels {
-            if shared.stopping.is_cancelled() {
+            if node.stopping().is_cancelled() {
                 return Err(stopped());
             }
             // Members see someone left, under the anonymous id: logged before the membership

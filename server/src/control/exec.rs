@@ -3,20 +3,21 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use chorus_protocol::ids::{ChannelId, Seq, UserId};
-use chorus_protocol::v1::{self, ChannelKind, CloseCode, MemberAction, Role, channel_event::Body};
-use chorus_storage::{
-    BanRecord, BanScope, ChannelInfo, ChannelPatch, NewChannel, NewEntry, StoreError,
-};
+use chorus_protocol::ids::{ChannelId, UserId};
+use chorus_protocol::v1::{ChannelKind, CloseCode, Role};
+use chorus_storage::{BanRecord, BanScope, ChannelInfo, StoreError};
 use serde_json::{Value, json};
 
+use crate::chat::channels::NewGroup;
+use crate::chat::{Actor, Chat};
 use crate::clock::unix_ms;
 use crate::config::FileConfig;
 use crate::control::audit::Audit;
+use crate::control::erasure::{self, Running};
 use crate::control::users;
 use crate::control::wire::{Command, ControlError};
+use crate::node::Node;
 use crate::outbound::Close;
-use crate::session::Shared;
 
 /// Who asks (from SO_PEERCRED).
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +45,7 @@ fn role(name: &str) -> Result<Role, ControlError> {
     }
 }
 
-fn store_error(e: StoreError) -> ControlError {
+pub(super) fn store_error(e: StoreError) -> ControlError {
     match e {
         StoreError::ChannelNotFound(c) => ControlError::not_found(format!("channel {c} not found")),
         StoreError::EntryNotFound { channel, seq } => {
@@ -84,69 +85,23 @@ fn channel_json(info: &ChannelInfo) -> Value {
     })
 }
 
-/// Appends an event made by the node (no author).
-async fn server_event(shared: &Shared, id: &ChannelId, body: Body) -> Result<u64, ControlError> {
-    let appended = shared
-        .store
-        .append(
-            id,
-            NewEntry {
-                author: None,
-                time_ms: unix_ms(),
-                body,
-                client_msg_id: None,
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    Ok(appended.entry.seq.get())
-}
-
-async fn member_event(
-    shared: &Shared,
-    id: &ChannelId,
-    user: &UserId,
-    action: MemberAction,
-    role: Role,
-) -> Result<u64, ControlError> {
-    let seq = server_event(
-        shared,
-        id,
-        Body::MemberChanged(v1::MemberChanged {
-            user_id: user.to_string(),
-            action: action as i32,
-            role: role as i32,
-            until_ms: 0,
-        }),
-    )
-    .await?;
-    crate::session::tell_membership(shared, user, id, action);
-    Ok(seq)
-}
-
-fn existing(shared: &Shared, id: &ChannelId) -> Result<ChannelInfo, ControlError> {
-    shared
-        .store
-        .channel(id)
-        .map_err(store_error)?
-        .ok_or_else(|| ControlError::not_found(format!("channel {id} not found")))
-}
-
 /// Runs one command.
 pub(crate) async fn execute(
-    shared: &std::sync::Arc<Shared>,
+    node: &std::sync::Arc<Node>,
+    erasures: &Running,
     audit: &Audit,
-    admin: Admin,
+    who: Admin,
     command: Command,
 ) -> Result<Value, ControlError> {
-    let store = &shared.store;
-    let by = format!("admin uid {}", admin.uid);
+    let store = node.store();
+    let admin = Chat::new(node, Actor::Admin);
+    let by = format!("admin uid {}", who.uid);
     match command {
-        Command::Status => status(shared),
+        Command::Status => status(node),
         Command::ConnectionsList { user: u } => {
             let u = u.as_deref().map(user).transpose()?;
-            let sessions: Vec<Value> = shared
-                .hub
+            let sessions: Vec<Value> = node
+                .hub()
                 .sessions(u.as_ref())
                 .into_iter()
                 .map(|(info, subscriptions)| {
@@ -166,11 +121,11 @@ pub(crate) async fn execute(
             let reason = reason.unwrap_or_else(|| "kicked by an admin".into());
             let c = close(CloseCode::Kicked, &reason);
             let kicked = match (session, u, all) {
-                (Some(s), None, false) => usize::from(shared.hub.close_session(&s, &c)),
-                (None, Some(u), false) => shared.hub.close_user(&user(&u)?, &c),
+                (Some(s), None, false) => usize::from(node.hub().close_session(&s, &c)),
+                (None, Some(u), false) => node.hub().close_user(&user(&u)?, &c),
                 (None, None, true) => {
-                    let n = shared.hub.session_count();
-                    shared.hub.close_all(&c);
+                    let n = node.hub().session_count();
+                    node.hub().close_all(&c);
                     n
                 }
                 _ => {
@@ -204,8 +159,8 @@ pub(crate) async fn execute(
                 )
                 .await
                 .map_err(store_error)?;
-            let closed = shared
-                .hub
+            let closed = node
+                .hub()
                 .close_user(&u, &close(CloseCode::Banned, "banned from this node"));
             Ok(json!({ "user": u.as_str(), "sessions_closed": closed }))
         }
@@ -230,16 +185,16 @@ pub(crate) async fn execute(
                 .await
                 .map_err(store_error)?;
             // AUTH_EXPIRED: a client with a token refresher fetches a new token and comes back.
-            let closed = shared
-                .hub
+            let closed = node
+                .hub()
                 .close_user(&u, &close(CloseCode::AuthExpired, "tokens revoked"));
             Ok(
                 json!({ "user": u.as_str(), "tokens_valid_after_ms": now, "sessions_closed": closed }),
             )
         }
-        Command::UsersExport { user: u } => users::export(shared, &user(&u)?).await,
-        Command::UsersErase { user: u } => crate::control::erasure::erase(shared, &user(&u)?).await,
-        Command::UsersErasures => crate::control::erasure::list(shared),
+        Command::UsersExport { user: u } => users::export(node, &user(&u)?).await,
+        Command::UsersErase { user: u } => erasure::erase(node, erasures, &user(&u)?).await,
+        Command::UsersErasures => erasure::list(node, erasures),
         Command::ChannelsList { after, limit } => {
             let after = after.as_deref().map(channel).transpose()?;
             let limit = limit.unwrap_or(100).clamp(1, 1_000);
@@ -255,7 +210,7 @@ pub(crate) async fn execute(
         }
         Command::ChannelsShow { channel: c } => {
             let id = channel(&c)?;
-            let info = existing(shared, &id)?;
+            let info = admin.existing_channel(&id)?;
             let mut members = Vec::new();
             let mut after: Option<UserId> = None;
             loop {
@@ -298,49 +253,26 @@ pub(crate) async fn execute(
             let id = channel(&c)?;
             let members = members
                 .iter()
-                .map(|m| user(m).map(|u| (u, Role::Member)))
+                .map(|m| user(m))
                 .collect::<Result<Vec<_>, _>>()?;
-            let info = store
-                .create_channel(NewChannel {
-                    id: id.clone(),
-                    kind,
+            let info = admin
+                .create_group(NewGroup {
                     name: name.unwrap_or_else(|| id.to_string()),
+                    id: Some(id),
+                    kind,
                     topic: String::new(),
-                    created_by: user(&owner)?,
-                    created_at_ms: unix_ms(),
-                    members,
                     custom: Bytes::new(),
-                    retention: Default::default(),
+                    owner: user(&owner)?,
+                    members,
                 })
-                .await
-                .map_err(store_error)?;
+                .await?;
             Ok(channel_json(&info))
         }
         Command::ChannelsArchive {
             channel: c,
             archived,
         } => {
-            let id = channel(&c)?;
-            existing(shared, &id)?;
-            let info = store
-                .update_channel(
-                    &id,
-                    ChannelPatch {
-                        archived: Some(archived),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(store_error)?;
-            server_event(
-                shared,
-                &id,
-                Body::ChannelChanged(v1::ChannelChanged {
-                    archived: Some(archived),
-                    ..Default::default()
-                }),
-            )
-            .await?;
+            let info = admin.archive(&channel(&c)?, archived).await?;
             Ok(channel_json(&info))
         }
         Command::MembersAdd {
@@ -350,37 +282,21 @@ pub(crate) async fn execute(
         } => {
             let id = channel(&c)?;
             let r = role(r.as_deref().unwrap_or("member"))?;
-            existing(shared, &id)?;
-            // Refused before the record is written while no entry can log the change.
-            store.check_growth().map_err(store_error)?;
-            let mut added = Vec::new();
-            for u in &us {
-                let u = user(u)?;
-                if store
-                    .add_member(&id, &u, r, unix_ms())
-                    .await
-                    .map_err(store_error)?
-                {
-                    member_event(shared, &id, &u, MemberAction::Added, r).await?;
-                    added.push(u.to_string());
-                }
-            }
+            let users = us.iter().map(|u| user(u)).collect::<Result<Vec<_>, _>>()?;
+            let added: Vec<String> = admin
+                .add_members(&id, &users, r)
+                .await?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             Ok(json!({ "channel": id.as_str(), "added": added }))
         }
         Command::MembersRemove {
             channel: c,
             user: u,
         } => {
-            let id = channel(&c)?;
-            let u = user(&u)?;
-            existing(shared, &id)?;
-            store.check_growth().map_err(store_error)?;
-            if !store.remove_member(&id, &u).await.map_err(store_error)? {
-                return Err(ControlError::not_found(format!(
-                    "{u} is not a member of {id}"
-                )));
-            }
-            member_event(shared, &id, &u, MemberAction::Removed, Role::Unspecified).await?;
+            let (id, u) = (channel(&c)?, user(&u)?);
+            admin.remove_member(&id, &u).await?;
             Ok(json!({ "channel": id.as_str(), "removed": u.as_str() }))
         }
         Command::MembersRole {
@@ -388,59 +304,18 @@ pub(crate) async fn execute(
             user: u,
             role: r,
         } => {
-            let id = channel(&c)?;
-            let u = user(&u)?;
-            let r = role(&r)?;
-            if store.member(&id, &u).map_err(store_error)?.is_none() {
-                return Err(ControlError::not_found(format!(
-                    "{u} is not a member of {id}"
-                )));
-            }
-            store.check_growth().map_err(store_error)?;
-            store
-                .put_member(&id, &u, r, unix_ms())
-                .await
-                .map_err(store_error)?;
-            member_event(shared, &id, &u, MemberAction::RoleChanged, r).await?;
+            let (id, u, r) = (channel(&c)?, user(&u)?, role(&r)?);
+            admin.set_role(&id, &u, r).await?;
             Ok(json!({ "channel": id.as_str(), "user": u.as_str(), "role": r.as_str_name() }))
         }
         Command::MessagesDelete { channel: c, seq } => {
             let id = channel(&c)?;
-            let entry = store
-                .entry(&id, Seq(seq))
-                .map_err(store_error)?
-                .ok_or_else(|| ControlError::not_found(format!("no entry {seq} in {id}")))?;
-            let Some(Body::Message(m)) = &entry.event.body else {
-                return Err(ControlError::bad_request(format!(
-                    "entry {seq} of {id} is not a live message"
-                )));
-            };
-            let thread_parent_seq = m.thread_parent_seq;
-            let deleted_seq = server_event(
-                shared,
-                &id,
-                Body::MessageDeleted(v1::MessageDeleted {
-                    target_seq: seq,
-                    by_moderator: true,
-                }),
-            )
-            .await?;
-            store
-                .rewrite(
-                    &id,
-                    Seq(seq),
-                    Body::Tombstone(v1::Tombstone {
-                        reason: v1::tombstone::Reason::AdminRemoved as i32,
-                        thread_parent_seq,
-                    }),
-                )
-                .await
-                .map_err(store_error)?;
-            Ok(json!({ "channel": id.as_str(), "seq": seq, "deletion_seq": deleted_seq }))
+            let deleted = admin.delete(&id, seq, "").await?;
+            Ok(json!({ "channel": id.as_str(), "seq": seq, "deletion_seq": deleted.seq }))
         }
-        Command::ConfigShow => Ok(config_json(shared)),
+        Command::ConfigShow => Ok(config_json(node)),
         Command::ConfigReload => {
-            let Some(path) = &shared.config.config_file else {
+            let Some(path) = &node.config().config_file else {
                 return Err(ControlError::bad_request(
                     "the node was started without a config file",
                 ));
@@ -451,20 +326,19 @@ pub(crate) async fn execute(
                 .validate()
                 .map_err(|e| ControlError::bad_request(e.to_string()))?;
             if let Some(spec) = &file.log {
-                set_log(shared, spec)?;
+                set_log(node, spec)?;
             }
-            shared.set_limits(file.limits);
-            Ok(json!({ "limits": *shared.limits(), "log": file.log }))
+            node.set_limits(file.limits);
+            Ok(json!({ "limits": *node.limits(), "log": file.log }))
         }
         Command::LogLevelSet { level } => {
-            set_log(shared, &level)?;
+            set_log(node, &level)?;
             Ok(json!({ "log": level }))
         }
         Command::Drain { reconnect_after_ms } => {
-            shared.draining.store(true, Ordering::Release);
-            shared.accepting.cancel();
-            let sessions = shared.hub.session_count();
-            shared.hub.close_all(&Close {
+            node.start_draining();
+            let sessions = node.hub().session_count();
+            node.hub().close_all(&Close {
                 code: CloseCode::GoingAway,
                 reason: "node draining".into(),
                 reconnect_after_ms: reconnect_after_ms.unwrap_or(1_000),
@@ -489,7 +363,7 @@ pub(crate) async fn execute(
                 .await
                 .map_err(store_error)?;
             let manifest = json!({
-                "node_id": shared.config.node_id,
+                "node_id": node.config().node_id,
                 "version": env!("CARGO_PKG_VERSION"),
                 "taken_at_ms": unix_ms(),
                 "engine": report.engine,
@@ -512,8 +386,8 @@ pub(crate) async fn execute(
     }
 }
 
-fn set_log(shared: &Shared, spec: &str) -> Result<(), ControlError> {
-    match &shared.config.log_filter {
+fn set_log(node: &Node, spec: &str) -> Result<(), ControlError> {
+    match &node.config().log_filter {
         Some(handle) => (handle.0)(spec).map_err(ControlError::bad_request),
         None => Err(ControlError::failed(
             "this node cannot change its log filter",
@@ -521,14 +395,14 @@ fn set_log(shared: &Shared, spec: &str) -> Result<(), ControlError> {
     }
 }
 
-fn status(shared: &Shared) -> Result<Value, ControlError> {
-    let s = &shared.stats;
+fn status(node: &Node) -> Result<Value, ControlError> {
+    let s = node.stats();
     let p99_us = s.commit_p99_us.load(Ordering::Relaxed);
     let mut channels = 0u64;
     let mut after: Option<ChannelId> = None;
     loop {
-        let page = shared
-            .store
+        let page = node
+            .store()
             .channels(after.as_ref(), 10_000)
             .map_err(store_error)?;
         let Some(last) = page.last().cloned() else {
@@ -538,28 +412,28 @@ fn status(shared: &Shared) -> Result<Value, ControlError> {
         after = Some(last);
     }
     Ok(json!({
-        "node_id": shared.config.node_id,
+        "node_id": node.config().node_id,
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": shared.started.elapsed().as_secs(),
-        "draining": shared.draining.load(Ordering::Acquire),
+        "uptime_secs": node.started().elapsed().as_secs(),
+        "draining": node.is_draining(),
         "connections": {
             "ws": s.ws_connections.load(Ordering::Relaxed),
             "quic": s.quic_connections.load(Ordering::Relaxed),
         },
-        "sessions": shared.hub.session_count(),
-        "subscriptions": shared.hub.subscription_count(),
+        "sessions": node.hub().session_count(),
+        "subscriptions": node.hub().subscription_count(),
         "channels": channels,
         "entries_per_sec": s.entries_per_sec.load(Ordering::Relaxed),
         "deliveries_per_sec": s.deliveries_per_sec.load(Ordering::Relaxed),
-        "store_engine": shared.store.engine_name(),
-        "store_bytes": shared.store.disk_bytes().unwrap_or(0),
-        "store_healthy": shared.store.health().is_ok(),
+        "store_engine": node.store().engine_name(),
+        "store_bytes": node.store().disk_bytes().unwrap_or(0),
+        "store_healthy": node.store().health().is_ok(),
         "commit_p99_ms": (p99_us > 0).then(|| p99_us as f64 / 1000.0),
     }))
 }
 
-fn config_json(shared: &Shared) -> Value {
-    let c = &shared.config;
+fn config_json(node: &Node) -> Value {
+    let c = node.config();
     json!({
         "node_id": c.node_id,
         "data_dir": c.data_dir,
@@ -582,7 +456,7 @@ fn config_json(shared: &Shared) -> Value {
         },
         "retention_max_age_ms": c.store.default_retention.max_age_ms,
         "retention_max_entries": c.store.default_retention.max_entries,
-        "limits": *shared.limits(),
+        "limits": *node.limits(),
         "shutdown_drain_ms": c.shutdown_drain.as_millis() as u64,
         "retention_interval_ms": c.retention_interval.as_millis() as u64,
         "control_socket": c.control_socket,

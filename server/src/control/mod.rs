@@ -20,8 +20,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::chat;
 use crate::clock::unix_ms;
-use crate::session::Shared;
+use crate::node::Node;
 use audit::{Audit, AuditRecord};
 use exec::Admin;
 use wire::{MAX_REQUEST_BYTES, Response};
@@ -62,15 +63,20 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves admin connections until `stop`, then removes the socket file.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    node: Arc<Node>,
+    erasures: erasure::Running,
+    stop: CancellationToken,
+) {
     let path: Option<PathBuf> = listener
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
-    let audit = Arc::new(Audit::new(shared.config.data_dir.join("audit.ndjson")));
+    let audit = Arc::new(Audit::new(node.config().data_dir.join("audit.ndjson")));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let connections = tokio_util::task::TaskTracker::new();
-    tracing::info!(path = ?shared.config.control_socket, "control socket ready");
+    tracing::info!(path = ?node.config().control_socket, "control socket ready");
     loop {
         let mut stream = tokio::select! {
             () = stop.cancelled() => break,
@@ -96,11 +102,12 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Cancellati
             let _ = tokio::time::timeout(BUSY_WRITE, stream.write_all(line.as_bytes())).await;
             continue;
         };
-        let (shared, audit, stop) = (shared.clone(), audit.clone(), stop.clone());
+        let (node, erasures, audit, stop) =
+            (node.clone(), erasures.clone(), audit.clone(), stop.clone());
         connections.spawn(async move {
             let _permit = permit;
             tokio::select! {
-                () = connection(stream, &shared, &audit) => {}
+                () = connection(stream, &node, &erasures, &audit) => {}
                 () = stop.cancelled() => {}
             }
         });
@@ -109,13 +116,18 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Cancellati
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     // The path is the staging one the listener was bound at; the public one is configured.
     drop(path);
-    if let Some(p) = &shared.config.control_socket {
+    if let Some(p) = &node.config().control_socket {
         let _ = std::fs::remove_file(p);
     }
 }
 
 /// One admin connection: request lines in, response lines out, in order.
-async fn connection(stream: UnixStream, shared: &Arc<Shared>, audit: &Audit) {
+async fn connection(
+    stream: UnixStream,
+    node: &Arc<Node>,
+    erasures: &erasure::Running,
+    audit: &Audit,
+) {
     let admin = match stream.peer_cred() {
         Ok(cred) => Admin {
             uid: cred.uid(),
@@ -171,7 +183,7 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>, audit: &Audit) {
                     .ok()
                     .and_then(|v| v.get("cmd").and_then(|c| c.as_str()).map(str::to_owned))
                     .unwrap_or_default();
-                let result = exec::execute(shared, audit, admin, command).await;
+                let result = exec::execute(node, erasures, audit, admin, command).await;
                 tracing::info!(uid = admin.uid, cmd = %name, ok = result.is_ok(), "admin command");
                 if audited {
                     let record = AuditRecord {
@@ -203,6 +215,23 @@ async fn connection(stream: UnixStream, shared: &Arc<Shared>, audit: &Audit) {
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// Chat errors as the control socket reports them (its codes in `docs/operations.md`).
+impl From<chat::Error> for wire::ControlError {
+    fn from(e: chat::Error) -> Self {
+        use chat::Error as E;
+        match e {
+            E::NotFound(m) | E::NotFoundIn { message: m, .. } => Self::not_found(m),
+            E::NotAMessage(seq) => Self::bad_request(format!("entry {seq} is not a live message")),
+            E::Invalid { field, message } => Self::bad_request(format!("{field}: {message}")),
+            E::Forbidden(m) | E::TooLarge { message: m, .. } => Self::bad_request(m),
+            E::Conflict(m) => Self::new("conflict", m),
+            E::LimitExceeded { message, .. } => Self::new("limit_exceeded", message),
+            E::RateLimited { message, .. } => Self::failed(message),
+            E::Store(e) => exec::store_error(e),
         }
     }
 }

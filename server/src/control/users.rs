@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::clock::unix_ms;
 use crate::control::wire::ControlError;
-use crate::session::Shared;
+use crate::node::Node;
 
 /// Entries read per page while scanning.
 const PAGE: usize = 1_000;
@@ -19,10 +19,10 @@ const PAGE: usize = 1_000;
 /// Calls `visit` with every entry of every channel, channel by channel, in seq order. Stops
 /// with a `stopped` error between pages once the node is shutting down.
 pub(super) async fn for_each_entry(
-    shared: &Shared,
+    node: &Node,
     mut visit: impl FnMut(&ChannelId, &LogEntry),
 ) -> Result<(), ControlError> {
-    let store = &shared.store;
+    let store = node.store();
     let mut after_channel: Option<ChannelId> = None;
     loop {
         let channels = store
@@ -50,7 +50,7 @@ pub(super) async fn for_each_entry(
                 }
                 // Reads are synchronous: let other tasks run between pages.
                 tokio::task::yield_now().await;
-                if shared.stopping.is_cancelled() {
+                if node.stopping().is_cancelled() {
                     return Err(stopped());
                 }
                 if !page.has_more_after || page.entries.is_empty() {
@@ -125,8 +125,8 @@ pub(super) fn tombstone(thread_parent_seq: u64) -> Body {
 }
 
 /// Everything stored about `user`.
-pub(crate) async fn export(shared: &Shared, user: &UserId) -> Result<Value, ControlError> {
-    let store = &shared.store;
+pub(crate) async fn export(node: &Node, user: &UserId) -> Result<Value, ControlError> {
+    let store = node.store();
     let profile = store.user(user).map_err(ControlError::failed)?;
     let ban = store
         .ban_of(BanScope::Server, user, unix_ms())
@@ -160,7 +160,7 @@ pub(crate) async fn export(shared: &Shared, user: &UserId) -> Result<Value, Cont
     }
     let mut authored = Vec::new();
     let mut reactions = Vec::new();
-    for_each_entry(shared, |channel, e| {
+    for_each_entry(node, |channel, e| {
         if e.event.author_id == user.as_str() {
             let item = entry_json(channel, e);
             if matches!(

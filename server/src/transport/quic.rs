@@ -18,9 +18,11 @@ use quinn::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::handshake_step;
 use crate::connection::{FrameSink, FrameSource, run_connection};
-use crate::outbound::Close;
-use crate::session::Shared;
+use crate::ids::Transport;
+use crate::node::Node;
+use crate::outbound::{Close, Outbound};
 
 /// Frames taken from the stream per read at most, so one read cannot hold a connection forever.
 const FRAMES_PER_READ: usize = 64;
@@ -33,7 +35,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum QuicError {
     /// TLS setup.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] super::tls::TlsError),
     /// The TLS config cannot serve QUIC (needs TLS 1.3).
     #[error("QUIC TLS: {0}")]
     Crypto(String),
@@ -69,7 +71,7 @@ pub fn endpoint(
     key: &std::path::Path,
     idle_timeout: Duration,
 ) -> Result<(Endpoint, SocketInfo), QuicError> {
-    let tls = crate::tls::server_config(cert, key, &[QUIC_ALPN])?;
+    let tls = super::tls::server_config(cert, key, &[QUIC_ALPN])?;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = TransportConfig::default();
@@ -210,7 +212,7 @@ fn socket_inode(_socket: &socket2::Socket) -> Option<u64> {
 /// Accepts connections until `stop`.
 pub async fn accept_loop(
     endpoint: Endpoint,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     stop: CancellationToken,
     connections_stop: CancellationToken,
     tracker: TaskTracker,
@@ -236,20 +238,19 @@ pub async fn accept_loop(
             metrics::counter!("chorus_quic_incoming_total", "outcome" => outcome).increment(1);
             continue;
         }
-        let Ok(admission) = crate::admission::admit(&shared, peer) else {
+        let Ok(admission) = node.door().admit(peer, &node.limits()) else {
             metrics::counter!("chorus_quic_incoming_total", "outcome" => "refused").increment(1);
             incoming.refuse();
             continue;
         };
         metrics::counter!("chorus_quic_incoming_total", "outcome" => "accepted").increment(1);
-        let shared = shared.clone();
+        let node = node.clone();
         let stop = connections_stop.clone();
         tracker.spawn(async move {
-            let deadline = Duration::from_millis(u64::from(shared.limits().handshake_timeout_ms));
+            let limits = node.limits();
+            let deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
             let handshake = tokio::time::timeout(deadline, incoming).await;
-            let Some(connection) =
-                crate::connection::handshake_step(handshake, peer, "QUIC handshake")
-            else {
+            let Some(connection) = handshake_step(handshake, peer, "QUIC handshake") else {
                 return;
             };
             let (send, recv) = match tokio::time::timeout(deadline, connection.accept_bi()).await {
@@ -262,16 +263,24 @@ pub async fn accept_loop(
                     return;
                 }
             };
-            let max_frame = shared.limits().max_frame_bytes as usize;
+            let max_frame = limits.max_frame_bytes as usize;
             let source = QuicSource {
                 recv,
                 buf: BytesMut::new(),
                 decoder: FrameDecoder::new(max_frame),
             };
             let sink = QuicSink { send, connection };
-            let budget = shared.limits().max_outbound_queue_bytes as usize;
-            let outbound = Arc::new(crate::outbound::Outbound::new(budget));
-            run_connection(shared, source, sink, outbound, stop, "quic", admission).await;
+            let outbound = Arc::new(Outbound::new(limits.max_outbound_queue_bytes as usize));
+            run_connection(
+                node,
+                source,
+                sink,
+                outbound,
+                stop,
+                Transport::Quic,
+                admission,
+            )
+            .await;
         });
     }
 }

@@ -1,4 +1,5 @@
-//! Metrics (Prometheus text on the HTTP listener) and the health endpoints.
+//! Metric names and the handles hot paths keep (a leaf: imports nothing of the node). The HTTP
+//! listener ([`crate::http`]) renders them as Prometheus text.
 //!
 //! Metric names, all prefixed `chorus_`:
 //! - gauges: `connections{transport}`, `sessions`, `subscriptions`;
@@ -12,17 +13,9 @@
 //!   `store_write_microseconds_total`, `store_memtables_freed_total`; gauges
 //!   `store_sync_max_seconds`, `store_write_max_seconds`.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::session::Shared;
 
 /// Seconds buckets for latency histograms: 50 µs to 5 s.
 const BUCKETS: &[f64] = &[
@@ -47,8 +40,8 @@ pub fn recorder() -> &'static PrometheusHandle {
 }
 
 /// Handles of the metrics updated per message, registered once. The `metrics` macros look a
-/// metric up in the recorder's registry on every call (hashing its name and labels); per
-/// message that was about 2 % of the node's CPU in `pairs` (docs/benchmarks.md, session 7).
+/// metric up in the recorder's registry on every call (hashing its name and labels), which
+/// per message shows in the node's CPU profile.
 pub struct HotMetrics {
     /// `chorus_deliveries_total`.
     pub deliveries: metrics::Counter,
@@ -77,30 +70,9 @@ impl HotMetrics {
 }
 
 /// `/metrics`, `/healthz`, `/readyz`.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(shared)
-}
-
-async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    store_metrics(shared.store.commit_stats());
-    metrics::counter!("chorus_store_memtables_freed_total")
-        .absolute(shared.store.memtables_freed());
-    if let Some(socket) = &shared.quic_socket {
-        quic_socket_metrics(socket);
-    }
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        recorder().render(),
-    )
-}
-
 /// Copies the store's group-commit counters into the registry just before a scrape: the store
 /// keeps them as plain atomics (it has no metrics dependency), and a scrape sees them exact.
-fn store_metrics(stats: &chorus_storage::CommitStats) {
+pub fn store_metrics(stats: &chorus_storage::CommitStats) {
     use std::sync::atomic::Ordering::Relaxed;
     let micros = |nanos: &std::sync::atomic::AtomicU64| nanos.load(Relaxed) / 1_000;
     metrics::counter!("chorus_store_batches_total").absolute(stats.batches.load(Relaxed));
@@ -112,31 +84,4 @@ fn store_metrics(stats: &chorus_storage::CommitStats) {
         .set(stats.max_sync_nanos.load(Relaxed) as f64 / 1e9);
     metrics::gauge!("chorus_store_write_max_seconds")
         .set(stats.max_write_nanos.load(Relaxed) as f64 / 1e9);
-}
-
-/// The QUIC socket's kernel counters, read at scrape time: what the kernel granted and what it
-/// dropped for a full receive buffer (each drop costs the sender a retransmission and a smaller
-/// congestion window; steady growth means `net.core.rmem_max` is too small for the load).
-fn quic_socket_metrics(socket: &crate::quic::SocketInfo) {
-    metrics::gauge!("chorus_quic_socket_receive_buffer_bytes")
-        .set(socket.receive_buffer_bytes as f64);
-    if let Some(drops) = socket.receive_drops() {
-        metrics::counter!("chorus_quic_receive_drops_total").absolute(drops);
-    }
-}
-
-/// Ready when the store accepts writes and the node is not shutting down.
-async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.draining.load(std::sync::atomic::Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
-    }
-    match shared.store.health() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-    }
-}
-
-/// Binds the HTTP listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }

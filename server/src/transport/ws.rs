@@ -4,9 +4,9 @@
 //! Server frames are unmasked, so framing one is a header of 2 to 10 bytes in front of the
 //! payload, sent with the payload in one vectored write (TLS: one buffer, one record). Writing
 //! through tungstenite instead meant a `Sink` over a `BiLock` shared with the reader, a copy of
-//! every message into its write buffer and a waker registration per send (about a tenth of the
-//! node's user CPU in `fanout`, docs/benchmarks.md, session 6). The socket's halves still share
-//! `tokio::io::split`'s mutex, taken per read and per write. What tungstenite still writes on its own — the upgrade
+//! every message into its write buffer and a waker registration per send, a large share of the
+//! node's CPU in `fanout`. The socket's halves still share `tokio::io::split`'s mutex, taken
+//! per read and per write. What tungstenite still writes on its own — the upgrade
 //! response, and later pongs and close replies — goes to the socket during the upgrade and
 //! through the connection's outbound queue after it, so it stays in order with the messages.
 
@@ -27,11 +27,14 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use super::handshake_step;
+use crate::admission::Admission;
 use crate::connection::{
-    FrameSink, FrameSource, MAX_BATCH_BYTES, close, handshake_step, protocol_error, run_connection,
+    FrameSink, FrameSource, MAX_BATCH_BYTES, close, protocol_error, run_connection,
 };
+use crate::ids::Transport;
+use crate::node::Node;
 use crate::outbound::{Close, Outbound};
-use crate::session::Shared;
 
 /// Frames one client WebSocket message may carry: batching is for a few requests at a time,
 /// and a message of tiny frames must not cost unbounded bookkeeping.
@@ -40,8 +43,8 @@ const MAX_FRAMES_PER_MESSAGE: usize = 256;
 /// WebSocket buffers sized for many idle connections: tungstenite's defaults (128 KiB read,
 /// 128 KiB write) would cost a quarter of a megabyte per connection. Each connection keeps its
 /// read buffer for life; 1 KiB (a read still holds several chat requests, larger messages grow
-/// it) measured 1.2 KiB less RSS per idle connection than 4 KiB, and fanout throughput the same
-/// (1.55 million deliveries/s, docs/benchmarks.md). Tungstenite writes only control frames now.
+/// it) measured less RSS per idle connection than 4 KiB at the same fanout throughput
+/// (docs/benchmarks.md, "Decisions"). Tungstenite writes only control frames now.
 fn ws_config(max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
@@ -85,16 +88,16 @@ fn offer_subprotocol(
 /// (over a KiB) would stay reserved in every idle connection after it has moved into the
 /// WebSocket. The upgrade owns the stream instead, boxed, and its box is freed once it is done.
 pub fn serve<S>(
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     stream: S,
     peer: SocketAddr,
     shutdown: CancellationToken,
-    admission: crate::admission::Admission,
+    admission: Admission,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = shared.limits().clone();
+    let limits = node.limits();
     let handshake_deadline = Duration::from_millis(u64::from(limits.handshake_timeout_ms));
     let max_frame = limits.max_frame_bytes as usize;
     let (read, write) = tokio::io::split(stream);
@@ -120,7 +123,7 @@ where
             return;
         };
         run_connection(
-            shared,
+            node,
             WsSource {
                 ws: Box::new(ws),
                 max_frame,
@@ -128,7 +131,7 @@ where
             WsSink { write },
             outbound,
             shutdown,
-            "websocket",
+            Transport::Ws,
             admission,
         )
         .await;

@@ -1,64 +1,28 @@
 //! The hub: who is connected and who listens to which channel, in sharded maps (no global lock
-//! on the publish path). It is the store's commit listener: every durable entry is encoded once
-//! and pushed to each subscriber's outbound queue, in seq order, without waiting for anyone.
+//! on the publish path), and the pushes that reach them: ephemeral frames here, durable entries
+//! through [`fanout`].
+//!
+//! - [`subscription`]: one connection's subscription to one channel and its state.
+//! - [`fanout`]: the [`Fanout`] seam and the store's commit listener.
+
+pub mod fanout;
+pub mod subscription;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use chorus_protocol::codec::{encode_event_frame, encode_frame_to_bytes};
-use chorus_protocol::ids::{ChannelId, Seq, UserId};
-use chorus_protocol::v1::{ServerEnvelope, push};
-use chorus_storage::{CommitListener, LogEntry};
+use chorus_protocol::codec::encode_frame_to_bytes;
+use chorus_protocol::ids::{ChannelId, UserId};
+use chorus_protocol::v1::ServerEnvelope;
+use chorus_protocol::v1::push::Push;
 use dashmap::DashMap;
 
-use crate::outbound::Outbound;
+pub use fanout::CommitFanout;
+pub use subscription::{SubState, Subscription};
 
-/// A connection's key in the hub.
-pub type SessionKey = u64;
-
-/// A key no session has (keys start at 1): "except nobody" for [`Hub::push_to_user`].
-pub const NO_SESSION: SessionKey = 0;
-
-/// Where a subscription stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubState {
-    /// The session is replaying from the store; live entries are left to the replay.
-    Replaying,
-    /// Live: entries after `last` are pushed as they commit.
-    Live {
-        /// The last seq delivered.
-        last: Seq,
-    },
-    /// Ended by the node (the user left or was removed); nothing more is delivered.
-    Ended,
-}
-
-/// One connection's subscription to one channel.
-#[derive(Debug)]
-pub struct Subscription {
-    /// The subscribing user, so that leaving a channel ends their subscriptions.
-    pub user: UserId,
-    /// The connection's queue.
-    pub outbound: Arc<Outbound>,
-    /// Replay or live, and what was delivered.
-    pub state: Mutex<SubState>,
-}
-
-impl Subscription {
-    /// Pushes the event if the subscription is live and has not had it; says whether it did.
-    fn deliver(&self, seq: Seq, frame: &Bytes) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let SubState::Live { last } = *state
-            && seq > last
-        {
-            *state = SubState::Live { last: seq };
-            drop(state);
-            return self.outbound.push(frame.clone());
-        }
-        false
-    }
-}
+use crate::ids::{SessionId, SessionKey, Transport};
+use crate::outbound::{Close, Outbound};
 
 /// A connected session, as others see it.
 #[derive(Debug)]
@@ -75,11 +39,11 @@ pub struct SessionEntry {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SessionInfo {
     /// The session id (also in `Welcome`).
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The user.
     pub user: String,
-    /// "ws" or "quic".
-    pub transport: &'static str,
+    /// The transport it came over.
+    pub transport: Transport,
     /// The client's address.
     pub peer: String,
     /// When the session started, unix ms.
@@ -160,9 +124,10 @@ impl Hub {
             .remove_if(channel, |_, subs| subs.is_empty());
     }
 
-    /// Pushes an ephemeral frame (typing) to a channel's subscribers other than `except`.
-    pub fn broadcast(&self, channel: &ChannelId, frame: &Bytes, except: SessionKey) {
+    /// Pushes an ephemeral event (typing) to a channel's subscribers other than `except`.
+    pub fn broadcast(&self, channel: &ChannelId, push: Push, except: SessionKey) {
         if let Some(subs) = self.subscribers.get(channel) {
+            let frame = push_frame(push);
             for (key, sub) in subs.iter() {
                 if *key != except {
                     sub.outbound.push(frame.clone());
@@ -171,9 +136,10 @@ impl Hub {
         }
     }
 
-    /// Pushes an ephemeral frame to the sessions of `user` other than `except` (the user's
-    /// other devices).
-    pub fn push_to_user(&self, user: &UserId, frame: &Bytes, except: SessionKey) {
+    /// Pushes an ephemeral event to the sessions of `user` other than `except` (the user's
+    /// other devices; [`SessionKey::NONE`]: all of them).
+    pub fn push_to_user(&self, user: &UserId, push: Push, except: SessionKey) {
+        let frame = push_frame(push);
         let keys: Vec<SessionKey> = self
             .by_user
             .get(user)
@@ -188,13 +154,13 @@ impl Hub {
         }
     }
 
-    /// Pushes an ephemeral frame to a channel's subscribers who are not `user` (read
+    /// Pushes an ephemeral event to a channel's subscribers who are not `user` (read
     /// receipts: the user's own sessions get their own version), unless the channel has more
     /// than `max_subscribers` of them.
     pub fn broadcast_to_others(
         &self,
         channel: &ChannelId,
-        frame: &Bytes,
+        push: Push,
         user: &UserId,
         max_subscribers: usize,
     ) {
@@ -206,6 +172,7 @@ impl Hub {
                 .increment(1);
             return;
         }
+        let frame = push_frame(push);
         for sub in subs.values() {
             if &sub.user != user {
                 sub.outbound.push(frame.clone());
@@ -215,7 +182,7 @@ impl Hub {
     }
 
     /// Closes every session (shutdown, drain).
-    pub fn close_all(&self, close: &crate::outbound::Close) {
+    pub fn close_all(&self, close: &Close) {
         for entry in self.sessions.iter() {
             entry.outbound.close(close.clone());
         }
@@ -267,11 +234,11 @@ impl Hub {
     }
 
     /// Closes the session with this id; says whether it existed.
-    pub fn close_session(&self, session_id: &str, close: &crate::outbound::Close) -> bool {
+    pub fn close_session(&self, session_id: &str, close: &Close) -> bool {
         let found = self
             .sessions
             .iter()
-            .find(|e| e.info.session_id == session_id)
+            .find(|e| e.info.session_id == *session_id)
             .map(|e| e.outbound.clone());
         match found {
             Some(outbound) => {
@@ -283,7 +250,7 @@ impl Hub {
     }
 
     /// Closes every session of a user; returns how many.
-    pub fn close_user(&self, user: &UserId, close: &crate::outbound::Close) -> usize {
+    pub fn close_user(&self, user: &UserId, close: &Close) -> usize {
         let keys: Vec<SessionKey> = self
             .by_user
             .get(user)
@@ -300,61 +267,7 @@ impl Hub {
     }
 }
 
-impl CommitListener for Hub {
-    fn on_commit(&self, entry: &Arc<LogEntry>) {
-        self.commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Ok(channel) = ChannelId::new(entry.event.channel_id.as_str()) else {
-            return;
-        };
-        let Some(subs) = self.subscribers.get(&channel) else {
-            return;
-        };
-        // Encoded once; every queue shares the same bytes.
-        let frame = encode_event_frame(&entry.event);
-        let delivered = subs
-            .values()
-            .filter(|sub| sub.deliver(entry.seq, &frame))
-            .count() as u64;
-        self.deliveries
-            .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
-        let hot = crate::observe::HotMetrics::get();
-        hot.deliveries.increment(delivered);
-        let age_ms = crate::clock::unix_ms().saturating_sub(entry.event.server_time_ms);
-        hot.publish_to_delivery.record(age_ms as f64 / 1000.0);
-        // A member who left or was removed sees that event, then nothing more.
-        let Some(chorus_protocol::v1::channel_event::Body::MemberChanged(m)) = &entry.event.body
-        else {
-            return;
-        };
-        use chorus_protocol::v1::MemberAction;
-        let gone = matches!(
-            MemberAction::try_from(m.action),
-            Ok(MemberAction::Removed | MemberAction::Left | MemberAction::Banned)
-        );
-        if !gone {
-            return;
-        }
-        let ended: Vec<(SessionKey, Arc<Subscription>)> = subs
-            .iter()
-            .filter(|(_, sub)| sub.user.as_str() == m.user_id)
-            .map(|(k, sub)| (*k, sub.clone()))
-            .collect();
-        drop(subs);
-        for (key, sub) in ended {
-            self.unsubscribe(&channel, key);
-            *sub.state.lock().unwrap_or_else(|p| p.into_inner()) = SubState::Ended;
-            let reason = chorus_protocol::v1::Error::new(
-                chorus_protocol::v1::ErrorCode::Forbidden,
-                "no longer a member",
-            );
-            sub.outbound
-                .push(encode_frame_to_bytes(&ServerEnvelope::push(
-                    push::Push::SubscriptionEnded(chorus_protocol::v1::SubscriptionEnded {
-                        channel_id: channel.to_string(),
-                        reason: Some(reason),
-                    }),
-                )));
-        }
-    }
+/// A push encoded once, for every queue it goes to.
+pub(crate) fn push_frame(push: Push) -> Bytes {
+    encode_frame_to_bytes(&ServerEnvelope::push(push))
 }

@@ -1,0 +1,5 @@
+//! The node's periodic work, each a task that runs until the node stops: retention passes and
+//! budget sweeps ([`retention`]), the status sampler ([`status`]).
+
+pub mod retention;
+pub mod status;

@@ -1,0 +1,286 @@
+//! Messages: publish (sequenced now, acknowledged when durable), edit, delete, history.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chorus_protocol::ids::{ChannelId, Seq};
+use chorus_protocol::limits::MAX_CLIENT_MSG_ID_BYTES;
+use chorus_protocol::v1::{self, Role, channel_event::Body};
+use chorus_storage::{Anchor, LogEntry, LogQuery, NewEntry};
+use prost::Message;
+
+use super::access::role_rank;
+use super::view::appended_message;
+use super::{Actor, Chat, Error, channel_id, clamp_limit, user_id};
+use crate::clock::unix_ms;
+
+/// The durable half of a publish: resolves when the entry is durable.
+pub type Durable = Pin<Box<dyn Future<Output = Result<v1::Appended, Error>> + Send>>;
+
+impl Chat<'_> {
+    /// Validates and sequences a message now, in request order; the returned future resolves
+    /// when it is durable, without holding up the caller's next requests.
+    pub async fn publish(&self, p: v1::Publish) -> Result<Durable, Error> {
+        let Actor::User(me) = self.actor else {
+            return Err(Error::Forbidden("a user publishes".into()));
+        };
+        let id = channel_id("channel_id", &p.channel_id)?;
+        let message = p
+            .message
+            .ok_or_else(|| Error::invalid("message", "message is required"))?;
+        if message.client_msg_id.is_empty() || message.client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES
+        {
+            return Err(Error::invalid(
+                "message.client_msg_id",
+                "client_msg_id must be 1 to 64 bytes",
+            ));
+        }
+        let limits = self.node.limits();
+        let content = content_bytes(&message.text, &message.custom, &message.attachments);
+        if content > limits.max_message_bytes as usize {
+            return Err(Error::too_large(
+                "message",
+                format!("message content over {} bytes", limits.max_message_bytes),
+            ));
+        }
+        if message.mentions.len() > limits.max_mentions as usize {
+            return Err(Error::too_large("message.mentions", "too many mentions"));
+        }
+        if message.attachments.len() > limits.max_attachments as usize {
+            return Err(Error::too_large(
+                "message.attachments",
+                "too many attachments",
+            ));
+        }
+        for m in &message.mentions {
+            user_id("message.mentions", m)?;
+        }
+        let (info, member) = self.readable_with_member(&id)?;
+        let member = member.ok_or_else(|| Error::Forbidden("join the channel to post".into()))?;
+        let now = unix_ms();
+        if member.muted_until_ms > now {
+            return Err(Error::Forbidden("muted in this channel".into()));
+        }
+        if info.record.archived {
+            return Err(Error::Forbidden("the channel is archived".into()));
+        }
+        if message.thread_parent_seq > info.position.head.get() {
+            return Err(Error::invalid(
+                "message.thread_parent_seq",
+                "no such message",
+            ));
+        }
+        self.take_publish_budget()?;
+        let key = message.client_msg_id.clone();
+        let started = Instant::now();
+        let ticket = self
+            .node
+            .store()
+            .begin_append(
+                &id,
+                NewEntry {
+                    author: Some(me.clone()),
+                    time_ms: now,
+                    body: Body::Message(message),
+                    client_msg_id: Some(key),
+                },
+            )
+            .await?;
+        let own_reads = self.node.own_reads().clone();
+        let user = me.clone();
+        Ok(Box::pin(async move {
+            let appended = ticket.durable().await?;
+            if !appended.duplicate {
+                let hot = crate::metrics::HotMetrics::get();
+                hot.commit.record(started.elapsed().as_secs_f64());
+                hot.publishes.increment(1);
+            }
+            // Posting means having read the channel; the marker moves in the background.
+            own_reads.note(user, id, appended.entry.seq);
+            Ok(appended_message(&appended))
+        }))
+    }
+
+    /// Replaces a message's content (its author only).
+    pub async fn edit(&self, e: v1::EditMessage) -> Result<v1::Appended, Error> {
+        let id = channel_id("channel_id", &e.channel_id)?;
+        let (_, entry, _) = self.target_message(&id, e.target_seq)?;
+        if self.actor.user().map(|u| u.as_str()) != Some(entry.event.author_id.as_str()) {
+            return Err(Error::Forbidden("only the author edits a message".into()));
+        }
+        let limits = self.node.limits();
+        if content_bytes(&e.text, &e.custom, &e.attachments) > limits.max_message_bytes as usize {
+            return Err(Error::too_large("text", "message content too large"));
+        }
+        if e.mentions.len() > limits.max_mentions as usize
+            || e.attachments.len() > limits.max_attachments as usize
+        {
+            return Err(Error::TooLarge {
+                field: None,
+                message: "too many mentions or attachments".into(),
+            });
+        }
+        let body = Body::MessageEdited(v1::MessageEdited {
+            target_seq: e.target_seq,
+            text: e.text,
+            mentions: e.mentions,
+            attachments: e.attachments,
+            custom: e.custom,
+        });
+        self.append_keyed(&id, body, &e.client_msg_id).await
+    }
+
+    /// Deletes a message (its author, a moderator, an admin): a `MessageDeleted` event, and
+    /// the message's content replaced by a tombstone (the seq stays, so the log has no gap).
+    pub async fn delete(
+        &self,
+        id: &ChannelId,
+        seq: u64,
+        client_msg_id: &str,
+    ) -> Result<v1::Appended, Error> {
+        let (role, entry, message) = self.target_message(id, seq)?;
+        let own = self.actor.user().map(|u| u.as_str()) == Some(entry.event.author_id.as_str());
+        if !own && role_rank(role) < role_rank(Role::Moderator) {
+            return Err(Error::Forbidden(
+                "only the author or a moderator deletes a message".into(),
+            ));
+        }
+        let reason = match self.actor {
+            Actor::User(_) => v1::tombstone::Reason::Deleted,
+            Actor::Admin => v1::tombstone::Reason::AdminRemoved,
+        };
+        let body = Body::MessageDeleted(v1::MessageDeleted {
+            target_seq: seq,
+            by_moderator: !own,
+        });
+        let appended = self.append_keyed(id, body, client_msg_id).await?;
+        let tombstone = Body::Tombstone(v1::Tombstone {
+            reason: reason as i32,
+            thread_parent_seq: message.thread_parent_seq,
+        });
+        self.node.store().rewrite(id, Seq(seq), tombstone).await?;
+        Ok(appended)
+    }
+
+    /// A page of a readable channel's log, cut to `max_reply_bytes`.
+    pub fn history(
+        &self,
+        h: v1::History,
+        max_reply_bytes: usize,
+    ) -> Result<v1::HistoryPage, Error> {
+        let id = channel_id("channel_id", &h.channel_id)?;
+        self.readable(&id)?;
+        let announced = self.node.limits().announced();
+        let limit = clamp_limit(
+            h.limit,
+            announced.default_history_limit as usize,
+            announced.max_history_limit,
+        );
+        let anchor = match h.anchor {
+            None => Anchor::Latest,
+            Some(v1::history::Anchor::BeforeSeq(s)) => Anchor::Before(Seq(s)),
+            Some(v1::history::Anchor::AfterSeq(s)) => Anchor::After(Seq(s)),
+            Some(v1::history::Anchor::AroundSeq(s)) => Anchor::Around(Seq(s)),
+        };
+        let thread = (h.thread_parent_seq != 0).then_some(Seq(h.thread_parent_seq));
+        let page = self.node.store().read(
+            &id,
+            &LogQuery {
+                anchor,
+                limit,
+                thread,
+            },
+        )?;
+        let mut events = Vec::with_capacity(page.entries.len());
+        let mut bytes = 0;
+        let mut cut = false;
+        for e in &page.entries {
+            bytes += e.event.encoded_len() + 8;
+            if bytes > max_reply_bytes {
+                cut = true;
+                break;
+            }
+            events.push(e.event.clone());
+        }
+        Ok(v1::HistoryPage {
+            channel_id: id.to_string(),
+            epoch: page.position.epoch.get(),
+            events,
+            has_more_before: page.has_more_before,
+            has_more_after: page.has_more_after || cut,
+            first_available_seq: page.position.first_available.get(),
+            head_seq: page.position.head.get(),
+        })
+    }
+
+    /// The message at `seq`, which must be a live message of a channel the actor belongs to
+    /// (not archived, except for an admin).
+    fn target_message(
+        &self,
+        id: &ChannelId,
+        seq: u64,
+    ) -> Result<(Role, Arc<LogEntry>, v1::Message), Error> {
+        let (info, role) = self.require_role(id, Role::Member)?;
+        if info.record.archived && matches!(self.actor, Actor::User(_)) {
+            return Err(Error::Forbidden("the channel is archived".into()));
+        }
+        let entry = self
+            .node
+            .store()
+            .entry(id, Seq(seq))?
+            .ok_or_else(|| Error::NotFound(format!("no entry {seq}")))?;
+        match &entry.event.body {
+            Some(Body::Message(m)) => {
+                let m = m.clone();
+                Ok((role, entry, m))
+            }
+            _ => Err(Error::NotAMessage(seq)),
+        }
+    }
+
+    /// Appends an event by the actor (no author for an admin).
+    pub(crate) async fn append_event(
+        &self,
+        id: &ChannelId,
+        body: Body,
+    ) -> Result<v1::Appended, Error> {
+        self.append_keyed(id, body, "").await
+    }
+
+    /// Appends an event by the actor with an idempotency key (`""`: none).
+    async fn append_keyed(
+        &self,
+        id: &ChannelId,
+        body: Body,
+        key: &str,
+    ) -> Result<v1::Appended, Error> {
+        if key.len() > MAX_CLIENT_MSG_ID_BYTES {
+            return Err(Error::invalid(
+                "client_msg_id",
+                "client_msg_id must be at most 64 bytes",
+            ));
+        }
+        let appended = self
+            .node
+            .store()
+            .append(
+                id,
+                NewEntry {
+                    author: self.actor.user().cloned(),
+                    time_ms: unix_ms(),
+                    body,
+                    client_msg_id: (!key.is_empty()).then(|| key.to_owned()),
+                },
+            )
+            .await?;
+        Ok(appended_message(&appended))
+    }
+}
+
+/// A message's content size: text, custom data and attachments, as limited by
+/// `max_message_bytes`.
+fn content_bytes(text: &str, custom: &[u8], attachments: &[v1::Attachment]) -> usize {
+    text.len() + custom.len() + attachments.iter().map(Message::encoded_len).sum::<usize>()
+}
