@@ -11,8 +11,9 @@
 //!   sync) and its engines: fjall (default), sled (feature `sled`), memory (tests).
 //! - `keys`: the key space, big-endian so that order on disk is order in time.
 //! - `records`: the stored form of entries and metadata.
-//! - `commit`: the group-commit writer thread.
-//! - `log`: sequencing, appends, the tail cache and reads.
+//! - `commit`: the group-commit writer thread and its queue; the `Durable` trait through which
+//!   it tells a channel log what became durable.
+//! - `log`: the `Logs` component: sequencing, appends, rewrites, the tail cache and reads.
 //! - `meta`: channels, members, read markers, users and bans.
 //! - `retention`: removal by age or count, and history truncation.
 //! - `store`: opening a directory (lock file, format marker), and the shared plumbing.
@@ -46,12 +47,10 @@ mod retention;
 mod store;
 
 pub use backup::BackupReport;
-pub use commit::{CommitStats, LatencyHistogram, LatencySnapshot};
+pub use commit::{CommitListener, CommitStats, LatencyHistogram, LatencySnapshot};
 pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
 pub use error::{EngineError, OpenError, StoreError};
-pub use log::{
-    Anchor, AppendTicket, Appended, CommitListener, LogPage, LogPosition, LogQuery, NewEntry,
-};
+pub use log::{Anchor, AppendTicket, Appended, LogPage, LogPosition, LogQuery, NewEntry};
 pub use meta::{BanScope, ChannelInfo, ChannelPatch, NewChannel, ReadState};
 pub use records::{BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, UserRecord};
 pub use retention::RetentionReport;

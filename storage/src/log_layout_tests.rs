@@ -144,7 +144,7 @@ async fn numbered_and_named_logs_live_side_by_side() {
         )])
         .await
         .unwrap();
-    store.inner.logs.remove(&cid("old"));
+    store.inner.logs.forget(&cid("old"));
 
     for i in 1..=5 {
         append(&store, "a", &format!("a{i}"), None).await;

@@ -62,7 +62,7 @@ impl Store {
         if policy == RetentionPolicy::default() {
             return Ok(0);
         }
-        let log = inner.channel_log(channel)?;
+        let log = inner.logs.get(channel)?;
         let position = position_of(&log);
         let first = position.first_available.get();
         let head = position.head.get();
@@ -97,7 +97,7 @@ impl Store {
         if cut <= first {
             return Ok(0);
         }
-        let removed_ordinal = match inner.entry_at(&log, Seq(cut - 1))? {
+        let removed_ordinal = match log.entry_at(&*inner.engine, Seq(cut - 1))? {
             Some(e) => e.ordinal,
             None => record.removed_ordinal,
         };

@@ -6,19 +6,18 @@ use std::hash::{BuildHasher, Hash};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
 
-use chorus_protocol::ids::ChannelId;
-use dashmap::DashMap;
+use chorus_protocol::ids::{ChannelId, Seq};
+use chorus_protocol::v1::channel_event::Body;
 use prost::Message;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
-use crate::commit::{CommitStats, Completion, FailState, Request, Writer};
+use crate::commit::{CommitListener, CommitStats, Completion, FailState, Queue, Writer};
 use crate::config::{EngineKind, StoreConfig};
 use crate::engine::{Engine, Op, fjall::FjallEngine};
 use crate::error::{OpenError, StoreError};
-use crate::log::ChannelLog;
+use crate::log::{AppendTicket, Appended, LogPage, LogPosition, LogQuery, Logs, NewEntry};
+use crate::records::LogEntry;
 use crate::records::decode_record;
 
 /// The format this build writes; a directory with another one is refused at open, except
@@ -51,17 +50,11 @@ impl std::fmt::Debug for Store {
 pub(crate) struct Inner {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) config: StoreConfig,
-    /// Requests for the writer; `None` asks it to stop after what came before.
-    tx: SyncSender<Option<Request>>,
-    closed: AtomicBool,
-    queue: Arc<Semaphore>,
-    pub(crate) failed: Arc<FailState>,
-    /// The free-space watermark (off for stores over a given engine).
-    disk: crate::disk::DiskWatch,
+    /// The writer's queue.
+    pub(crate) queue: Arc<Queue>,
     pub(crate) stats: Arc<CommitStats>,
-    pub(crate) logs: DashMap<ChannelId, Arc<ChannelLog>>,
-    pub(crate) cache_bytes: Arc<AtomicUsize>,
-    pub(crate) listener: crate::log::ListenerSlot,
+    /// The channel logs, loaded on first use.
+    pub(crate) logs: Logs,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -138,25 +131,21 @@ impl Store {
             .name("chorus-store-writer".into())
             .spawn(move || writer.run())
             .ok();
+        let disk = crate::disk::DiskWatch::new(
+            config.dir.clone(),
+            if lock.is_some() {
+                config.min_free_disk_bytes
+            } else {
+                0
+            },
+        );
+        let queue = Arc::new(Queue::new(tx, capacity, failed, disk));
         Self {
             inner: Arc::new(Inner {
+                logs: Logs::new(engine.clone(), queue.clone(), &config),
                 engine,
-                tx,
-                closed: AtomicBool::new(false),
-                queue: Arc::new(Semaphore::new(capacity)),
-                failed,
-                disk: crate::disk::DiskWatch::new(
-                    config.dir.clone(),
-                    if lock.is_some() {
-                        config.min_free_disk_bytes
-                    } else {
-                        0
-                    },
-                ),
+                queue,
                 stats,
-                logs: DashMap::new(),
-                cache_bytes: Arc::new(AtomicUsize::new(0)),
-                listener: Arc::new(std::sync::OnceLock::new()),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 hasher: std::collections::hash_map::RandomState::new(),
                 writer: std::sync::Mutex::new(handle),
@@ -170,8 +159,8 @@ impl Store {
 
     /// Sets the listener told of every new durable entry (once per store; a second call returns
     /// false and changes nothing).
-    pub fn set_commit_listener(&self, listener: Arc<dyn crate::log::CommitListener>) -> bool {
-        self.inner.listener.set(listener).is_ok()
+    pub fn set_commit_listener(&self, listener: Arc<dyn CommitListener>) -> bool {
+        self.inner.logs.set_listener(listener)
     }
 
     /// The engine's name.
@@ -197,8 +186,7 @@ impl Store {
     /// Whether the store takes writes: not after a failed write made it read-only, nor while
     /// the disk is below the free-space watermark (and why).
     pub fn health(&self) -> Result<(), StoreError> {
-        self.inner.failed.check()?;
-        self.inner.disk.check()
+        self.inner.queue.health()
     }
 
     /// Whether new entries are taken now: `Err` after a failed write (`ReadOnly`) or below the
@@ -224,6 +212,80 @@ impl Store {
     }
 }
 
+/// The channel logs' operations (done by [`Logs`]).
+impl Store {
+    /// Appends an entry and returns once it is durable (or was stored before under the same
+    /// idempotency key).
+    pub async fn append(&self, channel: &ChannelId, new: NewEntry) -> Result<Appended, StoreError> {
+        self.begin_append(channel, new).await?.durable().await
+    }
+
+    /// The first half of an append: validates, waits for room in the writer's queue, assigns
+    /// the seq and queues the entry. Appends begun one after another by one caller get
+    /// increasing seqs, so a connection can pipeline publishes and still keep their order;
+    /// the returned ticket resolves when the entry is durable.
+    pub async fn begin_append(
+        &self,
+        channel: &ChannelId,
+        new: NewEntry,
+    ) -> Result<AppendTicket, StoreError> {
+        self.inner.logs.begin_append(channel, new).await
+    }
+
+    /// Replaces the content of the entry at `seq` (a deleted message, an erased user), keeping
+    /// its seq, author and time so that the log stays gapless.
+    pub async fn rewrite(
+        &self,
+        channel: &ChannelId,
+        seq: Seq,
+        body: Body,
+    ) -> Result<Arc<LogEntry>, StoreError> {
+        self.inner.logs.rewrite_as(channel, seq, body, None).await
+    }
+
+    /// [`Store::rewrite`], also replacing the author: erasing a user leaves their entries with
+    /// an anonymous author.
+    pub async fn rewrite_as(
+        &self,
+        channel: &ChannelId,
+        seq: Seq,
+        body: Body,
+        author: Option<&str>,
+    ) -> Result<Arc<LogEntry>, StoreError> {
+        self.inner.logs.rewrite_as(channel, seq, body, author).await
+    }
+
+    /// Where the channel's log stands.
+    pub fn position(&self, channel: &ChannelId) -> Result<LogPosition, StoreError> {
+        self.inner.logs.position(channel)
+    }
+
+    /// One entry, if it is durable and still available.
+    pub fn entry(
+        &self,
+        channel: &ChannelId,
+        seq: Seq,
+    ) -> Result<Option<Arc<LogEntry>>, StoreError> {
+        self.inner.logs.entry(channel, seq)
+    }
+
+    /// A page of the log.
+    pub fn read(&self, channel: &ChannelId, query: &LogQuery) -> Result<LogPage, StoreError> {
+        self.inner.logs.read(channel, query)
+    }
+
+    /// Drops the cached state of channels with no append in flight, so that idle channels do
+    /// not hold memory. Returns how many were dropped.
+    pub fn evict_idle_logs(&self) -> usize {
+        self.inner.logs.evict_idle()
+    }
+
+    /// Bytes held by all tail caches.
+    pub fn tail_cache_bytes(&self) -> usize {
+        self.inner.logs.tail_cache_bytes()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
@@ -231,41 +293,21 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// [`Inner::reserve`] for a write that adds data (an entry, a channel): refused below the
-    /// free-space watermark, before anything is assigned.
+    /// Room in the writer's queue for a write that adds data (see [`Queue::reserve_growth`]).
     pub(crate) async fn reserve_growth(
         &self,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
-        self.failed.check()?;
-        self.disk.check()?;
-        self.reserve().await
+        self.queue.reserve_growth().await
     }
 
-    /// Waits for room in the writer's queue. Taken before any channel lock, so that a full
-    /// queue makes callers wait without blocking others' locks.
-    pub(crate) async fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
-        self.failed.check()?;
-        self.queue
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)
-    }
-
-    /// Queues a request with a permit already reserved. Never blocks: the permit guarantees room.
+    /// Queues a request with a permit already reserved.
     pub(crate) fn enqueue(
         &self,
         ops: Vec<Op>,
         completion: Completion,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(), StoreError> {
-        self.send(Request {
-            ops,
-            completion,
-            force_sync: false,
-            _permit: Some(permit),
-            queued_at: std::time::Instant::now(),
-        })
+        self.queue.enqueue(ops, completion, permit)
     }
 
     /// Reserves room, queues and returns once the request is queued.
@@ -275,28 +317,11 @@ impl Inner {
         completion: Completion,
         force_sync: bool,
     ) -> Result<(), StoreError> {
-        let permit = self.reserve().await?;
-        self.send(Request {
-            ops,
-            completion,
-            force_sync,
-            _permit: Some(permit),
-            queued_at: std::time::Instant::now(),
-        })
-    }
-
-    /// A request sent after `close` is never answered: its caller sees `Closed`.
-    fn send(&self, request: Request) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        self.tx.send(Some(request)).map_err(|_| StoreError::Closed)
+        self.queue.submit(ops, completion, force_sync).await
     }
 
     fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(None);
-        }
+        self.queue.close();
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();

@@ -13,21 +13,53 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use crate::config::Durability;
 use crate::engine::{Engine, Op};
 use crate::error::StoreError;
-use crate::log::ChannelLog;
 use crate::records::LogEntry;
+
+mod queue;
+mod stats;
+
+pub(crate) use queue::Queue;
+pub use stats::{CommitStats, LatencyHistogram, LatencySnapshot};
+
+/// Told of every new durable entry, once, in seq order per channel: the hook for fan-out. Runs
+/// on the store's syncer thread, so it must not block (push to queues, never await clients).
+pub trait CommitListener: Send + Sync + 'static {
+    /// `entry` is durable and now visible to readers.
+    fn on_commit(&self, entry: &Arc<LogEntry>);
+}
+
+/// The listener slot shared by the store and its channel logs.
+pub(crate) type ListenerSlot = Arc<std::sync::OnceLock<Arc<dyn CommitListener>>>;
+
+/// What the writer tells a channel's log about the requests it queued. Declared here and
+/// implemented by the channel log, so that the writer never depends on the log.
+pub(crate) trait Durable: Send + Sync {
+    /// `entry` is durable: make it visible to readers (in seq order; the writer calls this
+    /// before answering the appender). Returns the listener to tell once the appender is
+    /// answered.
+    fn on_durable(
+        &self,
+        entry: &Arc<LogEntry>,
+        idem: Option<&(String, String)>,
+    ) -> Option<Arc<dyn CommitListener>>;
+    /// A queued append failed with `error`: answer the retries waiting on its key.
+    fn on_failed(&self, idem: Option<&(String, String)>, error: &StoreError);
+    /// A rewritten entry is durable: refresh what readers see of it.
+    fn on_replaced(&self, entry: Arc<LogEntry>);
+}
 
 /// What to do once a request's ops are durable.
 pub(crate) enum Completion {
     /// A new log entry: publish it to the channel's readers, then answer the appender.
     Append {
-        log: Arc<ChannelLog>,
+        log: Arc<dyn Durable>,
         entry: Arc<LogEntry>,
         idem_key: Option<(String, String)>,
         tx: oneshot::Sender<Result<Arc<LogEntry>, StoreError>>,
     },
     /// An entry rewritten in place (a tombstone): refresh the tail cache, then answer.
     Replace {
-        log: Arc<ChannelLog>,
+        log: Arc<dyn Durable>,
         entry: Arc<LogEntry>,
         tx: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -77,98 +109,6 @@ impl FailState {
         let mut slot = self.cause.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert(cause);
         self.failed.store(true, Ordering::Release);
-    }
-}
-
-/// Counters the writer keeps, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    /// Batches made durable.
-    pub batches: std::sync::atomic::AtomicU64,
-    /// Requests made durable.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// Syncs issued.
-    pub syncs: std::sync::atomic::AtomicU64,
-    /// Time spent in engine writes, in nanoseconds.
-    pub write_nanos: std::sync::atomic::AtomicU64,
-    /// Time spent in syncs, in nanoseconds.
-    pub sync_nanos: std::sync::atomic::AtomicU64,
-    /// The longest write, in nanoseconds.
-    pub max_write_nanos: std::sync::atomic::AtomicU64,
-    /// The longest sync, in nanoseconds.
-    pub max_sync_nanos: std::sync::atomic::AtomicU64,
-    /// Time from queueing to the durable answer, per request.
-    pub latency: LatencyHistogram,
-}
-
-/// Buckets of a latency histogram: bucket `i` holds latencies in `[2^(i-1), 2^i)` microseconds
-/// (bucket 0: under 1 µs), the last one everything longer.
-const LATENCY_BUCKETS: usize = 40;
-
-/// A lock-free histogram with power-of-two buckets: cheap enough for every commit, precise to a
-/// factor of two, which is what an operator's p99 needs.
-#[derive(Debug)]
-pub struct LatencyHistogram {
-    buckets: [std::sync::atomic::AtomicU64; LATENCY_BUCKETS],
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
-        }
-    }
-}
-
-impl LatencyHistogram {
-    fn record(&self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts so far; subtract an earlier snapshot for a window.
-    pub fn snapshot(&self) -> LatencySnapshot {
-        LatencySnapshot {
-            counts: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
-        }
-    }
-}
-
-/// Counts of a [`LatencyHistogram`] at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LatencySnapshot {
-    counts: [u64; LATENCY_BUCKETS],
-}
-
-impl LatencySnapshot {
-    /// The counts recorded between `earlier` and this snapshot.
-    pub fn since(&self, earlier: &LatencySnapshot) -> LatencySnapshot {
-        LatencySnapshot {
-            counts: std::array::from_fn(|i| self.counts[i].saturating_sub(earlier.counts[i])),
-        }
-    }
-
-    /// Requests counted.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// The upper bound of the bucket holding quantile `q` (0..=1); `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(Duration::from_micros(1u64 << i.min(63)));
-            }
-        }
-        None
     }
 }
 
@@ -406,7 +346,7 @@ fn fail_all(batch: Vec<Request>, error: StoreError) {
             Completion::Append {
                 log, idem_key, tx, ..
             } => {
-                log.fail_pending(idem_key.as_ref(), &error);
+                log.on_failed(idem_key.as_ref(), &error);
                 let _ = tx.send(Err(error.clone()));
             }
             Completion::Replace { tx, .. } | Completion::Done(tx) => {
@@ -432,7 +372,7 @@ fn complete(completion: Completion) {
             // The appender is woken before the subscribers' writers: a publisher subscribed to
             // its channel then usually finds its reply and its own copy queued together and
             // gets both in one write instead of two.
-            if let Some(listener) = listener.get() {
+            if let Some(listener) = listener {
                 listener.on_commit(&entry);
             }
         }
@@ -444,28 +384,5 @@ fn complete(completion: Completion) {
         Completion::Done(tx) => {
             let _ = tx.send(Ok(()));
         }
-    }
-}
-
-#[cfg(test)]
-mod latency_tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_come_from_power_of_two_buckets() {
-        let h = LatencyHistogram::default();
-        let start = h.snapshot();
-        assert_eq!(start.quantile(0.99), None);
-        for _ in 0..98 {
-            h.record(Duration::from_micros(300)); // bucket [256, 512)
-        }
-        h.record(Duration::from_millis(3)); // [2048, 4096)
-        h.record(Duration::from_secs(3600 * 24 * 365)); // the last bucket
-        let window = h.snapshot().since(&start);
-        assert_eq!(window.count(), 100);
-        assert_eq!(window.quantile(0.5), Some(Duration::from_micros(512)));
-        assert_eq!(window.quantile(0.99), Some(Duration::from_micros(4096)));
-        assert_eq!(window.quantile(1.0), Some(Duration::from_micros(1 << 39)));
-        assert_eq!(h.snapshot().since(&h.snapshot()).count(), 0);
     }
 }

@@ -1,0 +1,176 @@
+//! Members: add, change, remove, mute; member lists and a user's channels.
+
+use chorus_protocol::ids::{ChannelId, UserId};
+use chorus_protocol::v1::Role;
+use prost::Message;
+
+use super::{channel_ids, user_id};
+use crate::engine::Op;
+use crate::error::StoreError;
+use crate::keys;
+use crate::records::MemberRecord;
+use crate::store::Store;
+
+impl Store {
+    /// Adds a member or changes an existing member's role. Returns whether the user is new.
+    pub async fn put_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        role: Role,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write_member(channel, user, role, now_ms, true).await
+    }
+
+    /// Adds a member with `role` unless the user already is one (whose role then stays).
+    /// Returns whether the user is new.
+    pub async fn add_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        role: Role,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.write_member(channel, user, role, now_ms, false).await
+    }
+
+    async fn write_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        role: Role,
+        now_ms: u64,
+        overwrite: bool,
+    ) -> Result<bool, StoreError> {
+        let inner = &*self.inner;
+        let _g = inner.stripe(channel).lock().await;
+        let (ckey, mut record) = inner.channel_record(channel)?;
+        let mkey = keys::member(channel, user);
+        let existing: Option<MemberRecord> = inner.record(&mkey)?;
+        let added = existing.is_none();
+        if !added && !overwrite {
+            return Ok(false);
+        }
+        let member = match existing {
+            Some(mut m) => {
+                m.role = role as i32;
+                m
+            }
+            None => MemberRecord {
+                role: role as i32,
+                joined_at_ms: now_ms,
+                muted_until_ms: 0,
+            },
+        };
+        let mut ops = vec![Op::Put(mkey, member.encode_to_vec())];
+        if added {
+            record.member_count += 1;
+            ops.push(Op::Put(ckey, record.encode_to_vec()));
+            ops.push(Op::Put(keys::user_channel(user, channel), Vec::new()));
+        }
+        inner.commit(ops).await?;
+        Ok(added)
+    }
+
+    /// Removes a member. Returns whether the user was a member.
+    pub async fn remove_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+    ) -> Result<bool, StoreError> {
+        let inner = &*self.inner;
+        let _g = inner.stripe(channel).lock().await;
+        let (ckey, mut record) = inner.channel_record(channel)?;
+        let mkey = keys::member(channel, user);
+        if inner.engine.get(&mkey)?.is_none() {
+            // The user's index entry may outlive a lost member record; it goes too, so that
+            // walks over the user's channels end.
+            let index = keys::user_channel(user, channel);
+            if inner.engine.get(&index)?.is_some() {
+                inner.commit(vec![Op::Delete(index)]).await?;
+            }
+            return Ok(false);
+        }
+        record.member_count = record.member_count.saturating_sub(1);
+        inner
+            .commit(vec![
+                Op::Delete(mkey),
+                Op::Delete(keys::user_channel(user, channel)),
+                Op::Put(ckey, record.encode_to_vec()),
+            ])
+            .await?;
+        Ok(true)
+    }
+
+    /// Mutes a member until `until_ms` (0 lifts the mute).
+    pub async fn set_mute(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let _g = inner.stripe(channel).lock().await;
+        let mkey = keys::member(channel, user);
+        let mut member: MemberRecord =
+            inner.record(&mkey)?.ok_or_else(|| StoreError::NotMember {
+                channel: channel.to_string(),
+                user: user.to_string(),
+            })?;
+        member.muted_until_ms = until_ms;
+        inner
+            .commit(vec![Op::Put(mkey, member.encode_to_vec())])
+            .await
+    }
+
+    /// A member's record, if the user is a member.
+    pub fn member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        self.inner.record(&keys::member(channel, user))
+    }
+
+    /// Members in key order after `after`.
+    pub fn members(
+        &self,
+        channel: &ChannelId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
+        let prefix = keys::member_prefix(channel).into_vec();
+        let plen = prefix.len();
+        let rows = self
+            .inner
+            .page(&prefix, after.map(|a| keys::member(channel, a)), limit)?;
+        rows.iter()
+            .map(|(k, v)| {
+                let user = user_id(keys::trailing_str(k, plen).unwrap_or(""))?;
+                Ok((user, crate::records::decode_record(k, v)?))
+            })
+            .collect()
+    }
+
+    /// The channels a user is a member of, in key order after `after`.
+    pub fn user_channels(
+        &self,
+        user: &UserId,
+        after: Option<&ChannelId>,
+        limit: usize,
+    ) -> Result<Vec<ChannelId>, StoreError> {
+        let prefix = keys::user_channel_prefix(user).into_vec();
+        let plen = prefix.len();
+        let rows = self
+            .inner
+            .page(&prefix, after.map(|a| keys::user_channel(user, a)), limit)?;
+        channel_ids(&rows, plen)
+    }
+
+    /// How many channels the user belongs to, counted up to `at_most` (the scan stops there:
+    /// a limit check needs to know only whether the count reached the limit).
+    pub fn user_channel_count(&self, user: &UserId, at_most: usize) -> Result<usize, StoreError> {
+        Ok(self.user_channels(user, None, at_most)?.len())
+    }
+}
