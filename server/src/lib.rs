@@ -24,7 +24,8 @@
 //! - leaves: [`outbound`] (a connection's bounded queue), [`ids`], [`config`], [`auth`],
 //!   [`metrics`], [`stats`], [`own_reads`], [`ratelimit`], [`clock`], [`dev`], [`data_dir`].
 //!
-//! `.ci/module-graph` checks that no two modules import each other, directly or in a circle.
+//! `cargo test -p chorus-testkit --test layout` checks that no two modules import each other,
+//! directly or in a circle.
 
 pub mod admission;
 pub mod auth;

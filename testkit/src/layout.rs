@@ -196,7 +196,7 @@ fn paths(code: &str) -> Vec<String> {
                 && let Some(close) = rest[end..].find('}')
             {
                 for item in rest[end + 1..end + close].split(',') {
-                    let item = item.trim().split_whitespace().next().unwrap_or("");
+                    let item = item.split_whitespace().next().unwrap_or("");
                     if !item.is_empty() {
                         found.push(format!("{path}::{}", item.trim_start_matches("self")));
                     }

@@ -8,7 +8,8 @@ use anyhow::bail;
 use chorus_protocol::v1::{self, client_envelope::Request, reply};
 use serde_json::json;
 
-use super::actor::{self, Pace, Plan};
+use super::actor::{Pace, Plan};
+use super::orchestrate;
 use super::{ConnectTiming, Setup};
 use crate::report::Report;
 
@@ -124,7 +125,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     connect.fill(&mut report);
     report.errors = errors;
     eprintln!("publishing for {} s...", args.duration);
-    actor::measure(
+    orchestrate::measure(
         setup,
         actors,
         Duration::from_secs(args.duration),

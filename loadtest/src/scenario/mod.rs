@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod connect;
 pub mod fanout;
+mod orchestrate;
 pub mod pairs;
 pub mod rooms;
 pub mod storm;

@@ -8,7 +8,8 @@ use anyhow::bail;
 use chorus_protocol::v1::{self, ChannelKind, client_envelope::Request, reply};
 use serde_json::json;
 
-use super::actor::{self, Pace, Plan};
+use super::actor::{Pace, Plan};
+use super::orchestrate;
 use super::{ConnectTiming, Setup};
 use crate::report::Report;
 
@@ -97,7 +98,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         args.rate,
         args.duration
     );
-    actor::measure(
+    orchestrate::measure(
         setup,
         actors,
         Duration::from_secs(args.duration),

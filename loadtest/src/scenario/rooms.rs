@@ -9,8 +9,9 @@ use anyhow::bail;
 use rand::Rng;
 use serde_json::json;
 
-use super::actor::{self, Pace, Plan};
+use super::actor::{Pace, Plan};
 use super::fanout::join;
+use super::orchestrate;
 use super::{ConnectTiming, Setup};
 use crate::report::Report;
 
@@ -152,7 +153,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     connect.fill(&mut report);
     report.errors = errors;
     eprintln!("{} users active for {} s...", actors.len(), args.duration);
-    actor::measure(
+    orchestrate::measure(
         setup,
         actors,
         Duration::from_secs(args.duration),

@@ -5,6 +5,10 @@
 //! quarter of a TLS connection's memory. Here the connection's buffers (TLS bytes received,
 //! plaintext not yet read, TLS bytes not yet sent) are ordinary vectors that are released as soon
 //! as they are empty, so an idle connection keeps only rustls's session state.
+//!
+//! Longer than 600 lines because it is one state machine over rustls's unbuffered API: the
+//! handshake, reads and writes share its three buffers and one invariant (a buffer is freed
+//! the moment it empties), and split into files the states would no longer read together.
 
 use std::io;
 use std::pin::Pin;
