@@ -90,6 +90,10 @@ pub struct LimitsConfig {
     pub membership_rate_per_sec: u32,
     /// The burst of `membership_rate_per_sec` (bucket size).
     pub membership_burst: u32,
+    /// Channel records one `ListChannels` with `include_public` examines at most while
+    /// looking for public channels; the page then ends early with a cursor that goes on from
+    /// there. Bounds the request's cost however many private channels the node holds.
+    pub public_list_scan: u32,
     /// Connections one user may hold.
     pub max_connections_per_user: u32,
     /// Connections one source address may hold.
@@ -129,6 +133,7 @@ impl Default for LimitsConfig {
             max_memberships_per_user: 10_000,
             membership_rate_per_sec: 2,
             membership_burst: 60,
+            public_list_scan: 1_000,
             max_connections_per_user: 16,
             max_connections_per_ip: 10_000,
             max_pending_handshakes_per_ip: 128,
@@ -192,6 +197,7 @@ impl LimitsConfig {
                 self.max_memberships_per_user,
             ),
             ("limits.membership_burst", self.membership_burst),
+            ("limits.public_list_scan", self.public_list_scan),
         ];
         for (key, value) in positive {
             if value == 0 {

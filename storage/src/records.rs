@@ -55,6 +55,13 @@ pub struct ChannelRecord {
     /// creation; 0 for channels created before numbers existed, whose log keeps `L id seq`.
     #[prost(uint64, tag = "14")]
     pub log_number: u64,
+    /// Members with the owner role, kept when `owners_counted` (channels created before the
+    /// count existed are counted once, at their first need, then kept).
+    #[prost(uint32, tag = "15")]
+    pub owner_count: u32,
+    /// Whether `owner_count` is kept.
+    #[prost(bool, tag = "16")]
+    pub owners_counted: bool,
 }
 
 /// A member of a channel.
@@ -113,6 +120,14 @@ pub struct UserRecord {
     /// When it finished, unix ms; 0 while it runs (or waits to resume after a restart).
     #[prost(uint64, tag = "8")]
     pub erasure_finished_ms: u64,
+    /// Channels the user belongs to (entries of the user's channel index), kept when
+    /// `channels_counted` (users whose memberships predate the count are counted once, when
+    /// a limit check first finds them under the limit, then kept).
+    #[prost(uint32, tag = "9")]
+    pub channel_count: u32,
+    /// Whether `channel_count` is kept.
+    #[prost(bool, tag = "10")]
+    pub channels_counted: bool,
 }
 
 /// A ban of a user from one channel or from the server.

@@ -340,26 +340,26 @@ impl Inner {
         &self.stripes[self.stripe_index(key)]
     }
 
-    fn stripe_index(&self, key: &impl Hash) -> usize {
-        self.hasher.hash_one(key) as usize % STRIPES
+    /// The striped locks of the stripes `indices` (from [`Inner::stripe_index`]), held
+    /// together. Stripes are not reentrant and two keys may share one, so each distinct stripe
+    /// is taken once; they are taken in index order, so that two holders of several stripes
+    /// never wait on each other.
+    pub(crate) async fn lock_all(
+        &self,
+        mut indices: Vec<usize>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        indices.sort_unstable();
+        indices.dedup();
+        let mut guards = Vec::with_capacity(indices.len());
+        for i in indices {
+            guards.push(self.stripes[i].lock().await);
+        }
+        guards
     }
 
-    /// The striped locks of two keys, held together. Stripes are not reentrant and two keys
-    /// may share one, so the shared stripe is taken once; distinct stripes are taken in index
-    /// order so that two callers holding pairs cannot wait on each other.
-    pub(crate) async fn lock_two(&self, a: &impl Hash, b: &impl Hash) -> StripeGuards<'_> {
-        let (i, j) = (self.stripe_index(a), self.stripe_index(b));
-        let (low, high) = (i.min(j), i.max(j));
-        let first = self.stripes[low].lock().await;
-        let second = if high == low {
-            None
-        } else {
-            Some(self.stripes[high].lock().await)
-        };
-        StripeGuards {
-            _first: first,
-            _second: second,
-        }
+    /// The stripe [`Inner::stripe`] takes for `key`.
+    pub(crate) fn stripe_index(&self, key: &impl Hash) -> usize {
+        self.hasher.hash_one(key) as usize % STRIPES
     }
 
     /// Up to `limit` pairs under `prefix`, in key order, after the key `after` if given.
@@ -501,10 +501,4 @@ pub(crate) fn open_engine(
         #[cfg(not(feature = "sled"))]
         EngineKind::Sled => Err(OpenError::EngineNotBuilt("sled")),
     }
-}
-
-/// Both stripes taken by [`Inner::lock_two`]; released on drop.
-pub(crate) struct StripeGuards<'a> {
-    _first: tokio::sync::MutexGuard<'a, ()>,
-    _second: Option<tokio::sync::MutexGuard<'a, ()>>,
 }

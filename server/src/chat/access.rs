@@ -102,14 +102,12 @@ impl Chat<'_> {
     }
 
     /// `LIMIT_EXCEEDED` when one of `users` already belongs to `max_memberships_per_user`
-    /// channels. Counting stops at the limit, so a check costs at most that many key reads.
-    pub fn membership_room<'u>(
-        &self,
-        users: impl IntoIterator<Item = &'u UserId>,
-    ) -> Result<(), Error> {
+    /// channels. Each check reads the user's kept count (one record); a user whose count is
+    /// not kept yet is counted once, at most `max_memberships_per_user` key reads.
+    pub async fn membership_room(&self, users: &[&UserId]) -> Result<(), Error> {
         let max = self.node.limits().max_memberships_per_user as usize;
         for user in users {
-            if self.node.store().user_channel_count(user, max)? >= max {
+            if self.node.store().user_channel_count(user, max).await? >= max {
                 metrics::counter!("chorus_limit_exceeded_total", "kind" => "memberships")
                     .increment(1);
                 return Err(Error::LimitExceeded {

@@ -71,7 +71,11 @@ impl Chat<'_> {
                 message: format!("at most {MAX_INITIAL_MEMBERS} initial members"),
             });
         }
-        self.membership_room(std::iter::once(&new.owner).chain(members.iter().map(|(u, _)| u)))
+        let joining: Vec<&UserId> = std::iter::once(&new.owner)
+            .chain(members.iter().map(|(u, _)| u))
+            .collect();
+        self.membership_room(&joining)
+            .await
             .map_err(|e| e.with_field("member_ids"))?;
         self.take_membership_budget()?;
         self.node
@@ -113,7 +117,8 @@ impl Chat<'_> {
         }
         let store = self.node.store();
         if store.direct_channel_of(me, other)?.is_none() {
-            self.membership_room([me, other])
+            self.membership_room(&[me, other])
+                .await
                 .map_err(|e| e.with_field("member_ids"))?;
             self.take_membership_budget()?;
         }
@@ -272,8 +277,10 @@ impl Chat<'_> {
     }
 
     /// The acting user's channels, newest activity first (the time of the newest entry, or
-    /// the creation for an empty log; ties by id). Every membership is read to sort them, at
-    /// most `max_memberships_per_user`.
+    /// the creation for an empty log; ties by id), then, with `include_public`, the public
+    /// channels the user has not joined, by id. Every membership is read to sort them (at
+    /// most `max_memberships_per_user`); the public part examines at most `public_list_scan`
+    /// channel records per page.
     pub fn list_channels(
         &self,
         l: v1::ListChannels,
@@ -284,21 +291,72 @@ impl Chat<'_> {
         };
         let limits = self.node.limits();
         let limit = clamp_limit(l.limit, 50, limits.announced().max_list_limit);
-        let store = self.node.store();
-        let after = if l.cursor.is_empty() {
-            None
-        } else {
-            Some(
-                ActivityCursor::parse(&l.cursor)
-                    .ok_or_else(|| Error::invalid("cursor", "bad cursor"))?,
-            )
+        let cursor =
+            ListCursor::parse(&l.cursor).ok_or_else(|| Error::invalid("cursor", "bad cursor"))?;
+        // Each listed channel with the cursor that continues after it.
+        let mut infos: Vec<(ListCursor, ChannelInfo)> = Vec::new();
+        // Where the next page starts when this one is not cut short by its size.
+        let mut next: Option<ListCursor> = None;
+        let public_from = match cursor {
+            ListCursor::Public(after) => Some(after),
+            ListCursor::Start | ListCursor::Mine(_) => {
+                let after = match cursor {
+                    ListCursor::Mine(a) => Some(a),
+                    ListCursor::Start | ListCursor::Public(_) => None,
+                };
+                let mine = self.my_channels(me, limits.max_memberships_per_user as usize)?;
+                let mut rest = mine
+                    .into_iter()
+                    .filter(|(key, _)| after.as_ref().is_none_or(|a| key > a))
+                    .map(|(key, info)| (ListCursor::Mine(key), info));
+                infos.extend(rest.by_ref().take(limit));
+                if rest.next().is_some() {
+                    next = infos.last().map(|(c, _)| c.clone());
+                    None
+                } else if l.include_public && infos.len() < limit {
+                    Some(None)
+                } else if l.include_public {
+                    next = Some(ListCursor::Public(None));
+                    None
+                } else {
+                    None
+                }
+            }
         };
-        let max = limits.max_memberships_per_user as usize;
-        let mut mine: Vec<(ActivityCursor, ChannelInfo)> = Vec::new();
+        if let Some(after) = public_from {
+            next =
+                self.public_channels(after, limit, limits.public_list_scan as usize, &mut infos)?;
+        }
+        let mut channels = Vec::with_capacity(infos.len());
+        let mut bytes = 0;
+        for (i, (_, info)) in infos.iter().enumerate() {
+            let summary = self.summary(info)?;
+            bytes += summary.encoded_len() + 8;
+            if bytes > max_reply_bytes && !channels.is_empty() {
+                // Cut by size: the next page starts after the last channel sent.
+                next = Some(infos[i - 1].0.clone());
+                break;
+            }
+            channels.push(summary);
+        }
+        Ok(v1::ChannelList {
+            channels,
+            next_cursor: next.map(|c| c.to_string()).unwrap_or_default(),
+        })
+    }
+
+    /// Every channel of `user` (at most `max`), in listing order.
+    fn my_channels(
+        &self,
+        user: &UserId,
+        max: usize,
+    ) -> Result<Vec<(ActivityCursor, ChannelInfo)>, Error> {
+        let store = self.node.store();
+        let mut mine = Vec::new();
         let mut from: Option<ChannelId> = None;
         while mine.len() < max {
             let page =
-                store.user_channels(me, from.as_ref(), MEMBERSHIP_PAGE.min(max - mine.len()))?;
+                store.user_channels(user, from.as_ref(), MEMBERSHIP_PAGE.min(max - mine.len()))?;
             let Some(last) = page.last().cloned() else {
                 break;
             };
@@ -310,59 +368,83 @@ impl Chat<'_> {
             from = Some(last);
         }
         mine.sort_by(|a, b| a.0.cmp(&b.0));
-        // Public channels found below carry no cursor: such a listing is one page.
-        let mut infos: Vec<(Option<ActivityCursor>, ChannelInfo)> = mine
-            .into_iter()
-            .filter(|(key, _)| after.as_ref().is_none_or(|a| key > a))
-            .map(|(key, info)| (Some(key), info))
-            .take(limit + 1)
-            .collect();
-        let more_mine = infos.len() > limit;
-        infos.truncate(limit);
-        if l.include_public && infos.len() < limit {
-            // Public channels the user has not joined, after the joined ones.
-            let mut from = None;
-            while infos.len() < limit {
-                let page = store.channels(from.as_ref(), 256)?;
-                let Some(last) = page.last().cloned() else {
-                    break;
-                };
-                for id in page {
-                    if infos.len() >= limit || infos.iter().any(|(_, i)| i.id == id) {
-                        continue;
-                    }
-                    if let Some(info) = store.channel(&id)?
-                        && info.record.kind() == ChannelKind::Public
-                        && self.role(&id)?.is_none()
-                    {
-                        infos.push((None, info));
-                    }
+        Ok(mine)
+    }
+
+    /// Public channels the acting user has not joined, by id after `after`, into `infos`
+    /// until it holds `limit` or `budget` channel records were examined. Returns the cursor
+    /// of the next page, `None` when no channel is left.
+    fn public_channels(
+        &self,
+        after: Option<ChannelId>,
+        limit: usize,
+        budget: usize,
+        infos: &mut Vec<(ListCursor, ChannelInfo)>,
+    ) -> Result<Option<ListCursor>, Error> {
+        let store = self.node.store();
+        let mut from = after;
+        let mut examined = 0;
+        while infos.len() < limit && examined < budget {
+            let ask = PUBLIC_PAGE.min(budget - examined);
+            let page = store.channels(from.as_ref(), ask)?;
+            let exhausted = page.len() < ask;
+            for id in page {
+                if infos.len() >= limit {
+                    return Ok(Some(ListCursor::Public(from)));
                 }
-                from = Some(last);
+                examined += 1;
+                from = Some(id.clone());
+                if let Some(info) = store.channel(&id)?
+                    && info.record.kind() == ChannelKind::Public
+                    && self.role(&id)?.is_none()
+                {
+                    infos.push((ListCursor::Public(Some(id)), info));
+                }
+            }
+            if exhausted {
+                return Ok(None);
             }
         }
-        let mut channels = Vec::with_capacity(infos.len());
-        let mut bytes = 0;
-        let mut cut_after: Option<ActivityCursor> = None;
-        for (key, info) in &infos {
-            let summary = self.summary(info)?;
-            bytes += summary.encoded_len() + 8;
-            if bytes > max_reply_bytes && !channels.is_empty() {
-                break;
-            }
-            channels.push(summary);
-            cut_after = key.clone();
+        Ok(Some(ListCursor::Public(from)))
+    }
+}
+
+/// Channel ids read per step of the public listing.
+const PUBLIC_PAGE: usize = 256;
+
+/// Where a `ListChannels` page starts: `""` (the first page), `<activity_ms>:<id>` (in the
+/// user's channels, after that one), `p:` or `p:<id>` (in the public channels, from the first
+/// or after that one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListCursor {
+    Start,
+    Mine(ActivityCursor),
+    Public(Option<ChannelId>),
+}
+
+impl ListCursor {
+    fn parse(s: &str) -> Option<Self> {
+        if s.is_empty() {
+            return Some(ListCursor::Start);
         }
-        let full_page = more_mine || channels.len() < infos.len();
-        let next_cursor = if full_page && !l.include_public {
-            cut_after.map(|c| c.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(v1::ChannelList {
-            channels,
-            next_cursor,
-        })
+        match s.strip_prefix("p:") {
+            Some("") => Some(ListCursor::Public(None)),
+            Some(id) => ChannelId::new(id)
+                .ok()
+                .map(|id| ListCursor::Public(Some(id))),
+            None => ActivityCursor::parse(s).map(ListCursor::Mine),
+        }
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListCursor::Start => Ok(()),
+            ListCursor::Mine(c) => c.fmt(f),
+            ListCursor::Public(None) => f.write_str("p:"),
+            ListCursor::Public(Some(id)) => write!(f, "p:{id}"),
+        }
     }
 }
 

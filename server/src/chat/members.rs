@@ -12,9 +12,6 @@ use super::{Actor, Chat, Error, clamp_limit};
 use crate::clock::unix_ms;
 use crate::ids::SessionKey;
 
-/// Members read per step when counting a channel's owners.
-const OWNER_COUNT_PAGE: usize = 500;
-
 impl Chat<'_> {
     /// Joins a public channel (members of any channel get it back unchanged).
     pub async fn join(&self, id: &ChannelId) -> Result<ChannelSummary, Error> {
@@ -34,7 +31,8 @@ impl Chat<'_> {
         if self.banned_from(id)? {
             return Err(Error::Forbidden("banned from this channel".into()));
         }
-        self.membership_room([me])
+        self.membership_room(&[me])
+            .await
             .map_err(|e| e.with_field("channel_id"))?;
         self.can_log()?;
         self.take_membership_budget()?;
@@ -59,7 +57,7 @@ impl Chat<'_> {
         let role = self
             .role(id)?
             .ok_or_else(|| Error::NotFound("not a member".into()))?;
-        if role == Role::Owner && self.owner_count(id)? <= 1 {
+        if role == Role::Owner && self.node.store().owner_count(id).await? <= 1 {
             let info = self.readable(id)?;
             if info.record.kind() != ChannelKind::Direct && info.record.member_count > 1 {
                 return Err(Error::Conflict(
@@ -101,7 +99,8 @@ impl Chat<'_> {
                 new_users.push(user);
             }
         }
-        self.membership_room(new_users.iter().copied())
+        self.membership_room(&new_users)
+            .await
             .map_err(|e| e.with_field("user_ids"))?;
         self.can_log()?;
         let mut added = Vec::with_capacity(new_users.len());
@@ -165,7 +164,10 @@ impl Chat<'_> {
         if store.member(id, user)?.is_none() {
             return Err(Error::NotFound(format!("{user} is not a member of {id}")));
         }
-        if self.actor.user() == Some(user) && role != Role::Owner && self.owner_count(id)? <= 1 {
+        if self.actor.user() == Some(user)
+            && role != Role::Owner
+            && self.node.store().owner_count(id).await? <= 1
+        {
             return Err(Error::Conflict("the last owner cannot step down".into()));
         }
         self.can_log()?;
@@ -202,24 +204,6 @@ impl Chat<'_> {
                 .collect(),
             next_cursor,
         })
-    }
-
-    /// The channel's owners, counted page by page.
-    fn owner_count(&self, id: &ChannelId) -> Result<usize, Error> {
-        let mut count = 0;
-        let mut after: Option<UserId> = None;
-        loop {
-            let page = self
-                .node
-                .store()
-                .members(id, after.as_ref(), OWNER_COUNT_PAGE)?;
-            let Some((last, _)) = page.last().cloned() else {
-                break;
-            };
-            count += page.iter().filter(|(_, m)| m.role() == Role::Owner).count();
-            after = Some(last);
-        }
-        Ok(count)
     }
 
     /// Logs a membership change of `user` and tells the user's sessions.

@@ -266,3 +266,6 @@ pub(crate) fn clamp_limit(asked: u32, default: usize, max: u32) -> usize {
     }
     .max(1)
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,16 @@ impl Store {
     /// Creates a channel with its creator as owner and the given members.
     pub async fn create_channel(&self, new: NewChannel) -> Result<ChannelInfo, StoreError> {
         let inner = &*self.inner;
-        let _g = inner.stripe(&new.id).lock().await;
+        let mut stripes = vec![
+            inner.stripe_index(&new.id),
+            inner.stripe_index(&keys::user(&new.created_by)),
+        ];
+        stripes.extend(
+            new.members
+                .iter()
+                .map(|(u, _)| inner.stripe_index(&keys::user(u))),
+        );
+        let _g = inner.lock_all(stripes).await;
         self.create_locked(new, Vec::new()).await
     }
 
@@ -53,6 +62,8 @@ impl Store {
             retention_max_entries: new.retention.max_entries,
             removed_ordinal: 0,
             log_number: 0,
+            owner_count: members.iter().filter(|(_, r)| *r == Role::Owner).count() as u32,
+            owners_counted: true,
         };
         let mut ops = extra;
         for (user, role) in &members {
@@ -63,6 +74,7 @@ impl Store {
             };
             ops.push(Op::Put(keys::member(&new.id, user), m.encode_to_vec()));
             ops.push(Op::Put(keys::user_channel(user, &new.id), Vec::new()));
+            ops.extend(inner.user_count_op(user, 1)?);
         }
         let permit = inner.reserve_growth().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -105,8 +117,15 @@ impl Store {
     ) -> Result<(ChannelInfo, bool), StoreError> {
         let inner = &*self.inner;
         let pair = keys::direct(a, b);
-        // The pair's stripe and the new channel's: both before the lookup, taken together.
-        let _g = inner.lock_two(&pair, &id).await;
+        // The pair's stripe, the new channel's and both users': before the lookup, together.
+        let _g = inner
+            .lock_all(vec![
+                inner.stripe_index(&pair),
+                inner.stripe_index(&id),
+                inner.stripe_index(&keys::user(a)),
+                inner.stripe_index(&keys::user(b)),
+            ])
+            .await;
         if let Some(id) = self.direct_channel_of(a, b)? {
             let info = self
                 .channel(&id)?

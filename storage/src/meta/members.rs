@@ -4,7 +4,7 @@ use chorus_protocol::ids::{ChannelId, UserId};
 use chorus_protocol::v1::Role;
 use prost::Message;
 
-use super::{channel_ids, user_id};
+use super::{channel_ids, counts, user_id};
 use crate::engine::Op;
 use crate::error::StoreError;
 use crate::keys;
@@ -44,10 +44,16 @@ impl Store {
         overwrite: bool,
     ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
-        let _g = inner.stripe(channel).lock().await;
+        let _g = inner
+            .lock_all(vec![
+                inner.stripe_index(channel),
+                inner.stripe_index(&keys::user(user)),
+            ])
+            .await;
         let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
         let existing: Option<MemberRecord> = inner.record(&mkey)?;
+        let old_role = existing.as_ref().map(MemberRecord::role);
         let added = existing.is_none();
         if !added && !overwrite {
             return Ok(false);
@@ -64,10 +70,19 @@ impl Store {
             },
         };
         let mut ops = vec![Op::Put(mkey, member.encode_to_vec())];
+        let owners = counts::owner_delta(old_role, Some(role));
         if added {
             record.member_count += 1;
+            let index = keys::user_channel(user, channel);
+            // A stale index entry (its member record lost) is already counted.
+            if inner.engine.get(&index)?.is_none() {
+                ops.extend(inner.user_count_op(user, 1)?);
+            }
+            ops.push(Op::Put(index, Vec::new()));
+        }
+        if added || owners != 0 {
+            counts::adjust_owners(&mut record, owners);
             ops.push(Op::Put(ckey, record.encode_to_vec()));
-            ops.push(Op::Put(keys::user_channel(user, channel), Vec::new()));
         }
         inner.commit(ops).await?;
         Ok(added)
@@ -80,26 +95,37 @@ impl Store {
         user: &UserId,
     ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
-        let _g = inner.stripe(channel).lock().await;
+        let _g = inner
+            .lock_all(vec![
+                inner.stripe_index(channel),
+                inner.stripe_index(&keys::user(user)),
+            ])
+            .await;
         let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
-        if inner.engine.get(&mkey)?.is_none() {
+        let index = keys::user_channel(user, channel);
+        let indexed = inner.engine.get(&index)?.is_some();
+        let Some(member) = inner.record::<MemberRecord>(&mkey)? else {
             // The user's index entry may outlive a lost member record; it goes too, so that
             // walks over the user's channels end.
-            let index = keys::user_channel(user, channel);
-            if inner.engine.get(&index)?.is_some() {
-                inner.commit(vec![Op::Delete(index)]).await?;
+            if indexed {
+                let mut ops = vec![Op::Delete(index)];
+                ops.extend(inner.user_count_op(user, -1)?);
+                inner.commit(ops).await?;
             }
             return Ok(false);
-        }
+        };
         record.member_count = record.member_count.saturating_sub(1);
-        inner
-            .commit(vec![
-                Op::Delete(mkey),
-                Op::Delete(keys::user_channel(user, channel)),
-                Op::Put(ckey, record.encode_to_vec()),
-            ])
-            .await?;
+        counts::adjust_owners(&mut record, counts::owner_delta(Some(member.role()), None));
+        let mut ops = vec![
+            Op::Delete(mkey),
+            Op::Delete(index),
+            Op::Put(ckey, record.encode_to_vec()),
+        ];
+        if indexed {
+            ops.extend(inner.user_count_op(user, -1)?);
+        }
+        inner.commit(ops).await?;
         Ok(true)
     }
 
@@ -166,11 +192,5 @@ impl Store {
             .inner
             .page(&prefix, after.map(|a| keys::user_channel(user, a)), limit)?;
         channel_ids(&rows, plen)
-    }
-
-    /// How many channels the user belongs to, counted up to `at_most` (the scan stops there:
-    /// a limit check needs to know only whether the count reached the limit).
-    pub fn user_channel_count(&self, user: &UserId, at_most: usize) -> Result<usize, StoreError> {
-        Ok(self.user_channels(user, None, at_most)?.len())
     }
 }

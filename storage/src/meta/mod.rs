@@ -13,6 +13,7 @@ use crate::log::LogPosition;
 use crate::records::ChannelRecord;
 
 mod channels;
+mod counts;
 mod members;
 mod reads;
 mod users;
