@@ -212,7 +212,6 @@ async fn silent_connects_cannot_take_the_store_s_descriptors() {
     alice.create_group("room", ChannelKind::Group, &[]).await;
     // 1,000 silent connections from 127.0.0.2: 64 are kept pending, the rest closed at once.
     let mut silent = silent_connects(files.addr, [127, 0, 0, 2], 1_000).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let http = files.http.unwrap();
     let refused = |metrics: &str, reason: &str| {
         let prefix = format!("chorus_connections_refused_total{{reason=\"{reason}\"}} ");
@@ -222,8 +221,12 @@ async fn silent_connects_cannot_take_the_store_s_descriptors() {
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
+    let counted = common::process::wait_until(Duration::from_secs(10), || async {
+        refused(&http_get(http, "/metrics").await.1, "address_pending") >= 900
+    })
+    .await;
     let (_, metrics) = http_get(http, "/metrics").await;
-    assert!(refused(&metrics, "address_pending") >= 900, "{metrics}");
+    assert!(counted, "{metrics}");
     assert_eq!(refused(&metrics, "node_full"), 0);
     // Another address still gets in, and writes.
     let mut bob = files.connect("bob").await;
@@ -231,9 +234,12 @@ async fn silent_connects_cannot_take_the_store_s_descriptors() {
     appended(bob.publish("during", "k", "during the attack").await);
     // A second attacking address: the node-wide cap (512 - 384 reserved = 128) stops it.
     silent.extend(silent_connects(files.addr, [127, 0, 0, 3], 1_000).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = common::process::wait_until(Duration::from_secs(10), || async {
+        refused(&http_get(http, "/metrics").await.1, "node_full") > 0
+    })
+    .await;
     let (_, metrics) = http_get(http, "/metrics").await;
-    assert!(refused(&metrics, "node_full") > 0, "{metrics}");
+    assert!(full, "{metrics}");
     let held = open_fds(pid);
     assert!(
         held < 512 - 256,

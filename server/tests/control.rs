@@ -488,9 +488,12 @@ async fn a_backup_taken_under_write_load_restores_into_a_fresh_node() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writing = common::process::wait_until(Duration::from_secs(10), || async {
+        !acked.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(writing);
     let before = acked.lock().unwrap().clone();
-    assert!(!before.is_empty());
     let backups = tempfile::tempdir().unwrap();
     let target = backups.path().join("b1");
     let mut admin = Admin::connect(&socket(&node)).await;
@@ -498,10 +501,13 @@ async fn a_backup_taken_under_write_load_restores_into_a_fresh_node() {
         .ok(json!({"cmd": "store.backup", "dir": target.to_string_lossy()}))
         .await;
     assert_eq!(report["paused_writes"], false);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let went_on = common::process::wait_until(Duration::from_secs(10), || async {
+        acked.lock().unwrap().len() > before.len()
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
-    assert!(acked.lock().unwrap().len() > before.len(), "writes went on");
+    assert!(went_on, "writes went on");
     assert_eq!(
         admin
             .err(json!({"cmd": "store.backup", "dir": target.to_string_lossy()}))

@@ -543,7 +543,6 @@ async fn shutdown_tells_clients_to_come_back() {
     let mut node = Node::start().await;
     let mut alice = node.connect("alice").await;
     let waiter = tokio::spawn(async move { alice.until_closed().await });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     node.stop().await;
     let d = waiter.await.unwrap().expect("a Disconnect push");
     assert_eq!(d.code, CloseCode::GoingAway as i32);

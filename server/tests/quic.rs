@@ -170,7 +170,8 @@ async fn quic_and_websocket_clients_share_channels() {
 async fn large_datagram_clients_get_large_packets_and_metrics_show_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let (server, mut q, mut alice) = bob_on_quic_alice_on_wss(dir.path(), "big", 16 * 1024).await;
-    // MTU discovery probes on its own after the handshake (one round trip per step).
+    // MTU discovery probes on its own after the handshake (one round trip per step). It is
+    // the node's, and nothing a client can observe tells when it has run: a fixed wait.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let before = q.connection.stats().udp_rx;

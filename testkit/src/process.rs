@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use super::Client;
+use crate::raw::Client;
+use crate::token::{SECRET, token};
+use crate::wait::wait_for_listener;
 
 /// A port free at the time of asking. Only until someone binds it: tests that start processes
 /// hold [`ONE_NODE_AT_A_TIME`], so that one test's node (or a client's source port) cannot
@@ -51,7 +52,7 @@ impl NodeFiles {
     fn build(data: Option<&Path>, http: bool, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
-        std::fs::write(&secret, super::SECRET).unwrap();
+        std::fs::write(&secret, SECRET).unwrap();
         let port = free_port();
         let config = dir.path().join("chorusd.toml");
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
@@ -89,7 +90,7 @@ impl NodeFiles {
 
     /// The command [`NodeFiles::spawn`] runs, to add to.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_chorusd"));
+        let mut c = Command::new(workspace_bin("chorusd"));
         c.arg("--config")
             .arg(&self.config)
             .arg("--log")
@@ -106,7 +107,7 @@ impl NodeFiles {
 
     /// Runs `chorusctl --socket <the node's> ARGS`: exit code, stdout, stderr.
     pub fn chorusctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_chorusctl"))
+        let out = Command::new(workspace_bin("chorusctl"))
             .arg("--socket")
             .arg(self.control_socket())
             .args(args)
@@ -122,35 +123,7 @@ impl NodeFiles {
     /// A session for `user` once the node listens (up to 10 s).
     pub async fn connect(&self, user: &str) -> Client {
         wait_for_listener(self.addr).await;
-        Client::connect(self.addr, &super::token(user)).await
-    }
-}
-
-/// Waits until something accepts TCP connections on `addr` (up to 10 s).
-pub async fn wait_for_listener(addr: std::net::SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chorusd did not start on {addr}");
-}
-
-/// Waits up to `timeout` for `check` to hold, polling every 50 ms.
-pub async fn wait_until<F: std::future::Future<Output = bool>>(
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Client::connect(self.addr, &token(user)).await
     }
 }
 
@@ -181,4 +154,22 @@ impl Drop for Process {
 /// Kills (SIGKILL) and reaps a node.
 pub fn kill(node: Process) {
     drop(node);
+}
+
+/// A binary of this workspace (`chorusd`, `chorusctl`) in the test run's target directory,
+/// built there first if the run did not build it.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--offline", "-p", "chorus-server", "--bin", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name} failed");
+    }
+    bin
 }
