@@ -100,8 +100,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The tester shares the machine with the node, so its own costs are the node's loss. With
     // transparent huge pages the allocator's fresh memory faults in 2 MiB at a time, each
-    // zeroed whole: ~13 % of the machine's CPU while 19,000 connections open, and +15 %
-    // connects/s without them (docs/benchmarks.md, session 12). The node's setting is its own.
+    // zeroed whole, a large share of the machine's CPU while thousands of connections open
+    // (docs/benchmarks.md, "Decisions"). The node's setting is its own.
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         eprintln!("note: transparent huge pages stay on for the tester: {e}");
     }

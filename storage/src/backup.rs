@@ -71,9 +71,9 @@ impl Store {
             .spawn(move || {
                 let _ = tx.send(copy(&*source, &gate, kind, cache, &target));
             })
-            .map_err(|e| StoreError::Engine(format!("backup thread: {e}")))?;
+            .map_err(|e| StoreError::Backup(format!("backup thread: {e}")))?;
         rx.await
-            .map_err(|_| StoreError::Engine("the backup thread ended without a result".into()))?
+            .map_err(|_| StoreError::Backup("the backup thread ended without a result".into()))?
     }
 }
 
@@ -92,7 +92,7 @@ fn copy(
         .unwrap_or_else(|| "store".into());
     let partial = target.with_file_name(format!(".{name}.partial-{:016x}", rand_id()));
     let result = copy_into(source, gate, kind, cache, &partial).and_then(|mut report| {
-        let io = |e: std::io::Error| StoreError::Engine(format!("{}: {e}", target.display()));
+        let io = |e: std::io::Error| StoreError::Backup(format!("{}: {e}", target.display()));
         if target.exists() {
             std::fs::remove_dir(target).map_err(io)?;
         }

@@ -1,6 +1,9 @@
 //! The errors of each layer: the engine's, opening a store, and the store's operations.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
 
 /// A failure inside a storage engine (I/O, corruption, the engine's own poisoning).
 #[derive(Debug, thiserror::Error)]
@@ -98,32 +101,35 @@ pub enum StoreError {
     },
     /// The channel does not exist.
     #[error("channel {0} does not exist")]
-    ChannelNotFound(String),
+    ChannelNotFound(ChannelId),
     /// The channel (or direct pair) already exists.
     #[error("channel {0} already exists")]
-    ChannelExists(String),
+    ChannelExists(ChannelId),
     /// The user is not a member of the channel.
     #[error("{user} is not a member of {channel}")]
     NotMember {
         /// The channel.
-        channel: String,
+        channel: ChannelId,
         /// The user.
-        user: String,
+        user: UserId,
     },
     /// The entry does not exist (never written, or removed by retention).
     #[error("entry {seq} of channel {channel} does not exist")]
     EntryNotFound {
         /// The channel.
-        channel: String,
+        channel: ChannelId,
         /// The seq asked for.
-        seq: u64,
+        seq: Seq,
     },
     /// An argument is out of range (an entry too large, an empty id).
     #[error("invalid argument: {0}")]
     Invalid(String),
     /// The engine failed while reading.
     #[error("storage engine: {0}")]
-    Engine(String),
+    Engine(#[source] Arc<EngineError>),
+    /// An online backup could not be written (its thread, or the target directory).
+    #[error("backup: {0}")]
+    Backup(String),
     /// Stored bytes do not decode: corruption, or data from a newer incompatible version.
     #[error("corrupt record under key {key}: {message}")]
     Corrupt {
@@ -139,6 +145,6 @@ pub enum StoreError {
 
 impl From<EngineError> for StoreError {
     fn from(e: EngineError) -> Self {
-        StoreError::Engine(e.to_string())
+        StoreError::Engine(Arc::new(e))
     }
 }

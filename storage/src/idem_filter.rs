@@ -2,8 +2,8 @@
 //! hold.
 //!
 //! Every publish carries an idempotency key, and for nearly every one the answer is "new".
-//! Asking the engine meant a memtable search per publish for a key that is not there: about
-//! 6 % of the node's CPU in `pairs` at 25,000 messages/s (docs/benchmarks.md, session 7). A key
+//! Asking the engine meant a memtable search per publish for a key that is not there, a
+//! visible share of the node's CPU in `pairs` (docs/benchmarks.md, "Decisions"). A key
 //! this filter has never seen is certainly not stored, so the engine is asked only about keys it
 //! may have seen: real retries, and false positives (under 3.3 %).
 //!

@@ -74,8 +74,8 @@ pub(crate) fn log_prefix(c: &ChannelId) -> Key {
 /// Where a channel's log entries are keyed. A numbered log's keys are 17 bytes (`l`, number,
 /// seq), which the LSM memtable compares inline: keys longer than 20 bytes are compared through
 /// a pointer to the heap, and with every channel id's key starting with the same four bytes
-/// (`L`, its length, `dm`) each compare of a skiplist search did that (~14 % of the node at
-/// 25,000 publishes/s, docs/benchmarks.md session 11). Channels created before numbers existed
+/// (`L`, its length, `dm`) each compare of a skiplist search did that, a large share of the
+/// store writer's time under load (docs/benchmarks.md, "Decisions"). Channels created before numbers existed
 /// keep their `L channel seq` keys, so no data is rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LogKeys {

@@ -387,7 +387,7 @@ impl Inner {
         let key = crate::keys::channel(id);
         let record = self
             .record(&key)?
-            .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))?;
+            .ok_or_else(|| StoreError::ChannelNotFound(id.clone()))?;
         Ok((key, record))
     }
 

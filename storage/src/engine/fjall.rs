@@ -10,6 +10,12 @@
 //! then the directory (`journal::writer::Writer::rotate`). So fsyncing the newest journal covers
 //! every batch written before the sync started.
 //!
+//! When this can go: once fjall syncs a journal without holding its writer lock (the rotation
+//! half of it is fjall-rs/fjall#282, open when this was written), `Database::persist` serves
+//! group commit as well, and this engine can drop its own journal handle and the exact pin;
+//! the test `writes_reach_the_newest_journal_before_sync` says when the layout
+//! assumption breaks on an upgrade.
+//!
 //! The store's `memtable-reaper` thread frees flushed memtables off fjall's locks (see
 //! `engine/reaper.rs`).
 

@@ -4,10 +4,15 @@
 //! and freeing one node by node took 177 ms of CPU here. fjall 3.1 drops its last reference in
 //! `Keyspace::inner_rotate_memtable`'s version-history maintenance, while holding the
 //! keyspaces lock that its journal rotation waits for with the journal writer lock held, so
-//! every batch commit, and with it every publish, stalled for that long once per rotation
-//! (docs/benchmarks.md, session 8). This thread keeps one more reference to each active
+//! every batch commit, and with it every publish, stalled for that long once per rotation.
+//! This thread keeps one more reference to each active
 //! memtable it sees and drops it once fjall holds none: the free then happens here, where it
 //! blocks nobody, and no memtable lives longer than fjall needs it plus one poll.
+//!
+//! When this can go: once fjall drops flushed memtables outside the keyspaces lock (or its
+//! journal rotation no longer waits on that lock; fjall-rs/fjall#282 moves the rotation's
+//! fsyncs out of the writer lock, a step towards it). The longest-write figure of the
+//! `footprint` bench (docs/benchmarks.md) shows whether the stall is back without it.
 
 use std::any::Any;
 use std::sync::Arc;

@@ -174,8 +174,8 @@ impl AppendTicket {
             Step::Stored(seq) => {
                 let entry = self.log.entry_at(&*self.engine, seq)?.ok_or_else(|| {
                     StoreError::EntryNotFound {
-                        channel: self.channel.to_string(),
-                        seq: seq.get(),
+                        channel: self.channel.clone(),
+                        seq,
                     }
                 })?;
                 (entry, true)

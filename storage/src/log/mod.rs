@@ -164,7 +164,7 @@ impl Logs {
         let key = keys::channel(channel);
         let record: ChannelRecord = match self.engine.get(&key)? {
             Some(v) => decode_record(&key, &v)?,
-            None => return Err(StoreError::ChannelNotFound(channel.to_string())),
+            None => return Err(StoreError::ChannelNotFound(channel.clone())),
         };
         let first_available = Seq(record.first_available_seq.max(1));
         let log_keys = keys::LogKeys::of(channel, record.log_number);

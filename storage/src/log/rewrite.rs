@@ -32,8 +32,8 @@ impl Logs {
         let old = log
             .entry_at(&*self.engine, seq)?
             .ok_or_else(|| StoreError::EntryNotFound {
-                channel: channel.to_string(),
-                seq: seq.get(),
+                channel: channel.clone(),
+                seq,
             })?;
         let key = log.keys.key(seq);
         let mut idem = match self.engine.get(&key)? {

@@ -38,7 +38,7 @@ impl Store {
         let inner = &*self.inner;
         let key = keys::channel(&new.id);
         if inner.engine.get(&key)?.is_some() {
-            return Err(StoreError::ChannelExists(new.id.to_string()));
+            return Err(StoreError::ChannelExists(new.id.clone()));
         }
         let mut members = vec![(new.created_by.clone(), Role::Owner)];
         for (user, role) in new.members {
@@ -103,7 +103,7 @@ impl Store {
         // A channel of this id may have been loaded (and failed) before: start afresh.
         inner.logs.forget(&new.id);
         self.channel(&new.id)?
-            .ok_or_else(|| StoreError::ChannelNotFound(new.id.to_string()))
+            .ok_or_else(|| StoreError::ChannelNotFound(new.id.clone()))
     }
 
     /// The direct channel of two users, created with `id` if it does not exist. Returns the
@@ -129,7 +129,7 @@ impl Store {
         if let Some(id) = self.direct_channel_of(a, b)? {
             let info = self
                 .channel(&id)?
-                .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))?;
+                .ok_or_else(|| StoreError::ChannelNotFound(id.clone()))?;
             return Ok((info, false));
         }
         let new = NewChannel {
@@ -224,7 +224,7 @@ impl Store {
             .commit(vec![Op::Put(key, record.encode_to_vec())])
             .await?;
         self.channel(id)?
-            .ok_or_else(|| StoreError::ChannelNotFound(id.to_string()))
+            .ok_or_else(|| StoreError::ChannelNotFound(id.clone()))
     }
 
     /// Cuts the channel's history: every entry is removed and the epoch changes, so that no old

@@ -141,8 +141,8 @@ impl Store {
         let mkey = keys::member(channel, user);
         let mut member: MemberRecord =
             inner.record(&mkey)?.ok_or_else(|| StoreError::NotMember {
-                channel: channel.to_string(),
-                user: user.to_string(),
+                channel: channel.clone(),
+                user: user.clone(),
             })?;
         member.muted_until_ms = until_ms;
         inner
