@@ -12,8 +12,8 @@
 
 use std::path::PathBuf;
 
-use chorus_client::proto::{self, channel_event::Body};
-use chorus_client::{ChannelId, Client, ClientConfig, Event, TlsTrust};
+use chorus_client::proto;
+use chorus_client::{ChannelId, Client, ClientConfig, EntryBody, Event, TlsTrust};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -53,8 +53,8 @@ async fn main() -> anyhow::Result<()> {
 
     while let Some(event) = events.recv().await {
         match event {
-            Event::Entry(e) if e.author_id != me => {
-                let Some(Body::Message(m)) = &e.body else {
+            Event::Entry(e) if e.author.as_ref().is_none_or(|a| a.as_str() != me) => {
+                let EntryBody::Message(m) = &e.body else {
                     continue;
                 };
                 let Some(answer) = answer(&m.text, e.server_time_ms) else {
@@ -65,9 +65,9 @@ async fn main() -> anyhow::Result<()> {
                     thread_parent_seq: if m.thread_parent_seq != 0 {
                         m.thread_parent_seq
                     } else {
-                        e.seq
+                        e.seq.get()
                     },
-                    mentions: vec![e.author_id.clone()],
+                    mentions: e.author.iter().map(ToString::to_string).collect(),
                     ..Default::default()
                 };
                 if let Err(err) = client.publish(&channel, reply).await {

@@ -13,8 +13,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chorus_client::proto::{self, channel_event::Body};
-use chorus_client::{ChannelId, Client, ClientConfig, Event, TlsTrust, UserId};
+use chorus_client::proto;
+use chorus_client::{ChannelId, Client, ClientConfig, Entry, EntryBody, Event, TlsTrust, UserId};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -82,7 +82,7 @@ async fn command(client: &Client, current: &mut ChannelId, line: &str) -> anyhow
         "/quit" => return Ok(false),
         "/history" => {
             let n = rest.trim().parse().unwrap_or(20);
-            for e in client.latest(current, n).await?.events {
+            for e in client.latest(current, n).await?.entries {
                 println!("{}", render(&e));
             }
         }
@@ -93,9 +93,7 @@ async fn command(client: &Client, current: &mut ChannelId, line: &str) -> anyhow
         }
         "/dm" => {
             let user = UserId::new(rest.trim())?;
-            let summary = client.direct_channel(&user).await?;
-            let id = summary.channel.map(|c| c.channel_id).unwrap_or_default();
-            let channel = ChannelId::new(id)?;
+            let channel = client.direct_channel(&user).await?.channel.id;
             subscribe(client, &channel).await?;
             println!("* direct channel with {user}: {channel}");
             *current = channel;
@@ -108,8 +106,8 @@ async fn command(client: &Client, current: &mut ChannelId, line: &str) -> anyhow
                 })
                 .await?;
             for s in list.channels {
-                let c = s.channel.unwrap_or_default();
-                println!("  {} ({} unread) {}", c.channel_id, s.unread_count, c.name);
+                let c = &s.channel;
+                println!("  {} ({} unread) {}", c.id, s.unread_count, c.name);
             }
         }
         w if w.starts_with('/') => {
@@ -131,7 +129,7 @@ async fn enter_public(client: &Client, channel: &ChannelId) -> anyhow::Result<()
         client.create_public(channel, channel.as_str()).await?;
     }
     subscribe(client, channel).await?;
-    for e in client.latest(channel, 20).await?.events {
+    for e in client.latest(channel, 20).await?.entries {
         println!("{}", render(&e));
     }
     println!("* now in #{channel}");
@@ -154,7 +152,7 @@ async fn show(client: &Client, event: Event) -> bool {
         Event::Reload { channel, head, .. } => {
             println!("* #{channel} changed while away; reloading");
             if let Ok(page) = client.latest(&channel, 20).await {
-                for e in page.events.iter().filter(|e| e.seq <= head.get()) {
+                for e in page.entries.iter().filter(|e| e.seq <= head) {
                     println!("{}", render(e));
                 }
             }
@@ -167,7 +165,7 @@ async fn show(client: &Client, event: Event) -> bool {
         Event::Connected {
             reconnect: true, ..
         } => println!("* reconnected"),
-        Event::Typing(t) if t.typing => println!("* {} is typing in #{}", t.user_id, t.channel_id),
+        Event::Typing(t) if t.typing => println!("* {} is typing in #{}", t.user, t.channel),
         Event::SubscriptionEnded { channel, .. } => println!("* left #{channel}"),
         Event::Notice(n) => println!("* notice: {}", n.text),
         Event::Closed { reason, .. } => {
@@ -180,7 +178,7 @@ async fn show(client: &Client, event: Event) -> bool {
 }
 
 /// One line per entry: time (UTC), channel, author, content.
-fn render(e: &proto::ChannelEvent) -> String {
+fn render(e: &Entry) -> String {
     let secs = e.server_time_ms / 1000;
     let time = format!(
         "{:02}:{:02}:{:02}",
@@ -188,22 +186,24 @@ fn render(e: &proto::ChannelEvent) -> String {
         secs / 60 % 60,
         secs % 60
     );
+    let author = e
+        .author
+        .as_ref()
+        .map_or_else(|| "(server)".to_owned(), ToString::to_string);
     let what = match &e.body {
-        Some(Body::Message(m)) if m.thread_parent_seq != 0 => {
-            format!(
-                "{} (in thread {}): {}",
-                e.author_id, m.thread_parent_seq, m.text
-            )
+        EntryBody::Message(m) if m.thread_parent_seq != 0 => {
+            format!("{author} (in thread {}): {}", m.thread_parent_seq, m.text)
         }
-        Some(Body::Message(m)) => format!("{}: {}", e.author_id, m.text),
-        Some(Body::MessageEdited(m)) => {
-            format!("{} edited #{}: {}", e.author_id, m.target_seq, m.text)
-        }
-        Some(Body::MessageDeleted(d)) => format!("{} deleted #{}", e.author_id, d.target_seq),
-        Some(Body::MemberChanged(m)) => format!("{} {:?}", m.user_id, m.action()),
-        Some(Body::ChannelChanged(_)) => format!("{} changed the channel", e.author_id),
-        Some(Body::Tombstone(_)) => "(deleted)".to_owned(),
-        _ => format!("{} did something this client does not show", e.author_id),
+        EntryBody::Message(m) => format!("{author}: {}", m.text),
+        EntryBody::MessageEdited(m) => format!("{author} edited #{}: {}", m.target_seq, m.text),
+        EntryBody::MessageDeleted { target, .. } => format!("{author} deleted #{target}"),
+        EntryBody::MemberChanged(m) => match &m.user {
+            Some(user) => format!("{user} {:?}", m.action),
+            None => format!("{:?}", m.action),
+        },
+        EntryBody::ChannelChanged(_) => format!("{author} changed the channel"),
+        EntryBody::Tombstone { .. } => "(deleted)".to_owned(),
+        _ => format!("{author} did something this client does not show"),
     };
-    format!("[{time}] #{} {:>5} {what}", e.channel_id, e.seq)
+    format!("[{time}] #{} {:>5} {what}", e.channel, e.seq)
 }

@@ -3,121 +3,14 @@
 //! hostile server cannot make the SDK grow without limit.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-
-/// The transports a URL can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// `ws://`: WebSocket without TLS (development and tests only).
-    Ws,
-    /// `wss://`: WebSocket over TLS.
-    Wss,
-    /// `quic://`: QUIC (always TLS 1.3), one bidirectional stream.
-    Quic,
-}
-
-/// A parsed server URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// The transport.
-    pub scheme: Scheme,
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// Port (defaults: 80 for `ws`, 443 for `wss` and `quic`).
-    pub port: u16,
-    /// The WebSocket request path (and query), `/` when absent.
-    pub path: String,
-}
-
-impl Endpoint {
-    /// Parses `ws://host[:port][/path]`, `wss://...` or `quic://host[:port]`.
-    pub fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |reason| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let (scheme, rest) = url.split_once("://").ok_or(bad("missing scheme"))?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
-            "ws" => Scheme::Ws,
-            "wss" => Scheme::Wss,
-            "quic" => Scheme::Quic,
-            _ => return Err(bad("the scheme must be ws, wss or quic")),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            return Err(bad(
-                "credentials in the URL are not supported: use the token",
-            ));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or(bad("unclosed IPv6 bracket"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad("invalid port"))?,
-            None if scheme == Scheme::Ws => 80,
-            None => 443,
-        };
-        // The path goes into the upgrade request line as it is.
-        if path
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
-        {
-            return Err(bad(
-                "the path may not hold spaces, control characters or a fragment",
-            ));
-        }
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_owned()
-        };
-        Ok(Self {
-            scheme,
-            host: host.to_owned(),
-            port,
-            path,
-        })
-    }
-
-    /// `host:port` as the upgrade request's `Host` header carries it (IPv6 in brackets).
-    pub(crate) fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Which server certificates the client trusts.
-#[derive(Debug, Clone, Default)]
-pub enum TlsTrust {
-    /// The Mozilla root store compiled into the SDK (webpki roots): for public deployments.
-    #[default]
-    WebPkiRoots,
-    /// The CA certificates in a PEM file (a private CA); names are checked as usual.
-    CaFile(PathBuf),
-    /// Exactly this certificate (PEM file), whatever its issuer and name: for a development
-    /// node's self-signed certificate (`chorusd --dev` writes it to `chorus-data/dev-cert.pem`).
-    PinnedCertFile(PathBuf),
-}
+use crate::transport::quic::QuicEndpoint;
+use crate::transport::tls::TlsTrust;
+use crate::transport::{Dial, Endpoint};
 
 /// The future a token-refresh callback returns.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
@@ -310,7 +203,7 @@ impl ClientConfig {
     /// Makes `quic://` connections through `endpoint` (one UDP socket shared with other
     /// clients) instead of a socket of this client's own. For processes that hold many clients
     /// (gateways, bots, load tests): each socket of its own costs about 2 MiB of buffers.
-    pub fn quic_endpoint(mut self, endpoint: &crate::raw::QuicEndpoint) -> Self {
+    pub fn quic_endpoint(mut self, endpoint: &QuicEndpoint) -> Self {
         self.quic_endpoint = Some(endpoint.inner().clone());
         self
     }
@@ -319,52 +212,17 @@ impl ClientConfig {
     pub fn url(&self) -> &str {
         &self.url
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_into_endpoints() {
-        let e = Endpoint::parse("wss://chat.example.com/ws?x=1").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (e.scheme, e.host.as_str(), e.port, e.path.as_str()),
-            (Scheme::Wss, "chat.example.com", 443, "/ws?x=1")
-        );
-        let e = Endpoint::parse("ws://127.0.0.1:7000").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((e.port, e.path.as_str()), (7000, "/"));
-        assert_eq!(
-            (e.authority().as_str(), e.path.as_str()),
-            ("127.0.0.1:7000", "/")
-        );
-        let e = Endpoint::parse("quic://[::1]:4433").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (e.scheme, e.host.as_str(), e.port),
-            (Scheme::Quic, "::1", 4433)
-        );
-        assert_eq!(e.authority(), "[::1]:4433");
-        assert_eq!(
-            Endpoint::parse("WS://h").map(|e| e.port).ok(),
-            Some(80),
-            "schemes are case-insensitive"
-        );
-        for bad in [
-            "http://h",
-            "h:1",
-            "ws://",
-            "ws://:1",
-            "ws://h:99999",
-            "ws://u:p@h",
-            "quic://[::1",
-            "ws://h/a b",
-            "ws://h/a\r\nX: y",
-            "ws://h/#frag",
-        ] {
-            assert!(
-                matches!(Endpoint::parse(bad), Err(Error::InvalidUrl { .. })),
-                "{bad}"
-            );
+    /// What the transport needs to connect.
+    pub(crate) fn dial(&self) -> Dial {
+        Dial {
+            url: self.url.clone(),
+            endpoint: self.endpoint.clone(),
+            trust: self.trust.clone(),
+            server_name: self.server_name.clone(),
+            local_addr: self.local_addr,
+            #[cfg(test)]
+            connector: self.connector.clone(),
         }
     }
 }

@@ -5,11 +5,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chorus_protocol::ids::{ChannelId, Seq};
-use chorus_protocol::v1::{self, CloseCode, RecoveryFailure};
+use chorus_protocol::v1::{CloseCode, RecoveryFailure};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::error::ServerError;
+use crate::types::{Entry, Membership, Notice, Presence, ReadMarker, Typing};
 
 /// One thing that happened. Channel entries arrive exactly once and in seq order per channel,
 /// across reconnects; when that cannot be proven the app gets [`Event::Reload`] instead of a
@@ -41,7 +42,7 @@ pub enum Event {
     },
     /// A durable entry of a subscribed channel (a message, an edit, a deletion, a membership
     /// change...), the next one in that channel's seq order.
-    Entry(v1::ChannelEvent),
+    Entry(Entry),
     /// The SDK could not prove that no entry of `channel` was missed (history was cut, or the
     /// client was away longer than the server replays): the app must reload the channel with
     /// `history` up to and including `head`. Entries after `head` arrive as `Entry` events.
@@ -62,15 +63,16 @@ pub enum Event {
         reason: Option<ServerError>,
     },
     /// Someone started or stopped typing (ephemeral: may be dropped when the app lags).
-    Typing(v1::TypingEvent),
+    Typing(Typing),
     /// A presence change (ephemeral).
-    Presence(v1::Presence),
-    /// A read marker moved, for this user on another device or for a channel member.
-    ReadMarker(v1::ReadMarker),
+    Presence(Presence),
+    /// A read marker moved, for this user on another device or for a channel member
+    /// (ephemeral).
+    ReadMarker(ReadMarker),
     /// A notice from the server operators.
-    Notice(v1::ServerNotice),
+    Notice(Notice),
     /// This user joined or left a channel (or was added or removed): refresh the channel list.
-    Membership(v1::MembershipUpdate),
+    Membership(Membership),
     /// The client stopped for good: a close code that forbids reconnecting, a failed token
     /// refresh, or `close()`. No events follow.
     Closed {

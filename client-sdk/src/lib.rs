@@ -39,11 +39,11 @@
 //!
 //! while let Some(event) = events.recv().await {
 //!     match event {
-//!         Event::Entry(entry) => println!("{} #{}: {:?}", entry.author_id, entry.seq, entry.body),
+//!         Event::Entry(entry) => println!("#{} {:?}: {:?}", entry.seq, entry.author, entry.text()),
 //!         Event::Reload { channel, head, .. } => {
 //!             // Reload the channel's view with `history` up to `head`.
 //!             let page = client.latest(&channel, 50).await?;
-//!             println!("reloaded {} entries of {channel} (head {head})", page.events.len());
+//!             println!("reloaded {} entries of {channel} (head {head})", page.entries.len());
 //!         }
 //!         Event::Closed { reason, .. } => {
 //!             println!("stopped: {reason}");
@@ -61,17 +61,39 @@
 //! error code), [`Error::Timeout`], [`Error::ConnectionLost`] (sent, outcome unknown),
 //! [`Error::Closed`] (the server forbade reconnecting), [`Error::OutboxFull`], transport and TLS
 //! errors.
+//!
+//! # Layout
+//! - `client/`: [`Client`], the handle with one typed call per request (`channels.rs`,
+//!   `members.rs`, `messages.rs`, `sync.rs`).
+//! - `types/`: the SDK's own types in those calls and in events (ids, [`Seq`]s, enums such as
+//!   [`ChannelKind`] and [`Role`]); the generated chorus.v1 types stay available as [`proto`].
+//! - `event.rs`, `status.rs`, `error.rs`, `config.rs`: [`Event`] and [`Events`], [`Status`],
+//!   [`Error`], [`ClientConfig`].
+//! - `session/`: the sans-IO state machine, `ClientSession`: inputs and the current time go in,
+//!   frames, events, replies and the next timeout come out. It owns the connection's lifecycle
+//!   and backoff (`link.rs`), what travels on a connection (`traffic.rs`), request correlation
+//!   (`requests.rs`), the cursors and lagging channels (`lag.rs`), the outbox and its pacing
+//!   (`outbox.rs`) and the token refresh (`refresh.rs`). It has no runtime (a test in
+//!   `tests/sans_io.rs` keeps it so): its tests drive it with explicit time.
+//! - `driver.rs`: the connection task, the async shell that moves bytes, time and commands
+//!   between the transport, the app and the session.
+//! - `transport/`: WebSocket (`ws.rs`), QUIC (`quic.rs`) and TLS trust (`tls.rs`) behind one
+//!   reader/writer pair.
+//! - [`raw`]: bare connections for tools that speak the protocol themselves.
+//!
+//! Imports go one way: `client` -> `driver` -> `session` -> `types`/`event`/`status`/`error`, and
+//! `driver`/`raw` -> `config` -> `transport` -> `error`.
 
 mod client;
 mod config;
 mod driver;
 mod error;
 mod event;
-mod outbox;
 pub mod raw;
+mod session;
 mod status;
-mod tls;
 mod transport;
+mod types;
 
 #[cfg(test)]
 mod scripted;
@@ -81,8 +103,16 @@ pub use chorus_protocol::resume::SubscribeOutcome;
 /// The chorus.v1 message types (requests, replies, entries), as generated from the `.proto`
 /// files.
 pub use chorus_protocol::v1 as proto;
-pub use client::{Client, Published, Subscription, new_client_msg_id};
-pub use config::{AppInfo, ClientConfig, Endpoint, Scheme, TlsTrust, TokenFuture, TokenRefresher};
+pub use client::{Client, new_client_msg_id};
+pub use config::{AppInfo, ClientConfig, TokenFuture, TokenRefresher};
 pub use error::{Error, ServerError};
 pub use event::{Event, Events};
 pub use status::Status;
+pub use transport::tls::TlsTrust;
+pub use transport::{Endpoint, Scheme};
+pub use types::{
+    Channel, ChannelKind, ChannelPage, ChannelSummary, ChannelUnread, Entry, EntryBody,
+    HistoryPage, Member, MemberAction, MemberChange, MemberPage, Membership, NewChannel, Notice,
+    NoticeLevel, Presence, PresenceStatus, Published, ReadMarker, Role, Subscription,
+    TombstoneReason, Typing, UnreadCounts,
+};

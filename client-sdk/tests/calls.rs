@@ -6,8 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use chorus_client::proto::{self, ChannelKind, ErrorCode, Role, channel_event::Body};
-use chorus_client::{Client, ClientConfig, Error, Event, Seq, SubscribeOutcome, UserId};
+use chorus_client::proto::{self, ErrorCode};
+use chorus_client::{
+    ChannelKind, Client, ClientConfig, EntryBody, Error, Event, Role, Seq, SubscribeOutcome, UserId,
+};
 use common::{Node, channel, next_entry, next_event, text};
 
 fn user(id: &str) -> UserId {
@@ -41,17 +43,11 @@ async fn every_typed_call_works_against_the_server() {
         .create_group(&room, "Room", &[user("bob")])
         .await
         .unwrap();
-    let c = created.channel.clone().unwrap();
-    assert_eq!((c.kind(), c.name.as_str()), (ChannelKind::Group, "Room"));
-    assert_eq!(created.my_role(), Role::Owner);
+    let c = &created.channel;
+    assert_eq!((c.kind, c.name.as_str()), (ChannelKind::Group, "Room"));
+    assert_eq!(created.my_role, Some(Role::Owner));
     assert_eq!(
-        alice
-            .get_channel(&room)
-            .await
-            .unwrap()
-            .channel
-            .unwrap()
-            .member_count,
+        alice.get_channel(&room).await.unwrap().channel.member_count,
         2
     );
     let updated = alice
@@ -62,12 +58,12 @@ async fn every_typed_call_works_against_the_server() {
         })
         .await
         .unwrap();
-    assert_eq!(updated.channel.unwrap().topic, "talk");
+    assert_eq!(updated.channel.topic, "talk");
     let public = channel("lobby");
     alice.create_public(&public, "Lobby").await.unwrap();
     assert_eq!(
-        bob.join_channel(&public).await.unwrap().my_role(),
-        Role::Member
+        bob.join_channel(&public).await.unwrap().my_role,
+        Some(Role::Member)
     );
     let listed = bob
         .list_channels(proto::ListChannels {
@@ -79,7 +75,7 @@ async fn every_typed_call_works_against_the_server() {
     let mut ids: Vec<_> = listed
         .channels
         .iter()
-        .map(|s| s.channel.as_ref().unwrap().channel_id.clone())
+        .map(|s| s.channel.id.to_string())
         .collect();
     ids.sort();
     assert_eq!(ids, ["lobby", "room"]);
@@ -87,9 +83,9 @@ async fn every_typed_call_works_against_the_server() {
 
     let direct = alice.direct_channel(&user("bob")).await.unwrap();
     let again = bob.direct_channel(&user("alice")).await.unwrap();
+    assert_eq!(direct.channel.kind, ChannelKind::Direct);
     assert_eq!(
-        direct.channel.unwrap().channel_id,
-        again.channel.unwrap().channel_id,
+        direct.channel.id, again.channel.id,
         "one direct channel per pair"
     );
 
@@ -107,15 +103,15 @@ async fn every_typed_call_works_against_the_server() {
     let mut roles: Vec<_> = members
         .members
         .iter()
-        .map(|m| (m.user_id.clone(), m.role()))
+        .map(|m| (m.user.to_string(), m.role))
         .collect();
     roles.sort();
     assert_eq!(
         roles,
         [
-            ("alice".into(), Role::Owner),
-            ("bob".into(), Role::Moderator),
-            ("carol".into(), Role::Member)
+            ("alice".into(), Some(Role::Owner)),
+            ("bob".into(), Some(Role::Moderator)),
+            ("carol".into(), Some(Role::Member))
         ]
     );
 
@@ -128,8 +124,8 @@ async fn every_typed_call_works_against_the_server() {
     assert!(!first.duplicate);
     let e = next_entry(&mut bob_events).await;
     assert_eq!(
-        (e.seq, e.author_id.as_str(), text(&e)),
-        (first.seq.get(), "alice", "hello")
+        (e.seq, e.author.clone(), text(&e)),
+        (first.seq, Some(user("alice")), "hello")
     );
 
     // A resend with the same client_msg_id is acknowledged with the original seq.
@@ -173,16 +169,16 @@ async fn every_typed_call_works_against_the_server() {
     }
     assert_eq!(
         seen.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        [reply.seq.get(), edited.seq.get(), deleted.seq.get()]
+        [reply.seq, edited.seq, deleted.seq]
     );
-    assert!(matches!(&seen[1].body, Some(Body::MessageEdited(m)) if m.text == "hello, edited"));
+    assert!(matches!(&seen[1].body, EntryBody::MessageEdited(m) if m.text == "hello, edited"));
     assert!(
-        matches!(&seen[2].body, Some(Body::MessageDeleted(d)) if d.target_seq == reply.seq.get())
+        matches!(&seen[2].body, EntryBody::MessageDeleted { target, .. } if *target == reply.seq)
     );
 
     // History, threads, read markers and unread counts.
     let page = bob.latest(&room, 50).await.unwrap();
-    assert_eq!(page.head_seq, deleted.seq.get());
+    assert_eq!(page.head, deleted.seq);
     let thread = bob
         .history(proto::History {
             channel_id: room.to_string(),
@@ -192,13 +188,13 @@ async fn every_typed_call_works_against_the_server() {
         .await
         .unwrap();
     assert!(
-        thread.events.iter().any(|e| e.seq == reply.seq.get()),
+        thread.entries.iter().any(|e| e.seq == reply.seq),
         "the thread holds its reply (now a tombstone)"
     );
     let unread = bob.unread(std::slice::from_ref(&room)).await.unwrap();
     assert!(unread.channels[0].unread_count >= 2);
     let marker = bob.mark_read(&room, Seq(deleted.seq.get())).await.unwrap();
-    assert_eq!(marker.seq, deleted.seq.get());
+    assert_eq!((marker.seq, marker.user), (deleted.seq, user("bob")));
     assert_eq!(
         bob.unread(std::slice::from_ref(&room))
             .await
@@ -213,7 +209,10 @@ async fn every_typed_call_works_against_the_server() {
     bob.typing(&room, true, None).await.unwrap();
     loop {
         if let Event::Typing(t) = next_event(&mut alice_events).await {
-            assert_eq!((t.user_id.as_str(), t.typing), ("bob", true));
+            assert_eq!(
+                (t.user.as_str(), t.typing, t.channel),
+                ("bob", true, room.clone())
+            );
             break;
         }
     }

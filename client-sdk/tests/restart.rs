@@ -23,12 +23,13 @@ async fn entries_until(events: &mut Events, last: u64) -> (Vec<String>, bool, bo
             .expect("stream ended");
         match event {
             Event::Entry(e) => {
+                let seq = e.seq.get();
                 if let Some(p) = previous {
-                    assert_eq!(e.seq, p + 1, "gap or duplicate in the app's stream");
+                    assert_eq!(seq, p + 1, "gap or duplicate in the app's stream");
                 }
-                previous = Some(e.seq);
+                previous = Some(seq);
                 texts.push(text(&e).to_owned());
-                if e.seq == last {
+                if seq == last {
                     return (texts, disconnected, reconnected);
                 }
             }
@@ -156,7 +157,7 @@ async fn the_outbox_keeps_publishes_across_a_restart() {
     assert_eq!(texts, expected);
     let page = alice.latest(&room, 100).await.unwrap();
     let stored: Vec<&str> = page
-        .events
+        .entries
         .iter()
         .map(text)
         .filter(|t| !t.is_empty())

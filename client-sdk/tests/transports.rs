@@ -69,8 +69,8 @@ async fn websocket_tls_and_quic_carry_the_same_session_protocol() {
     for events in [&mut bob_events, &mut carol_events, &mut dave_events] {
         let a = next_entry(events).await;
         let b = next_entry(events).await;
-        assert_eq!((a.seq, text(&a)), (sent.seq.get(), "over wss"));
-        assert_eq!((b.seq, text(&b)), (over_quic.seq.get(), "over quic"));
+        assert_eq!((a.seq, text(&a)), (sent.seq, "over wss"));
+        assert_eq!((b.seq, text(&b)), (over_quic.seq, "over quic"));
     }
     assert!(bob.ping().await.is_ok());
 

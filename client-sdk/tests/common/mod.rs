@@ -4,30 +4,18 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use chorus_client::proto::{self, channel_event::Body};
-use chorus_client::{ChannelId, Client, ClientConfig, Event, Events};
+use chorus_testkit::process::{NodeFiles, ONE_NODE_AT_A_TIME, Process};
+
+use chorus_client::{ChannelId, Client, ClientConfig, Entry, Event, Events};
 use chorus_server::config::Config;
-use chorus_server::{Server, auth};
+use chorus_server::Server;
 
-pub const SECRET: &[u8] = b"sdk-integration-secret-0123456789abcdef";
-
-pub fn token(user: &str) -> String {
-    token_ttl(user, 3600)
-}
-
-pub fn token_ttl(user: &str, ttl_secs: u64) -> String {
-    auth::mint_hs256(
-        SECRET,
-        user,
-        chorus_server::clock::unix_ms() / 1000,
-        ttl_secs,
-    )
-    .unwrap()
-}
+pub use chorus_testkit::process::free_port;
+pub use chorus_testkit::token::{SECRET, token, token_ttl};
+pub use chorus_testkit::wait::wait_for_listener as wait_listening;
 
 pub fn channel(id: &str) -> ChannelId {
     ChannelId::new(id).unwrap()
@@ -99,7 +87,7 @@ pub async fn next_event(events: &mut Events) -> Event {
 }
 
 /// The next channel entry, within 10 s.
-pub async fn next_entry(events: &mut Events) -> proto::ChannelEvent {
+pub async fn next_entry(events: &mut Events) -> Entry {
     loop {
         if let Event::Entry(e) = next_event(events).await {
             return e;
@@ -107,82 +95,30 @@ pub async fn next_entry(events: &mut Events) -> proto::ChannelEvent {
     }
 }
 
-pub fn text(e: &proto::ChannelEvent) -> &str {
-    match &e.body {
-        Some(Body::Message(m)) => &m.text,
-        _ => "",
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `chorusd` binary of this workspace, built if the test run did not build it yet.
-pub fn chorusd() -> PathBuf {
-    // target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join(format!("chorusd{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--offline",
-                "-p",
-                "chorus-server",
-                "--bin",
-                "chorusd",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building chorusd failed");
-    }
-    bin
+pub fn text(e: &Entry) -> &str {
+    e.text().unwrap_or("")
 }
 
 /// A `chorusd` process on a fixed loopback port (plain WebSocket), restartable on the same
 /// data directory and port.
 pub struct Chorusd {
-    pub dir: tempfile::TempDir,
-    pub config: PathBuf,
+    pub files: NodeFiles,
     pub addr: SocketAddr,
-    pub child: Option<Child>,
-    /// One such node per test binary at a time: a port from `free_port` is free only until
-    /// someone binds it, and a node restarted on its port must not find another test's node
-    /// (or a client's source port) there.
-    _one: tokio::sync::OwnedMutexGuard<()>,
+    pub child: Option<Process>,
+    /// One process node at a time across the kit's users (see `ONE_NODE_AT_A_TIME`): a node
+    /// restarted on its port must not find another test's node there.
+    _one: tokio::sync::MutexGuard<'static, ()>,
 }
-
-static ONE_NODE_AT_A_TIME: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
-    std::sync::LazyLock::new(Default::default);
 
 impl Chorusd {
     pub async fn start() -> Self {
-        let one = ONE_NODE_AT_A_TIME.clone().lock_owned().await;
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        let port = free_port();
-        let config = dir.path().join("chorusd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\nws_listen = \"127.0.0.1:{port}\"\nws_plain = true\nhttp_disabled = true\nquic_disabled = true\ntoken_secret_file = {:?}\n\n[limits]\npublish_rate_per_sec = 100000\npublish_burst = 100000\n",
-                dir.path().join("data"),
-                secret
-            ),
-        )
-        .unwrap();
+        let one = ONE_NODE_AT_A_TIME.lock().await;
+        let files = NodeFiles::new(
+            "quic_disabled = true\n[limits]\npublish_rate_per_sec = 100000\npublish_burst = 100000",
+        );
         let mut node = Self {
-            dir,
-            config,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            addr: files.addr,
+            files,
             child: None,
             _one: one,
         };
@@ -195,43 +131,15 @@ impl Chorusd {
     }
 
     pub async fn spawn(&mut self) {
-        let child = Command::new(chorusd())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--log")
-            .arg("warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.child = Some(self.files.spawn());
         wait_listening(self.addr).await;
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        drop(self.child.take());
     }
 
-    pub fn data(&self) -> &Path {
-        self.dir.path()
+    pub fn data(&self) -> PathBuf {
+        self.files.data()
     }
-}
-
-impl Drop for Chorusd {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-pub async fn wait_listening(addr: SocketAddr) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("nothing listens on {addr}");
 }

@@ -16,7 +16,7 @@ pub struct Second {
     pub count: u64,
     /// The largest, microseconds.
     pub max_us: u64,
-    /// How many were above [`SLOW_US`].
+    /// How many were above [`SLOW_US`](super::SLOW_US).
     pub slow: u64,
 }
 

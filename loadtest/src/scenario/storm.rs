@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chorus_client::{ChannelId, Client, Event};
+use chorus_client::{ChannelId, Client, EntryBody, Event};
 use chorus_protocol::v1;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -211,12 +211,12 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 match event {
                     Some(Event::Entry(e)) => {
                         let payload = match &e.body {
-                            Some(v1::channel_event::Body::Message(m)) => Payload::decode(&m.custom),
+                            EntryBody::Message(m) => Payload::decode(&m.custom),
                             _ => None,
                         };
                         match payload {
                             Some(p) => {
-                                if r.check.observe_message(e.seq, p.sender, p.number) {
+                                if r.check.observe_message(e.seq.get(), p.sender, p.number) {
                                     r.delivered += 1;
                                     if let Some(latency) = latency.get() {
                                         let now = std::time::Instant::now();
@@ -225,7 +225,7 @@ pub async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                                 }
                             }
                             None => {
-                                r.check.observe(e.seq);
+                                r.check.observe(e.seq.get());
                             }
                         }
                         if done(&r, &finals.borrow()) {

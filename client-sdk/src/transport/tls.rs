@@ -1,6 +1,8 @@
-//! rustls client configurations for the three trust modes. Only the ring provider is used, and
-//! it is passed explicitly, so the SDK works whatever process-wide provider the app installed.
+//! Which certificates a client trusts, and the rustls client configurations for the three trust
+//! modes. Only the ring provider is used, and it is passed explicitly, so the SDK works whatever
+//! process-wide provider the app installed.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -9,8 +11,20 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::config::TlsTrust;
 use crate::error::Error;
+
+/// Which server certificates the client trusts.
+#[derive(Debug, Clone, Default)]
+pub enum TlsTrust {
+    /// The Mozilla root store compiled into the SDK (webpki roots): for public deployments.
+    #[default]
+    WebPkiRoots,
+    /// The CA certificates in a PEM file (a private CA); names are checked as usual.
+    CaFile(PathBuf),
+    /// Exactly this certificate (PEM file), whatever its issuer and name: for a development
+    /// node's self-signed certificate (`chorusd --dev` writes it to `chorus-data/dev-cert.pem`).
+    PinnedCertFile(PathBuf),
+}
 
 /// A client TLS configuration; `alpn` is set for QUIC, which also requires TLS 1.3.
 pub(crate) fn client_config(
