@@ -19,7 +19,7 @@
 //! - [`background`]: retention passes, budget sweeps, the status sampler.
 //! - [`node`]: what every session shares (store, hub, limits, budgets), fields private.
 //! - [`admission`]: the door: connection caps per node and per address.
-//! - [`hub`]: sessions and subscriptions; the [`hub::Fanout`] seam that delivers durable
+//! - [`hub`]: sessions and subscriptions; the [`hub::fanout::Fanout`] seam that delivers durable
 //!   entries.
 //! - leaves: [`outbound`] (a connection's bounded queue), [`ids`], [`config`], [`auth`],
 //!   [`metrics`], [`stats`], [`own_reads`], [`ratelimit`], [`clock`], [`dev`], [`data_dir`].

@@ -212,7 +212,7 @@ impl Store {
     }
 }
 
-/// The channel logs' operations (done by [`Logs`]).
+/// The channel logs' operations (done by the `Logs` component).
 impl Store {
     /// Appends an entry and returns once it is durable (or was stored before under the same
     /// idempotency key).
@@ -355,6 +355,20 @@ impl Inner {
             guards.push(self.stripes[i].lock().await);
         }
         guards
+    }
+
+    /// The stripes a membership change holds: the channel's (its record, its members) and the
+    /// user's (the user's record with its channel count).
+    pub(crate) async fn lock_membership(
+        &self,
+        channel: &ChannelId,
+        user: &chorus_protocol::ids::UserId,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        self.lock_all(vec![
+            self.stripe_index(channel),
+            self.stripe_index(&crate::keys::user(user)),
+        ])
+        .await
     }
 
     /// The stripe [`Inner::stripe`] takes for `key`.

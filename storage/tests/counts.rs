@@ -158,19 +158,11 @@ async fn run(kind: Kind, ops: Vec<Op>) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn kept_counts_match_the_records_in_memory(ops in prop::collection::vec(arb_op(), 1..40)) {
-        runtime().block_on(run(Kind::Memory, ops));
+        common::runtime().block_on(run(Kind::Memory, ops));
     }
 }
 
@@ -178,6 +170,6 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn kept_counts_match_the_records_across_restarts(ops in prop::collection::vec(arb_op(), 1..30)) {
-        runtime().block_on(run(Kind::Fjall, ops));
+        common::runtime().block_on(run(Kind::Fjall, ops));
     }
 }

@@ -376,19 +376,11 @@ fn check_state(m: &ModelChannel, u: usize, state: &chorus_storage::ReadState) {
     assert_eq!(state.head, Seq(m.head));
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn memory_store_matches_the_model(ops in prop::collection::vec(arb_op(), 1..60)) {
-        runtime().block_on(run(Kind::Memory, ops));
+        common::runtime().block_on(run(Kind::Memory, ops));
     }
 }
 
@@ -396,11 +388,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn fjall_store_matches_the_model(ops in prop::collection::vec(arb_op(), 1..60)) {
-        runtime().block_on(run(Kind::Fjall, ops));
+        common::runtime().block_on(run(Kind::Fjall, ops));
     }
 
     #[test]
     fn sled_store_matches_the_model(ops in prop::collection::vec(arb_op(), 1..60)) {
-        runtime().block_on(run(Kind::Sled, ops));
+        common::runtime().block_on(run(Kind::Sled, ops));
     }
 }

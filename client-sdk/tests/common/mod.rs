@@ -1,7 +1,13 @@
 //! Nodes for the SDK's integration tests: in-process `chorus-server` nodes on 127.0.0.1:0, and a
 //! real `chorusd` process for the kill -9 tests.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,8 +16,8 @@ use std::time::Duration;
 use chorus_testkit::process::{NodeFiles, ONE_NODE_AT_A_TIME, Process};
 
 use chorus_client::{ChannelId, Client, ClientConfig, Entry, Event, Events};
-use chorus_server::config::Config;
 use chorus_server::Server;
+use chorus_server::config::Config;
 
 pub use chorus_testkit::process::free_port;
 pub use chorus_testkit::token::{SECRET, token, token_ttl};

@@ -1,6 +1,6 @@
 //! One client connection, WebSocket or QUIC, from `Hello` to close: the handshake with its
-//! deadline and token check ([`handshake`]), the read loop with idle and expiry timers (here),
-//! and the writer that drains the outbound queue in batches ([`writer`]). Bad input closes this
+//! deadline and token check (`handshake`), the read loop with idle and expiry timers (here),
+//! and the writer that drains the outbound queue in batches (`writer`). Bad input closes this
 //! connection only, with a typed close code.
 //!
 //! The transports implement [`FrameSource`] and [`FrameSink`]; they are declared here, by their

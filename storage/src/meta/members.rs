@@ -44,12 +44,7 @@ impl Store {
         overwrite: bool,
     ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
-        let _g = inner
-            .lock_all(vec![
-                inner.stripe_index(channel),
-                inner.stripe_index(&keys::user(user)),
-            ])
-            .await;
+        let _g = inner.lock_membership(channel, user).await;
         let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
         let existing: Option<MemberRecord> = inner.record(&mkey)?;
@@ -95,12 +90,7 @@ impl Store {
         user: &UserId,
     ) -> Result<bool, StoreError> {
         let inner = &*self.inner;
-        let _g = inner
-            .lock_all(vec![
-                inner.stripe_index(channel),
-                inner.stripe_index(&keys::user(user)),
-            ])
-            .await;
+        let _g = inner.lock_membership(channel, user).await;
         let (ckey, mut record) = inner.channel_record(channel)?;
         let mkey = keys::member(channel, user);
         let index = keys::user_channel(user, channel);

@@ -159,3 +159,12 @@ macro_rules! on_every_engine {
         }
     };
 }
+
+/// A runtime for property tests, which run each case synchronously.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
