@@ -8,7 +8,7 @@ use chorus_protocol::v1::{
 
 use super::access::role_rank;
 use super::channels::MAX_INITIAL_MEMBERS;
-use super::{Actor, Chat, Error, clamp_limit};
+use super::{Actor, Chat, Error, clamp_limit, user_id};
 use crate::clock::unix_ms;
 use crate::ids::SessionKey;
 
@@ -71,12 +71,13 @@ impl Chat<'_> {
             .await
     }
 
-    /// Adds `users` with `role` (moderators, admins); all or none pass the checks. Returns
-    /// the users who were not members before.
+    /// Adds the users named in `users` with `role` (moderators, admins); all or none pass the
+    /// checks, and the ids are parsed after the caller's right to add is. Returns the users
+    /// who were not members before.
     pub async fn add_members(
         &self,
         id: &ChannelId,
-        users: &[UserId],
+        users: &[String],
         role: Role,
     ) -> Result<Vec<UserId>, Error> {
         let (info, _) = self.require_role(id, Role::Moderator)?;
@@ -91,10 +92,14 @@ impl Chat<'_> {
                 message: format!("at most {MAX_INITIAL_MEMBERS} users at once"),
             });
         }
+        let users = users
+            .iter()
+            .map(|u| user_id("user_ids", u))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = self.node.store();
         // Checked for all before adding any: the request adds everyone or no one.
         let mut new_users = Vec::with_capacity(users.len());
-        for user in users {
+        for user in &users {
             if store.member(id, user)?.is_none() && !new_users.contains(&user) {
                 new_users.push(user);
             }
@@ -114,14 +119,15 @@ impl Chat<'_> {
         Ok(added)
     }
 
-    /// Removes a member of lower role (moderators, admins).
-    pub async fn remove_member(&self, id: &ChannelId, user: &UserId) -> Result<(), Error> {
+    /// Removes the member named `user` if of lower role (moderators, admins).
+    pub async fn remove_member(&self, id: &ChannelId, user: &str) -> Result<(), Error> {
         let (info, my_role) = self.require_role(id, Role::Moderator)?;
         if info.record.kind() == ChannelKind::Direct {
             return Err(Error::Forbidden(
                 "direct channels have exactly two members".into(),
             ));
         }
+        let user = &user_id("user_id", user)?;
         if self.actor.user() == Some(user) {
             // Leaving has its own rules (the last owner stays).
             return Err(Error::invalid(
@@ -146,14 +152,16 @@ impl Chat<'_> {
             .await
     }
 
-    /// Gives a member another role (owners, admins). The last owner cannot step down.
-    pub async fn set_role(&self, id: &ChannelId, user: &UserId, role: Role) -> Result<(), Error> {
+    /// Gives the member named `user` another role (owners, admins). The last owner cannot
+    /// step down.
+    pub async fn set_role(&self, id: &ChannelId, user: &str, role: Role) -> Result<(), Error> {
         let (info, _) = self.require_role(id, Role::Owner)?;
         if info.record.kind() == ChannelKind::Direct {
             return Err(Error::Forbidden(
                 "both users of a direct channel are owners".into(),
             ));
         }
+        let user = &user_id("user_id", user)?;
         if role == Role::Unspecified {
             return Err(Error::invalid(
                 "role",

@@ -106,14 +106,11 @@ async fn who_may_change_members_of_a_group() {
     .await;
     let g = c("g");
     let admin = Chat::new(&node, Actor::Admin);
-    admin
-        .set_role(&g, &u("mod"), Role::Moderator)
-        .await
-        .unwrap();
+    admin.set_role(&g, "mod", Role::Moderator).await.unwrap();
     let (owner, moderator, member, stranger) = (u("owner"), u("mod"), u("member"), u("stranger"));
     // Adding: moderators and up.
     let add = |who: &UserId, new: &str| {
-        let users = vec![u(new)];
+        let users = vec![new.to_owned()];
         let node = &node;
         let who = who.clone();
         async move {
@@ -123,6 +120,9 @@ async fn who_may_change_members_of_a_group() {
         }
     };
     assert_eq!(refused(add(&member, "n1").await), "forbidden");
+    // The right to add is checked before the named ids: a bad id from a member is FORBIDDEN.
+    assert_eq!(refused(add(&member, "not an id!").await), "forbidden");
+    assert_eq!(refused(add(&moderator, "not an id!").await), "invalid");
     assert_eq!(
         refused(add(&stranger, "n1").await),
         "not_found",
@@ -133,7 +133,7 @@ async fn who_may_change_members_of_a_group() {
     // Removing: only members of lower rank.
     let remove = |who: &UserId, target: &str| {
         let node = &node;
-        let (who, target) = (who.clone(), u(target));
+        let (who, target) = (who.clone(), target.to_owned());
         async move { Chat::user(node, &who).remove_member(&c("g"), &target).await }
     };
     assert_eq!(refused(remove(&member, "other").await), "forbidden");
@@ -148,7 +148,7 @@ async fn who_may_change_members_of_a_group() {
     // Roles: owners only.
     let set = |who: &UserId, target: &str, role: Role| {
         let node = &node;
-        let (who, target) = (who.clone(), u(target));
+        let (who, target) = (who.clone(), target.to_owned());
         async move {
             Chat::user(node, &who)
                 .set_role(&c("g"), &target, role)
@@ -179,7 +179,7 @@ async fn who_may_change_members_of_a_group() {
         "another owner remains"
     );
     // An admin acts as an owner.
-    assert_eq!(refused(admin.remove_member(&g, &u("n2")).await), "ok");
+    assert_eq!(refused(admin.remove_member(&g, "n2").await), "ok");
 }
 
 /// Leaving: the last owner of a group with other members hands over first; anyone else leaves.
@@ -216,7 +216,7 @@ async fn who_may_post_edit_and_delete() {
     .await;
     let admin = Chat::new(&node, Actor::Admin);
     admin
-        .set_role(&c("pub"), &u("other"), Role::Moderator)
+        .set_role(&c("pub"), "other", Role::Moderator)
         .await
         .unwrap();
     let (author, moderator, reader) = (u("author"), u("other"), u("reader"));
@@ -312,12 +312,16 @@ async fn direct_channels_keep_their_two_members() {
     assert_eq!(again.id, dm.id, "one channel per pair");
     let admin = Chat::new(&node, Actor::Admin);
     assert_eq!(
-        refused(admin.add_members(&dm.id, &[u("c")], Role::Member).await),
+        refused(
+            admin
+                .add_members(&dm.id, &["c".to_owned()], Role::Member)
+                .await
+        ),
         "forbidden"
     );
-    assert_eq!(refused(admin.remove_member(&dm.id, &a).await), "forbidden");
+    assert_eq!(refused(admin.remove_member(&dm.id, "a").await), "forbidden");
     assert_eq!(
-        refused(admin.set_role(&dm.id, &a, Role::Member).await),
+        refused(admin.set_role(&dm.id, "a", Role::Member).await),
         "forbidden"
     );
     assert_eq!(refused(Chat::user(&node, &a).direct(&a).await), "invalid");
@@ -370,7 +374,7 @@ async fn memberships_stop_at_the_limit() {
     assert_eq!(
         refused(
             admin
-                .add_members(&c("c"), std::slice::from_ref(&user), Role::Member)
+                .add_members(&c("c"), &["u".to_owned()], Role::Member)
                 .await
         ),
         "limit"

@@ -282,9 +282,12 @@ pub(crate) async fn execute(
         } => {
             let id = channel(&c)?;
             let r = role(r.as_deref().unwrap_or("member"))?;
-            let users = us.iter().map(|u| user(u)).collect::<Result<Vec<_>, _>>()?;
+            // Named ids are checked here first: a bad one is the admin's `bad_request`.
+            for u in &us {
+                user(u)?;
+            }
             let added: Vec<String> = admin
-                .add_members(&id, &users, r)
+                .add_members(&id, &us, r)
                 .await?
                 .iter()
                 .map(ToString::to_string)
@@ -296,7 +299,7 @@ pub(crate) async fn execute(
             user: u,
         } => {
             let (id, u) = (channel(&c)?, user(&u)?);
-            admin.remove_member(&id, &u).await?;
+            admin.remove_member(&id, u.as_str()).await?;
             Ok(json!({ "channel": id.as_str(), "removed": u.as_str() }))
         }
         Command::MembersRole {
@@ -305,7 +308,7 @@ pub(crate) async fn execute(
             role: r,
         } => {
             let (id, u, r) = (channel(&c)?, user(&u)?, role(&r)?);
-            admin.set_role(&id, &u, r).await?;
+            admin.set_role(&id, u.as_str(), r).await?;
             Ok(json!({ "channel": id.as_str(), "user": u.as_str(), "role": r.as_str_name() }))
         }
         Command::MessagesDelete { channel: c, seq } => {

@@ -9,7 +9,7 @@ use chorus_storage::ChannelPatch;
 
 use super::Session;
 use crate::chat::reads::Reader;
-use crate::chat::{Chat, Error as ChatError, channel_id, user_id};
+use crate::chat::{Chat, channel_id};
 use crate::clock::unix_ms;
 
 /// A reply that waits for something durable (a publish): the connection keeps reading
@@ -91,25 +91,18 @@ impl Session {
             }
             Request::AddMembers(a) => {
                 let id = channel_id("channel_id", &a.channel_id)?;
-                let users = a
-                    .user_ids
-                    .iter()
-                    .map(|u| user_id("user_ids", u))
-                    .collect::<Result<Vec<_>, ChatError>>()?;
-                chat.add_members(&id, &users, v1::Role::Member).await?;
+                chat.add_members(&id, &a.user_ids, v1::Role::Member).await?;
                 done()
             }
             Request::RemoveMember(r) => {
                 let id = channel_id("channel_id", &r.channel_id)?;
-                chat.remove_member(&id, &user_id("user_id", &r.user_id)?)
-                    .await?;
+                chat.remove_member(&id, &r.user_id).await?;
                 done()
             }
             Request::SetMemberRole(s) => {
                 let id = channel_id("channel_id", &s.channel_id)?;
-                let user = user_id("user_id", &s.user_id)?;
                 let role = v1::Role::try_from(s.role).unwrap_or(v1::Role::Unspecified);
-                chat.set_role(&id, &user, role).await?;
+                chat.set_role(&id, &s.user_id, role).await?;
                 done()
             }
             Request::ListMembers(l) => R::MemberList(chat.list_members(l)?),

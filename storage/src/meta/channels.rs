@@ -73,8 +73,13 @@ impl Store {
                 muted_until_ms: 0,
             };
             ops.push(Op::Put(keys::member(&new.id, user), m.encode_to_vec()));
-            ops.push(Op::Put(keys::user_channel(user, &new.id), Vec::new()));
-            ops.extend(inner.user_count_op(user, 1)?);
+            let index = keys::user_channel(user, &new.id);
+            // A stale index entry (left by a lost record of an earlier channel of this id) is
+            // already counted.
+            if inner.engine.get(&index)?.is_none() {
+                ops.extend(inner.user_count_op(user, 1)?);
+            }
+            ops.push(Op::Put(index, Vec::new()));
         }
         let permit = inner.reserve_growth().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();

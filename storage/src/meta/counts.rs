@@ -85,7 +85,7 @@ impl Store {
     /// How many channels the user belongs to, at most `at_most`: the kept count, or a scan of
     /// the user's channel index that stops at `at_most` (a limit check needs to know only
     /// whether the count reached the limit). A scan that finds fewer than `at_most` knows the
-    /// exact count, which is kept from then on.
+    /// exact count, which is kept from then on (for a user with a record or with memberships).
     pub async fn user_channel_count(
         &self,
         user: &UserId,
@@ -100,12 +100,18 @@ impl Store {
         }
         // Under the user's stripe: no membership of the user changes during the scan.
         let _g = inner.stripe(&key).lock().await;
-        let mut record: UserRecord = inner.record(&key)?.unwrap_or_default();
-        if record.channels_counted {
+        let existing: Option<UserRecord> = inner.record(&key)?;
+        if let Some(record) = &existing
+            && record.channels_counted
+        {
             return Ok((record.channel_count as usize).min(at_most));
         }
         let found = self.user_channels(user, None, at_most)?.len();
-        if found < at_most {
+        // Kept once known exactly, for a user with a record or with memberships: a check must
+        // not create a record (a commit) for every fresh id a request names. Not while the
+        // store refuses growth: the count is then simply not kept yet.
+        if found < at_most && (existing.is_some() || found > 0) && inner.queue.health().is_ok() {
+            let mut record = existing.unwrap_or_default();
             record.channel_count = u32::try_from(found).unwrap_or(u32::MAX);
             record.channels_counted = true;
             inner
@@ -194,5 +200,14 @@ mod tests {
         );
         store.remove_member(&ch, &a).await.unwrap();
         assert_eq!(store.user_channel_count(&a, 10).await.unwrap(), 0);
+        // A limit check on a user the store has no record of writes nothing.
+        let stranger = UserId::new("stranger").unwrap();
+        assert_eq!(store.user_channel_count(&stranger, 10).await.unwrap(), 0);
+        assert!(
+            inner
+                .record::<UserRecord>(&keys::user(&stranger))
+                .unwrap()
+                .is_none()
+        );
     }
 }
