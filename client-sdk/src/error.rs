@@ -1,6 +1,7 @@
 //! The SDK's one error type. Every failure an app can see is a variant here, so that an app can
 //! decide per kind whether to retry, re-authenticate, or tell the user.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_protocol::v1::{self, CloseCode, ErrorCode};
@@ -68,7 +69,7 @@ pub enum Error {
     Tls(String),
     /// The transport could not be established or failed (DNS, TCP, TLS handshake, QUIC).
     #[error("transport error: {0}")]
-    Transport(String),
+    Transport(#[from] TransportError),
     /// The server sent something that does not follow chorus.v1.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -128,5 +129,67 @@ impl From<v1::Error> for Error {
 impl From<chorus_protocol::ids::IdError> for Error {
     fn from(e: chorus_protocol::ids::IdError) -> Self {
         Error::InvalidArgument(e.to_string())
+    }
+}
+
+/// The cause of a failure below the protocol, shared so that an [`Error`] stays cloneable (one
+/// goes to every call waiting on a connection).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a transport could not be established, or ended.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The host name did not resolve to an address.
+    #[error("resolve {host}: {source}")]
+    Resolve {
+        /// The name.
+        host: String,
+        /// What the resolver said.
+        #[source]
+        source: Cause,
+    },
+    /// The TCP connection could not be opened.
+    #[error("connect {url}: {source}")]
+    Connect {
+        /// The URL dialled.
+        url: String,
+        /// The socket error.
+        #[source]
+        source: Cause,
+    },
+    /// The TLS handshake failed (an untrusted or mismatched certificate, for example).
+    #[error("TLS handshake: {0}")]
+    TlsHandshake(#[source] Cause),
+    /// The server did not upgrade the connection to a chorus WebSocket.
+    #[error("WebSocket upgrade: {0}")]
+    Upgrade(String),
+    /// A QUIC step failed: binding the endpoint, connecting, opening the stream.
+    #[error("QUIC {step}: {source}")]
+    Quic {
+        /// `endpoint`, `connect` or `stream`.
+        step: &'static str,
+        /// quinn's error.
+        #[source]
+        source: Cause,
+    },
+    /// A write to the connection failed.
+    #[error("write: {0}")]
+    Write(String),
+    /// The connection closed before the session was established, with no close code.
+    #[error("{0}")]
+    Closed(String),
+}
+
+impl TransportError {
+    /// A [`TransportError::Quic`] for `step` caused by `source`.
+    pub(crate) fn quic(
+        step: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        TransportError::Quic {
+            step,
+            source: Arc::new(source),
+        }
     }
 }

@@ -105,7 +105,7 @@ pub use chorus_protocol::resume::SubscribeOutcome;
 pub use chorus_protocol::v1 as proto;
 pub use client::{Client, new_client_msg_id};
 pub use config::{AppInfo, ClientConfig, TokenFuture, TokenRefresher};
-pub use error::{Error, ServerError};
+pub use error::{Cause, Error, ServerError, TransportError};
 pub use event::{Event, Events};
 pub use status::Status;
 pub use transport::tls::TlsTrust;

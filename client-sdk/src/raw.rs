@@ -75,7 +75,10 @@ impl RawReader {
 impl RawWriter {
     /// Sends encoded frames (one WebSocket message; at most 256 frames per message).
     pub async fn send(&mut self, frames: Bytes) -> Result<(), Error> {
-        self.0.send(frames).await.map_err(Error::Transport)
+        self.0
+            .send(frames)
+            .await
+            .map_err(|e| Error::Transport(crate::error::TransportError::Write(e)))
     }
 
     /// Closes with close code NORMAL.

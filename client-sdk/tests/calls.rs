@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chorus_client::proto::{self, ErrorCode};
 use chorus_client::{
-    ChannelKind, Client, ClientConfig, EntryBody, Error, Event, Role, Seq, SubscribeOutcome, UserId,
+    ChannelKind, Client, ClientConfig, EntryBody, Error, Event, Role, Seq, SubscribeOutcome,
+    TransportError, UserId,
 };
 use common::{Node, channel, next_entry, next_event, text};
 
@@ -266,7 +267,13 @@ async fn refusals_are_typed_errors() {
     let port = common::free_port();
     let down =
         Client::connect(ClientConfig::new(&format!("ws://127.0.0.1:{port}/"), "t").unwrap()).await;
-    assert!(matches!(down, Err(Error::Transport(_))), "{down:?}");
+    // The socket's error stays reachable as the source.
+    match &down {
+        Err(Error::Transport(e @ TransportError::Connect { .. })) => {
+            assert!(std::error::Error::source(e).is_some(), "{e:?}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
     assert!(matches!(
         ClientConfig::new("http://x/", "t"),
         Err(Error::InvalidUrl { .. })

@@ -5,7 +5,7 @@
 
 mod common;
 
-use chorus_client::{Client, ClientConfig, Error, TlsTrust};
+use chorus_client::{Client, ClientConfig, Error, TlsTrust, TransportError};
 use common::{Node, channel, next_entry, text, token};
 
 async fn tls_client(
@@ -82,7 +82,10 @@ async fn websocket_tls_and_quic_carry_the_same_session_protocol() {
     )
     .await;
     assert!(
-        matches!(untrusted, Err(Error::Transport(_))),
+        matches!(
+            &untrusted,
+            Err(Error::Transport(TransportError::TlsHandshake(_)))
+        ),
         "{untrusted:?}"
     );
     let other = tempfile::tempdir().unwrap();
@@ -271,7 +274,16 @@ async fn a_large_datagram_endpoint_carries_messages_whole_and_in_order() {
 
     let local: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let refused = QuicEndpoint::bind_with_max_udp_payload(local, 1199).unwrap_err();
-    assert!(matches!(refused, Error::Transport(_)), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Error::Transport(TransportError::Quic {
+                step: "endpoint",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 
     let (node, cert) = Node::start_tls().await;
     let quic_port = node.server.quic_addr().unwrap().port();

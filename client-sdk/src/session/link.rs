@@ -12,7 +12,7 @@ use rand::Rng;
 
 use super::outbox::Pacer;
 use super::{Action, ClientSession};
-use crate::error::Error;
+use crate::error::{Error, TransportError};
 use crate::event::Event;
 
 /// How long to wait for the server's close after it refused `Hello`.
@@ -205,7 +205,7 @@ impl ClientSession {
                         reason: error.map_or_else(|| reason.clone(), |e| e.message),
                     },
                     (None, Some(error)) => Error::from(error),
-                    (None, None) => Error::Transport(reason.clone()),
+                    (None, None) => Error::from(TransportError::Closed(reason.clone())),
                 };
                 (e, code, reason, disconnect)
             }

@@ -46,7 +46,7 @@ use chorus_protocol::v1::{self, CloseCode, ServerEnvelope, client_envelope::Requ
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::error::Error;
+use crate::error::{Error, TransportError};
 use crate::event::Event;
 use crate::status::Status;
 use lag::Channels;
@@ -210,9 +210,9 @@ impl ClientSession {
                 ..
             } => {
                 let attempt = if refusal.is_none() && disconnect.is_none() && code.is_none() {
-                    Attempt::Failed(Error::Transport(format!(
+                    Attempt::Failed(Error::from(TransportError::Closed(format!(
                         "closed during the handshake: {reason}"
-                    )))
+                    ))))
                 } else {
                     Attempt::Refused {
                         error: refusal,

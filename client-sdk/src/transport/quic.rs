@@ -13,7 +13,7 @@ use chorus_protocol::v1::CloseCode;
 
 use super::tls;
 use super::{Dial, Ended, Incoming, MAX_FRAME, protocol_error};
-use crate::error::Error;
+use crate::error::{Error, TransportError};
 
 /// Bytes asked of QUIC per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -42,7 +42,7 @@ impl QuicEndpoint {
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
         self.0
             .local_addr()
-            .map_err(|e| Error::Transport(format!("QUIC endpoint: {e}")))
+            .map_err(|e| TransportError::quic("endpoint", e).into())
     }
 
     /// Binds a client endpoint to `local` (port 0 for any), with socket buffers sized for many
@@ -62,14 +62,17 @@ impl QuicEndpoint {
         local: SocketAddr,
         max_udp_payload: u16,
     ) -> Result<Self, Error> {
-        let failed = |e: std::io::Error| Error::Transport(format!("QUIC endpoint: {e}"));
+        let failed = |e: std::io::Error| Error::from(TransportError::quic("endpoint", e));
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(max_udp_payload)
             .map_err(|_| {
-                Error::Transport(format!(
-                    "QUIC endpoint: a UDP payload of {max_udp_payload} bytes is outside 1200 ..= 65527"
-                ))
+                TransportError::quic(
+                    "endpoint",
+                    std::io::Error::other(format!(
+                        "a UDP payload of {max_udp_payload} bytes is outside 1200 ..= 65527"
+                    )),
+                )
             })?;
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(local),
@@ -126,8 +129,8 @@ pub(super) async fn connect(
             } else {
                 SocketAddr::from(([0u16; 8], 0))
             };
-            let e = quinn::Endpoint::client(bind)
-                .map_err(|e| Error::Transport(format!("QUIC endpoint: {e}")))?;
+            let e =
+                quinn::Endpoint::client(bind).map_err(|e| TransportError::quic("endpoint", e))?;
             *quic = Some(e.clone());
             e
         }
@@ -142,13 +145,13 @@ pub(super) async fn connect(
     client_config.transport_config(Arc::new(transport));
     let connection = client
         .connect_with(client_config, addr, dial.name())
-        .map_err(|e| Error::Transport(format!("QUIC connect: {e}")))?
+        .map_err(|e| TransportError::quic("connect", e))?
         .await
-        .map_err(|e| Error::Transport(format!("QUIC connect: {e}")))?;
+        .map_err(|e| TransportError::quic("connect", e))?;
     let (send, recv) = connection
         .open_bi()
         .await
-        .map_err(|e| Error::Transport(format!("QUIC stream: {e}")))?;
+        .map_err(|e| TransportError::quic("stream", e))?;
     Ok((
         QuicReader {
             recv,
@@ -165,13 +168,22 @@ pub(super) async fn connect(
 async fn resolve(host: &str, port: u16, ipv4: Option<bool>) -> Result<SocketAddr, Error> {
     let all: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| Error::Transport(format!("resolve {host}: {e}")))?
+        .map_err(|e| TransportError::Resolve {
+            host: host.to_owned(),
+            source: Arc::new(e),
+        })?
         .collect();
     all.iter()
         .find(|a| ipv4.is_none_or(|v4| a.is_ipv4() == v4))
         .or(all.first())
         .copied()
-        .ok_or_else(|| Error::Transport(format!("resolve {host}: no address")))
+        .ok_or_else(|| {
+            TransportError::Resolve {
+                host: host.to_owned(),
+                source: Arc::new(std::io::Error::other("no address")),
+            }
+            .into()
+        })
 }
 
 fn ended(e: &quinn::ConnectionError) -> Ended {

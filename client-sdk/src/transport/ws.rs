@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_acc
 
 use super::tls;
 use super::{Dial, Ended, Endpoint, Incoming, Io, MAX_FRAME, Scheme, protocol_error};
-use crate::error::Error;
+use crate::error::{Error, TransportError};
 
 /// The upgrade response's head may be at most this long.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -50,23 +50,20 @@ pub(crate) struct WsWriter {
 pub(super) async fn connect(dial: &Dial) -> Result<(WsReader, WsWriter), Error> {
     #[cfg(test)]
     if let Some(connector) = &dial.connector {
-        let io = connector()
-            .await
-            .map_err(|e| Error::Transport(format!("connect {}: {e}", dial.url)))?;
+        let io = connector().await.map_err(|e| connect_failed(dial, e))?;
         return upgrade(&dial.endpoint, io).await;
     }
     let tcp = tcp_connect(dial)
         .await
-        .map_err(|e| Error::Transport(format!("connect {}: {e}", dial.url)))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| Error::Transport(e.to_string()))?;
+        .map_err(|e| connect_failed(dial, e))?;
+    tcp.set_nodelay(true).map_err(|e| connect_failed(dial, e))?;
     let io: Box<dyn Io> = if dial.endpoint.scheme == Scheme::Wss {
         let tls = tls::client_config(&dial.trust, None)?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let stream = connector
             .connect(tls::server_name(dial.name())?, tcp)
             .await
-            .map_err(|e| Error::Transport(format!("TLS handshake: {e}")))?;
+            .map_err(|e| TransportError::TlsHandshake(Arc::new(e)))?;
         Box::new(stream)
     } else {
         Box::new(tcp)
@@ -101,9 +98,16 @@ async fn tcp_connect(dial: &Dial) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
+fn connect_failed(dial: &Dial, e: std::io::Error) -> TransportError {
+    TransportError::Connect {
+        url: dial.url.clone(),
+        source: Arc::new(e),
+    }
+}
+
 /// The WebSocket upgrade (RFC 6455 section 4.1), offering the chorus subprotocol.
 async fn upgrade(endpoint: &Endpoint, mut io: Box<dyn Io>) -> Result<(WsReader, WsWriter), Error> {
-    let failed = |e: String| Error::Transport(format!("WebSocket upgrade: {e}"));
+    let failed = |e: String| Error::from(TransportError::Upgrade(e));
     let key = generate_key();
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
