@@ -200,6 +200,7 @@ impl Store {
     pub async fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.inner
+            .queue
             .submit(Vec::new(), Completion::Done(tx), true)
             .await?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -293,33 +294,6 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// Room in the writer's queue for a write that adds data (see [`Queue::reserve_growth`]).
-    pub(crate) async fn reserve_growth(
-        &self,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
-        self.queue.reserve_growth().await
-    }
-
-    /// Queues a request with a permit already reserved.
-    pub(crate) fn enqueue(
-        &self,
-        ops: Vec<Op>,
-        completion: Completion,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<(), StoreError> {
-        self.queue.enqueue(ops, completion, permit)
-    }
-
-    /// Reserves room, queues and returns once the request is queued.
-    pub(crate) async fn submit(
-        &self,
-        ops: Vec<Op>,
-        completion: Completion,
-        force_sync: bool,
-    ) -> Result<(), StoreError> {
-        self.queue.submit(ops, completion, force_sync).await
-    }
-
     fn close(&self) {
         self.queue.close();
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -331,7 +305,7 @@ impl Inner {
     /// Writes `ops` durably (one atomic batch) and returns when they are durable.
     pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(ops, Completion::Done(tx), false).await?;
+        self.queue.submit(ops, Completion::Done(tx), false).await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -96,21 +96,24 @@ impl Client {
     }
 
     pub async fn send(&mut self, request: Request) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut buf = BytesMut::new();
-        encode_frame(&ClientEnvelope::new(id, request), &mut buf);
-        self.ws.send(WsMessage::Binary(buf.freeze())).await.unwrap();
+        let (id, message) = self.frame(request);
+        self.ws.send(message).await.unwrap();
         id
     }
 
     /// Sends a request; false once the connection is gone (for peers the node may close).
     pub async fn try_send(&mut self, request: Request) -> bool {
+        let (_, message) = self.frame(request);
+        self.ws.send(message).await.is_ok()
+    }
+
+    /// The next request id and `request` framed in a WebSocket message.
+    fn frame(&mut self, request: Request) -> (u64, WsMessage) {
         let id = self.next_id;
         self.next_id += 1;
         let mut buf = BytesMut::new();
         encode_frame(&ClientEnvelope::new(id, request), &mut buf);
-        self.ws.send(WsMessage::Binary(buf.freeze())).await.is_ok()
+        (id, WsMessage::Binary(buf.freeze()))
     }
 
     /// Reads until the server closes; returns how many channel events came and the

@@ -11,6 +11,7 @@ use chorus_storage::{BanScope, ChannelInfo, MemberRecord};
 use super::{Actor, Chat, Error};
 use crate::auth::Identity;
 use crate::clock::unix_ms;
+use crate::config::LimitsConfig;
 use crate::node::{Node, UserBuckets};
 use crate::ratelimit::TokenBucket;
 
@@ -143,12 +144,12 @@ impl Chat<'_> {
         })
     }
 
-    /// Takes one publish from the acting user's budget.
-    pub fn take_publish_budget(&self) -> Result<(), Error> {
+    /// Takes one publish from the acting user's budget under `limits` (the caller's copy: a
+    /// publish reads the limits once).
+    pub fn take_publish_budget(&self, limits: &LimitsConfig) -> Result<(), Error> {
         let Actor::User(user) = self.actor else {
             return Ok(());
         };
-        let limits = self.node.limits();
         take_budget(
             self.node.publish_buckets(),
             user,

@@ -72,7 +72,7 @@ impl Chat<'_> {
                 "no such message",
             ));
         }
-        self.take_publish_budget()?;
+        self.take_publish_budget(&limits)?;
         let key = message.client_msg_id.clone();
         let started = Instant::now();
         let ticket = self

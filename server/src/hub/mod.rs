@@ -139,16 +139,18 @@ impl Hub {
     /// Pushes an ephemeral event to the sessions of `user` other than `except` (the user's
     /// other devices; [`SessionKey::NONE`]: all of them).
     pub fn push_to_user(&self, user: &UserId, push: Push, except: SessionKey) {
-        let frame = push_frame(push);
         let keys: Vec<SessionKey> = self
             .by_user
             .get(user)
-            .map(|k| k.clone())
+            .map(|k| k.iter().copied().filter(|k| *k != except).collect())
             .unwrap_or_default();
+        if keys.is_empty() {
+            // Nobody to tell: not even encoded.
+            return;
+        }
+        let frame = push_frame(push);
         for key in keys {
-            if key != except
-                && let Some(entry) = self.sessions.get(&key)
-            {
+            if let Some(entry) = self.sessions.get(&key) {
                 entry.outbound.push(frame.clone());
             }
         }

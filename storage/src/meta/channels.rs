@@ -81,7 +81,7 @@ impl Store {
             }
             ops.push(Op::Put(index, Vec::new()));
         }
-        let permit = inner.reserve_growth().await?;
+        let permit = inner.queue.reserve_growth().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             // The number is taken and the creation queued under one lock, so creations reach
@@ -101,7 +101,9 @@ impl Store {
                 keys::next_log_number(),
                 (number + 1).to_be_bytes().to_vec(),
             ));
-            inner.enqueue(ops, crate::commit::Completion::Done(tx), permit)?;
+            inner
+                .queue
+                .enqueue(ops, crate::commit::Completion::Done(tx), permit)?;
             *next = Some(number + 1);
         }
         rx.await.map_err(|_| StoreError::Closed)??;
