@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::{Engine, Op};
-use crate::error::{EngineError, StoreError};
+use crate::error::{BackupError, EngineError};
 use crate::store::{Store, check_format, lock_dir, open_engine};
 
 /// Pairs per write batch in the copy.
@@ -45,20 +45,20 @@ impl Store {
     /// Copies a consistent image of the store into `target`, a directory that must not exist
     /// or be empty. The result is a complete store directory of the same engine: open it with
     /// `Store::open` (or point a node's data directory at its parent) to restore.
-    pub async fn backup(&self, target: &Path) -> Result<BackupReport, StoreError> {
+    pub async fn backup(&self, target: &Path) -> Result<BackupReport, BackupError> {
         if target.exists()
             && std::fs::read_dir(target)
-                .map_err(|e| StoreError::Invalid(format!("{}: {e}", target.display())))?
+                .map_err(|source| BackupError::Io {
+                    path: target.to_path_buf(),
+                    source,
+                })?
                 .next()
                 .is_some()
         {
-            return Err(StoreError::Invalid(format!(
-                "backup target {} is not empty",
-                target.display()
-            )));
+            return Err(BackupError::TargetNotEmpty(target.to_path_buf()));
         }
         // Everything acknowledged so far is synced; flush relaxed-mode writes too.
-        self.sync().await?;
+        self.sync().await.map_err(BackupError::Sync)?;
         let source = self.inner.engine.clone();
         let gate = self.inner.write_gate.clone();
         let kind = self.inner.config.engine;
@@ -71,9 +71,9 @@ impl Store {
             .spawn(move || {
                 let _ = tx.send(copy(&*source, &gate, kind, cache, &target));
             })
-            .map_err(|e| StoreError::Backup(format!("backup thread: {e}")))?;
+            .map_err(|e| BackupError::Thread(e.to_string()))?;
         rx.await
-            .map_err(|_| StoreError::Backup("the backup thread ended without a result".into()))?
+            .map_err(|_| BackupError::Thread("it ended without a result".into()))?
     }
 }
 
@@ -85,14 +85,17 @@ fn copy(
     kind: crate::config::EngineKind,
     cache: u64,
     target: &Path,
-) -> Result<BackupReport, StoreError> {
+) -> Result<BackupReport, BackupError> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "store".into());
     let partial = target.with_file_name(format!(".{name}.partial-{:016x}", rand_id()));
     let result = copy_into(source, gate, kind, cache, &partial).and_then(|mut report| {
-        let io = |e: std::io::Error| StoreError::Backup(format!("{}: {e}", target.display()));
+        let io = |source| BackupError::Io {
+            path: target.to_path_buf(),
+            source,
+        };
         if target.exists() {
             std::fs::remove_dir(target).map_err(io)?;
         }
@@ -129,16 +132,17 @@ fn copy_into(
     kind: crate::config::EngineKind,
     cache: u64,
     target: &Path,
-) -> Result<BackupReport, StoreError> {
+) -> Result<BackupReport, BackupError> {
     let start = Instant::now();
-    let invalid = |e: crate::error::OpenError| StoreError::Invalid(e.to_string());
-    std::fs::create_dir_all(target)
-        .map_err(|e| StoreError::Invalid(format!("{}: {e}", target.display())))?;
-    let _lock = lock_dir(target).map_err(invalid)?;
-    check_format(target, kind).map_err(invalid)?;
+    std::fs::create_dir_all(target).map_err(|source| BackupError::Io {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let _lock = lock_dir(target).map_err(BackupError::Target)?;
+    check_format(target, kind).map_err(BackupError::Target)?;
     let dest: Arc<dyn Engine> =
         open_engine(kind, &target.join(kind.as_str()), cache, BACKUP_OPEN_FILES)
-            .map_err(invalid)?;
+            .map_err(BackupError::Target)?;
     let mut batch = Vec::with_capacity(COPY_BATCH);
     let (mut pairs, mut bytes) = (0u64, 0u64);
     let mut visit = |k: &[u8], v: &[u8]| -> Result<(), EngineError> {

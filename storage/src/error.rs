@@ -1,4 +1,10 @@
-//! The errors of each layer: the engine's, opening a store, and the store's operations.
+//! The errors of each layer and operation family: the engine's, opening a store, reading,
+//! writing, and backups.
+//!
+//! Each operation returns the narrowest error it can produce: a read cannot be refused for a
+//! full disk or a read-only store, so [`ReadError`] has no such variants, and a caller
+//! matching on it has no cases that cannot happen. Writes return [`StoreError`], which holds
+//! every read failure too (a write reads before it writes) through `From<ReadError>`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,7 +82,33 @@ pub enum OpenError {
     EngineNotBuilt(&'static str),
 }
 
-/// Why a store operation failed.
+/// Why a read (a log page, an entry, a position, a metadata record) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The channel does not exist.
+    #[error("channel {0} does not exist")]
+    ChannelNotFound(ChannelId),
+    /// The engine failed while reading.
+    #[error("storage engine: {0}")]
+    Engine(#[source] Arc<EngineError>),
+    /// Stored bytes do not decode: corruption, or data from a newer incompatible version.
+    #[error("corrupt record under key {key}: {message}")]
+    Corrupt {
+        /// The key, in hex.
+        key: String,
+        /// What failed to decode.
+        message: String,
+    },
+}
+
+impl From<EngineError> for ReadError {
+    fn from(e: EngineError) -> Self {
+        ReadError::Engine(Arc::new(e))
+    }
+}
+
+/// Why a write (an append, a rewrite, a metadata change, a sync) failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -121,15 +153,25 @@ pub enum StoreError {
         /// The seq asked for.
         seq: Seq,
     },
-    /// An argument is out of range (an entry too large, an empty id).
-    #[error("invalid argument: {0}")]
-    Invalid(String),
-    /// The engine failed while reading.
+    /// An idempotency key is empty or longer than the store keeps.
+    #[error("client_msg_id must be 1 to {max} bytes, not {len}")]
+    ClientMsgIdLength {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest accepted.
+        max: usize,
+    },
+    /// An encoded entry is larger than the store accepts.
+    #[error("entry of {len} bytes is over the limit of {max}")]
+    EntryTooLarge {
+        /// Its encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The engine failed.
     #[error("storage engine: {0}")]
     Engine(#[source] Arc<EngineError>),
-    /// An online backup could not be written (its thread, or the target directory).
-    #[error("backup: {0}")]
-    Backup(String),
     /// Stored bytes do not decode: corruption, or data from a newer incompatible version.
     #[error("corrupt record under key {key}: {message}")]
     Corrupt {
@@ -146,5 +188,50 @@ pub enum StoreError {
 impl From<EngineError> for StoreError {
     fn from(e: EngineError) -> Self {
         StoreError::Engine(Arc::new(e))
+    }
+}
+
+impl From<ReadError> for StoreError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::ChannelNotFound(c) => StoreError::ChannelNotFound(c),
+            ReadError::Engine(e) => StoreError::Engine(e),
+            ReadError::Corrupt { key, message } => StoreError::Corrupt { key, message },
+        }
+    }
+}
+
+/// Why an online backup failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The target exists and holds files.
+    #[error("backup target {0} is not empty")]
+    TargetNotEmpty(PathBuf),
+    /// The target directory could not be read, made, renamed into place or synced.
+    #[error("backup target {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The target could not be prepared as a store directory (lock file, format marker, engine).
+    #[error("backup target: {0}")]
+    Target(#[source] OpenError),
+    /// Everything acknowledged could not be synced before the copy.
+    #[error("sync before the backup: {0}")]
+    Sync(#[source] StoreError),
+    /// The engine failed while copying.
+    #[error("storage engine: {0}")]
+    Engine(#[source] EngineError),
+    /// The backup's thread could not start, or ended without a result.
+    #[error("backup thread: {0}")]
+    Thread(String),
+}
+
+impl From<EngineError> for BackupError {
+    fn from(e: EngineError) -> Self {
+        BackupError::Engine(e)
     }
 }

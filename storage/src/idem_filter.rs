@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 
 use crate::engine::{Direction, Engine, as_ref_bound, prefix_bounds};
-use crate::error::StoreError;
+use crate::error::ReadError;
 
 /// Stored keys scanned per append until the scan is done.
 const SCAN_PAGE: usize = 1024;
@@ -73,7 +73,7 @@ impl IdemFilter {
     }
 
     /// Adds the next page of stored keys, if the scan is not done.
-    pub(crate) fn scan_step(&mut self, engine: &dyn Engine) -> Result<(), StoreError> {
+    pub(crate) fn scan_step(&mut self, engine: &dyn Engine) -> Result<(), ReadError> {
         // Dropping the filter ends the scan too.
         let Some(scan) = &self.scan else {
             return Ok(());

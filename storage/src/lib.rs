@@ -49,7 +49,7 @@ mod store;
 pub use backup::BackupReport;
 pub use commit::{CommitListener, CommitStats, LatencyHistogram, LatencySnapshot};
 pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
-pub use error::{EngineError, OpenError, StoreError};
+pub use error::{BackupError, EngineError, OpenError, ReadError, StoreError};
 pub use log::{Anchor, AppendTicket, Appended, LogPage, LogPosition, LogQuery, NewEntry};
 pub use meta::{BanScope, ChannelInfo, ChannelPatch, NewChannel, ReadState};
 pub use records::{BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, UserRecord};

@@ -6,7 +6,7 @@ use chorus_protocol::ids::{Epoch, Seq};
 use chorus_protocol::v1::{ChannelEvent, ChannelKind, Role};
 use prost::Message;
 
-use crate::error::StoreError;
+use crate::error::ReadError;
 
 /// A channel's metadata.
 #[derive(Clone, PartialEq, Message)]
@@ -215,8 +215,8 @@ pub(crate) fn encode_entry(ordinal: u64, client_msg_id: &str, stored: &ChannelEv
 }
 
 /// Decodes a stored entry; `key` is only for the error message.
-pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<StoredEntry, StoreError> {
-    let corrupt = |message: &str| StoreError::Corrupt {
+pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<StoredEntry, ReadError> {
+    let corrupt = |message: &str| ReadError::Corrupt {
         key: hex(key),
         message: message.to_owned(),
     };
@@ -251,8 +251,8 @@ pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<StoredEntry, Stor
 pub(crate) fn decode_record<M: Message + Default>(
     key: &[u8],
     value: &[u8],
-) -> Result<M, StoreError> {
-    M::decode(value).map_err(|e| StoreError::Corrupt {
+) -> Result<M, ReadError> {
+    M::decode(value).map_err(|e| ReadError::Corrupt {
         key: hex(key),
         message: e.to_string(),
     })

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::commit::{CommitListener, CommitStats, Completion, FailState, Queue, Writer};
 use crate::config::{EngineKind, StoreConfig};
 use crate::engine::{Engine, Op, fjall::FjallEngine};
-use crate::error::{OpenError, StoreError};
+use crate::error::{OpenError, ReadError, StoreError};
 use crate::log::{AppendTicket, Appended, LogPage, LogPosition, LogQuery, Logs, NewEntry};
 use crate::records::LogEntry;
 use crate::records::decode_record;
@@ -169,7 +169,7 @@ impl Store {
     }
 
     /// Bytes on disk.
-    pub fn disk_bytes(&self) -> Result<u64, StoreError> {
+    pub fn disk_bytes(&self) -> Result<u64, ReadError> {
         Ok(self.inner.engine.disk_bytes()?)
     }
 
@@ -257,21 +257,17 @@ impl Store {
     }
 
     /// Where the channel's log stands.
-    pub fn position(&self, channel: &ChannelId) -> Result<LogPosition, StoreError> {
+    pub fn position(&self, channel: &ChannelId) -> Result<LogPosition, ReadError> {
         self.inner.logs.position(channel)
     }
 
     /// One entry, if it is durable and still available.
-    pub fn entry(
-        &self,
-        channel: &ChannelId,
-        seq: Seq,
-    ) -> Result<Option<Arc<LogEntry>>, StoreError> {
+    pub fn entry(&self, channel: &ChannelId, seq: Seq) -> Result<Option<Arc<LogEntry>>, ReadError> {
         self.inner.logs.entry(channel, seq)
     }
 
     /// A page of the log.
-    pub fn read(&self, channel: &ChannelId, query: &LogQuery) -> Result<LogPage, StoreError> {
+    pub fn read(&self, channel: &ChannelId, query: &LogQuery) -> Result<LogPage, ReadError> {
         self.inner.logs.read(channel, query)
     }
 
@@ -356,7 +352,7 @@ impl Inner {
         prefix: &[u8],
         after: Option<Vec<u8>>,
         limit: usize,
-    ) -> Result<Vec<crate::engine::KeyValue>, StoreError> {
+    ) -> Result<Vec<crate::engine::KeyValue>, ReadError> {
         let (start, end) = crate::engine::prefix_bounds(prefix);
         let start = after.map_or(start, std::ops::Bound::Excluded);
         Ok(self.engine.scan(
@@ -371,16 +367,16 @@ impl Inner {
     pub(crate) fn channel_record(
         &self,
         id: &ChannelId,
-    ) -> Result<(Vec<u8>, crate::records::ChannelRecord), StoreError> {
+    ) -> Result<(Vec<u8>, crate::records::ChannelRecord), ReadError> {
         let key = crate::keys::channel(id);
         let record = self
             .record(&key)?
-            .ok_or_else(|| StoreError::ChannelNotFound(id.clone()))?;
+            .ok_or_else(|| ReadError::ChannelNotFound(id.clone()))?;
         Ok((key, record))
     }
 
     /// Reads and decodes a record.
-    pub(crate) fn record<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StoreError> {
+    pub(crate) fn record<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, ReadError> {
         match self.engine.get(key)? {
             Some(v) => Ok(Some(decode_record(key, &v)?)),
             None => Ok(None),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chorus_protocol::ids::Seq;
-use chorus_storage::{Anchor, LogQuery};
+use chorus_storage::{Anchor, BackupError, LogQuery};
 use common::{Kind, cid, create, entry, open, open_in, text_of};
 
 async fn backup_under_load(kind: Kind) {
@@ -53,7 +53,11 @@ async fn backup_under_load(kind: Kind) {
     assert!(during > before.len(), "appends went on during the backup");
 
     // Refused: a non-empty target.
-    assert!(store.backup(&target.path().join("store")).await.is_err());
+    let again = store.backup(&target.path().join("store")).await;
+    assert!(
+        matches!(again, Err(BackupError::TargetNotEmpty(ref p)) if p.ends_with("store")),
+        "{again:?}"
+    );
 
     // Restore: open the copy as a store.
     let restored = open_in(kind, &target.path().join("store"), |_| {});

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use chorus_protocol::ids::Seq;
 use chorus_protocol::v1::{Message, channel_event::Body};
-use chorus_storage::{Anchor, LogQuery, NewEntry, StoreError};
+use chorus_storage::{Anchor, LogQuery, NewEntry, ReadError, StoreError};
 use common::{Kind, cid, create, entry, open, text_of, uid};
 
 fn q(anchor: Anchor, limit: usize) -> LogQuery {
@@ -71,6 +71,9 @@ async fn unknown_channels_are_refused(kind: Kind) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ChannelNotFound(_)));
+    // Reads name the same cause in their own, narrower error.
+    let read = t.store.position(&cid("nope")).unwrap_err();
+    assert!(matches!(read, ReadError::ChannelNotFound(ref c) if c.as_str() == "nope"));
 }
 
 async fn retried_appends_return_the_original(kind: Kind) {
@@ -103,7 +106,10 @@ async fn retried_appends_return_the_original(kind: Kind) {
         .store
         .append(&c, entry("alice", "x", Some(&"k".repeat(65))))
         .await;
-    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        bad,
+        Err(StoreError::ClientMsgIdLength { len: 65, max: 64 })
+    ));
 }
 
 async fn concurrent_retries_store_once(kind: Kind) {

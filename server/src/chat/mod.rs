@@ -25,7 +25,7 @@ pub mod view;
 
 use chorus_protocol::ids::{ChannelId, UserId};
 use chorus_protocol::v1::{self, ErrorCode};
-use chorus_storage::StoreError;
+use chorus_storage::{ReadError, StoreError};
 
 use crate::node::Node;
 
@@ -141,6 +141,12 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        Error::Store(e.into())
+    }
+}
+
 impl Error {
     /// A channel that does not exist, or that the actor may not see.
     pub fn channel_not_found(id: &ChannelId) -> Self {
@@ -227,7 +233,9 @@ fn store_error(e: StoreError) -> v1::Error {
         StoreError::EntryNotFound { seq, .. } => {
             err(ErrorCode::NotFound, format!("entry {seq} not found"))
         }
-        StoreError::Invalid(m) => err(ErrorCode::Invalid, m),
+        e @ (StoreError::ClientMsgIdLength { .. } | StoreError::EntryTooLarge { .. }) => {
+            err(ErrorCode::Invalid, e.to_string())
+        }
         // Refused before the engine saw it: nothing changed.
         StoreError::ReadOnly(_) | StoreError::Closed => {
             err(ErrorCode::Unavailable, "storage unavailable".into()).with_retry_after_ms(1000)

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use chorus_protocol::ids::{ChannelId, UserId};
 use chorus_protocol::v1::{ChannelKind, CloseCode, Role};
-use chorus_storage::{BanRecord, BanScope, ChannelInfo, StoreError};
+use chorus_storage::{BackupError, BanRecord, BanScope, ChannelInfo, StoreError};
 use serde_json::{Value, json};
 
 use crate::chat::channels::NewGroup;
@@ -45,8 +45,10 @@ fn role(name: &str) -> Result<Role, ControlError> {
     }
 }
 
-pub(super) fn store_error(e: StoreError) -> ControlError {
-    match e {
+/// Maps a failed read or write of the store; reads convert into the write family's error,
+/// which holds every read failure.
+pub(super) fn store_error(e: impl Into<StoreError>) -> ControlError {
+    match e.into() {
         StoreError::ChannelNotFound(c) => ControlError::not_found(format!("channel {c} not found")),
         StoreError::EntryNotFound { channel, seq } => {
             ControlError::not_found(format!("no entry {seq} in {channel}"))
@@ -54,7 +56,9 @@ pub(super) fn store_error(e: StoreError) -> ControlError {
         StoreError::ChannelExists(c) => {
             ControlError::new("conflict", format!("channel {c} exists"))
         }
-        StoreError::Invalid(m) => ControlError::bad_request(m),
+        e @ (StoreError::ClientMsgIdLength { .. } | StoreError::EntryTooLarge { .. }) => {
+            ControlError::bad_request(e.to_string())
+        }
         other => ControlError::failed(other),
     }
 }
@@ -364,7 +368,10 @@ pub(crate) async fn execute(
             let report = store
                 .backup(&dir.join("store"))
                 .await
-                .map_err(store_error)?;
+                .map_err(|e| match e {
+                    BackupError::TargetNotEmpty(_) => ControlError::bad_request(e.to_string()),
+                    other => ControlError::failed(other),
+                })?;
             let manifest = json!({
                 "node_id": node.config().node_id,
                 "version": env!("CARGO_PKG_VERSION"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chorus_protocol::codec::encode_event_frame;
 use chorus_protocol::ids::{ChannelId, Seq};
 use chorus_protocol::v1::{self, ErrorCode, RecoveryFailure, push::Push, reply};
-use chorus_storage::{Anchor, LogQuery, StoreError};
+use chorus_storage::{Anchor, LogQuery, ReadError};
 
 use super::Session;
 use crate::chat::{Error as ChatError, channel_id};
@@ -33,8 +33,8 @@ enum ReplayStep {
     End(v1::Error),
 }
 
-fn store_error(e: StoreError) -> v1::Error {
-    ChatError::Store(e).into()
+fn read_error(e: ReadError) -> v1::Error {
+    ChatError::from(e).into()
 }
 
 fn expired_during_replay() -> v1::Error {
@@ -75,7 +75,7 @@ impl Session {
         self.node.hub().subscribe(&id, self.key, sub.clone());
         self.subscriptions.insert(id.clone(), sub.clone());
         metrics::gauge!("chorus_subscriptions").increment(1.0);
-        let position = self.node.store().position(&id).map_err(store_error)?;
+        let position = self.node.store().position(&id).map_err(read_error)?;
         let head = position.head;
         let max_replay = u64::from(self.node.limits().max_recovery_entries);
         let (failure, from) = match s.since {
@@ -122,7 +122,7 @@ impl Session {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(channel = %plan.channel, error = %e, "replay failed");
-                    self.end_subscription(&plan.channel, store_error(e));
+                    self.end_subscription(&plan.channel, read_error(e));
                     return;
                 }
             };
@@ -160,7 +160,7 @@ impl Session {
                             }
                             // Entries committed since the read: read again (they are readable).
                             Ok(_) => ReplayStep::Again,
-                            Err(e) => ReplayStep::End(store_error(e)),
+                            Err(e) => ReplayStep::End(read_error(e)),
                         }
                     }
                 };

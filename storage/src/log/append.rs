@@ -30,9 +30,10 @@ impl Logs {
         if let Some(key) = &new.client_msg_id
             && (key.is_empty() || key.len() > MAX_CLIENT_MSG_ID_BYTES)
         {
-            return Err(StoreError::Invalid(format!(
-                "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_BYTES} bytes"
-            )));
+            return Err(StoreError::ClientMsgIdLength {
+                len: key.len(),
+                max: MAX_CLIENT_MSG_ID_BYTES,
+            });
         }
         let log = self.get(channel)?;
         let permit = self.queue.reserve_growth().await?;
@@ -61,34 +62,26 @@ impl Logs {
         // Built before the channel lock is taken: the critical section orders the channel's appends.
         let idem_bytes = idem_key.as_ref().map(|(a, k)| keys::idem(channel, a, k));
         let mut state = log.lock();
-        let step = if let (Some(key), Some(bytes)) = (&idem_key, &idem_bytes) {
+        if let (Some(key), Some(bytes)) = (&idem_key, &idem_bytes) {
             if let Some(pending) = state.pending.get_mut(key) {
                 // The first append with this key is still on its way to disk: share its fate.
                 let (tx, rx) = oneshot::channel();
                 pending.waiters.push(tx);
-                Step::Wait(rx)
-            } else {
-                let filter = state
-                    .idem_filter
-                    .get_or_insert_with(|| IdemFilter::new(&keys::idem_prefix(channel).into_vec()));
-                filter.scan_step(&*self.engine)?;
-                // Under the lock: the writer removes a pending key only after the entry is in
-                // the engine, so a committed duplicate is found here.
-                let stored = if filter.may_contain(bytes) {
-                    self.engine.get(bytes)?
-                } else {
-                    None
-                };
-                match stored {
-                    Some(v) => Step::Stored(Seq(keys::trailing_u64(&v).unwrap_or_default())),
-                    None => Step::Append,
-                }
+                return Ok(Step::Wait(rx));
             }
-        } else {
-            Step::Append
-        };
-        if !matches!(step, Step::Append) {
-            return Ok(step);
+            let filter = state
+                .idem_filter
+                .get_or_insert_with(|| IdemFilter::new(&keys::idem_prefix(channel).into_vec()));
+            filter.scan_step(&*self.engine)?;
+            // Under the lock: the writer removes a pending key only after the entry is in
+            // the engine, so a committed duplicate is found here.
+            if filter.may_contain(bytes)
+                && let Some(v) = self.engine.get(bytes)?
+            {
+                return Ok(Step::Stored(
+                    Seq(keys::trailing_u64(&v).unwrap_or_default()),
+                ));
+            }
         }
 
         let seq = state.next_seq;
@@ -107,10 +100,10 @@ impl Logs {
         let idem = new.client_msg_id.as_deref().unwrap_or("");
         let value = encode_entry(ordinal, idem, &event);
         if value.len() > MAX_VALUE_BYTES {
-            return Err(StoreError::Invalid(format!(
-                "entry of {} bytes is over the limit of {MAX_VALUE_BYTES}",
-                value.len()
-            )));
+            return Err(StoreError::EntryTooLarge {
+                len: value.len(),
+                max: MAX_VALUE_BYTES,
+            });
         }
         let stored_len = value.len();
         event.channel_id = channel.to_string();
@@ -180,7 +173,6 @@ impl AppendTicket {
                 })?;
                 (entry, true)
             }
-            Step::Append => return Err(StoreError::Invalid("append was not queued".into())),
         };
         Ok(Appended { entry, duplicate })
     }
@@ -188,8 +180,6 @@ impl AppendTicket {
 
 /// What an append found and did under the channel lock.
 pub(super) enum Step {
-    /// Nothing stored under the key yet (internal to `queue_append`).
-    Append,
     /// Queued for the writer; the answer comes when it is durable.
     Queued(oneshot::Receiver<Result<Arc<LogEntry>, StoreError>>),
     /// The same key is on its way to disk: wait for its outcome.

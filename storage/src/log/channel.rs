@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::LogPosition;
 use crate::commit::{CommitListener, Durable, ListenerSlot};
 use crate::engine::{Direction, Engine};
-use crate::error::StoreError;
+use crate::error::{ReadError, StoreError};
 use crate::idem_filter::IdemFilter;
 use crate::keys;
 use crate::records::{LogEntry, decode_entry};
@@ -197,7 +197,7 @@ impl ChannelLog {
         &self,
         engine: &dyn Engine,
         seq: Seq,
-    ) -> Result<Option<Arc<LogEntry>>, StoreError> {
+    ) -> Result<Option<Arc<LogEntry>>, ReadError> {
         let log = self;
         let epoch = {
             let state = log.lock();
@@ -222,7 +222,7 @@ impl ChannelLog {
         engine: &dyn Engine,
         lo: Seq,
         hi: Seq,
-    ) -> Result<Vec<Arc<LogEntry>>, StoreError> {
+    ) -> Result<Vec<Arc<LogEntry>>, ReadError> {
         let log = self;
         if lo > hi {
             return Ok(Vec::new());
@@ -259,7 +259,7 @@ fn to_log_entry(
     seq: Seq,
     key: &[u8],
     value: &[u8],
-) -> Result<LogEntry, StoreError> {
+) -> Result<LogEntry, ReadError> {
     let stored = decode_entry(key, value)?;
     let mut event = stored.event;
     event.channel_id = channel.to_string();

@@ -31,7 +31,7 @@ pub(crate) use channel::{ChannelLog, assigned_head, cut_tail, id_of, position_of
 use crate::commit::{CommitListener, ListenerSlot, Queue};
 use crate::config::StoreConfig;
 use crate::engine::{Direction, Engine, as_ref_bound, prefix_bounds};
-use crate::error::StoreError;
+use crate::error::ReadError;
 use crate::keys;
 use crate::records::{ChannelRecord, LogEntry, decode_entry, decode_record};
 
@@ -153,7 +153,7 @@ impl Logs {
     }
 
     /// The channel's log state, loaded from the engine on first use.
-    pub(crate) fn get(&self, channel: &ChannelId) -> Result<Arc<ChannelLog>, StoreError> {
+    pub(crate) fn get(&self, channel: &ChannelId) -> Result<Arc<ChannelLog>, ReadError> {
         if let Some(log) = self.map.get(channel) {
             return Ok(log.clone());
         }
@@ -164,7 +164,7 @@ impl Logs {
         let key = keys::channel(channel);
         let record: ChannelRecord = match self.engine.get(&key)? {
             Some(v) => decode_record(&key, &v)?,
-            None => return Err(StoreError::ChannelNotFound(channel.clone())),
+            None => return Err(ReadError::ChannelNotFound(channel.clone())),
         };
         let first_available = Seq(record.first_available_seq.max(1));
         let log_keys = keys::LogKeys::of(channel, record.log_number);

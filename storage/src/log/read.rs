@@ -9,13 +9,13 @@ use chorus_protocol::ids::{ChannelId, Seq};
 use super::channel::ChannelLog;
 use super::{Anchor, LogPage, LogPosition, LogQuery, Logs};
 use crate::engine::{Direction, as_ref_bound, prefix_bounds};
-use crate::error::StoreError;
+use crate::error::ReadError;
 use crate::keys;
 use crate::records::LogEntry;
 
 impl Logs {
     /// Where the channel's log stands.
-    pub(crate) fn position(&self, channel: &ChannelId) -> Result<LogPosition, StoreError> {
+    pub(crate) fn position(&self, channel: &ChannelId) -> Result<LogPosition, ReadError> {
         let log = self.get(channel)?;
         let state = log.lock();
         Ok(ChannelLog::position(&state))
@@ -26,17 +26,13 @@ impl Logs {
         &self,
         channel: &ChannelId,
         seq: Seq,
-    ) -> Result<Option<Arc<LogEntry>>, StoreError> {
+    ) -> Result<Option<Arc<LogEntry>>, ReadError> {
         let log = self.get(channel)?;
         log.entry_at(&*self.engine, seq)
     }
 
     /// A page of the log.
-    pub(crate) fn read(
-        &self,
-        channel: &ChannelId,
-        query: &LogQuery,
-    ) -> Result<LogPage, StoreError> {
+    pub(crate) fn read(&self, channel: &ChannelId, query: &LogQuery) -> Result<LogPage, ReadError> {
         let log = self.get(channel)?;
         let position = ChannelLog::position(&log.lock());
         let limit = query.limit.max(1) as u64;
@@ -78,7 +74,7 @@ impl Logs {
         root: Seq,
         anchor: Anchor,
         limit: u64,
-    ) -> Result<LogPage, StoreError> {
+    ) -> Result<LogPage, ReadError> {
         let prefix = keys::thread_prefix(&log.id, root).into_vec();
         let key_at = |s: u64| keys::thread_prefix(&log.id, root).u64(s).into_vec();
         let head = position.head.get();
@@ -87,7 +83,7 @@ impl Logs {
         };
         let (start, end) = prefix_bounds(&prefix);
         let scan =
-            |lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, dir, n: u64| -> Result<Vec<u64>, StoreError> {
+            |lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, dir, n: u64| -> Result<Vec<u64>, ReadError> {
                 let keys =
                     self.engine
                         .scan(as_ref_bound(&lo), as_ref_bound(&hi), dir, n as usize)?;

@@ -8,7 +8,7 @@ use prost::Message;
 use super::{ChannelInfo, ChannelPatch, NewChannel, channel_ids, stored_log_number};
 use crate::config::RetentionPolicy;
 use crate::engine::Op;
-use crate::error::StoreError;
+use crate::error::{ReadError, StoreError};
 use crate::keys;
 use crate::records::{ChannelRecord, MemberRecord};
 use crate::store::Store;
@@ -161,7 +161,7 @@ impl Store {
         &self,
         a: &UserId,
         b: &UserId,
-    ) -> Result<Option<ChannelId>, StoreError> {
+    ) -> Result<Option<ChannelId>, ReadError> {
         let pair = keys::direct(a, b);
         let Some(existing) = self.inner.engine.get(&pair)? else {
             return Ok(None);
@@ -170,14 +170,14 @@ impl Store {
             .ok()
             .and_then(|s| ChannelId::new(s).ok())
             .map(Some)
-            .ok_or_else(|| StoreError::Corrupt {
+            .ok_or_else(|| ReadError::Corrupt {
                 key: crate::records::hex(&pair),
                 message: "direct index holds no channel id".into(),
             })
     }
 
     /// A channel's metadata and position.
-    pub fn channel(&self, id: &ChannelId) -> Result<Option<ChannelInfo>, StoreError> {
+    pub fn channel(&self, id: &ChannelId) -> Result<Option<ChannelInfo>, ReadError> {
         let inner = &*self.inner;
         let Some(record) = inner.record::<ChannelRecord>(&keys::channel(id))? else {
             return Ok(None);
@@ -195,7 +195,7 @@ impl Store {
         &self,
         after: Option<&ChannelId>,
         limit: usize,
-    ) -> Result<Vec<ChannelId>, StoreError> {
+    ) -> Result<Vec<ChannelId>, ReadError> {
         let rows = self
             .inner
             .page(&[keys::CHANNEL], after.map(keys::channel), limit)?;

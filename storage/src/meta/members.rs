@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::{channel_ids, counts, user_id};
 use crate::engine::Op;
-use crate::error::StoreError;
+use crate::error::{ReadError, StoreError};
 use crate::keys;
 use crate::records::MemberRecord;
 use crate::store::Store;
@@ -145,7 +145,7 @@ impl Store {
         &self,
         channel: &ChannelId,
         user: &UserId,
-    ) -> Result<Option<MemberRecord>, StoreError> {
+    ) -> Result<Option<MemberRecord>, ReadError> {
         self.inner.record(&keys::member(channel, user))
     }
 
@@ -155,7 +155,7 @@ impl Store {
         channel: &ChannelId,
         after: Option<&UserId>,
         limit: usize,
-    ) -> Result<Vec<(UserId, MemberRecord)>, StoreError> {
+    ) -> Result<Vec<(UserId, MemberRecord)>, ReadError> {
         let prefix = keys::member_prefix(channel).into_vec();
         let plen = prefix.len();
         let rows = self
@@ -175,7 +175,7 @@ impl Store {
         user: &UserId,
         after: Option<&ChannelId>,
         limit: usize,
-    ) -> Result<Vec<ChannelId>, StoreError> {
+    ) -> Result<Vec<ChannelId>, ReadError> {
         let prefix = keys::user_channel_prefix(user).into_vec();
         let plen = prefix.len();
         let rows = self

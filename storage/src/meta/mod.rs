@@ -7,7 +7,7 @@ use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1::{ChannelKind, Role};
 
 use crate::config::RetentionPolicy;
-use crate::error::StoreError;
+use crate::error::ReadError;
 use crate::keys;
 use crate::log::LogPosition;
 use crate::records::ChannelRecord;
@@ -95,12 +95,12 @@ pub enum BanScope<'a> {
 fn channel_ids(
     rows: &[crate::engine::KeyValue],
     prefix_len: usize,
-) -> Result<Vec<ChannelId>, StoreError> {
+) -> Result<Vec<ChannelId>, ReadError> {
     rows.iter()
         .map(|(k, _)| {
             keys::trailing_str(k, prefix_len)
                 .and_then(|s| ChannelId::new(s).ok())
-                .ok_or_else(|| StoreError::Corrupt {
+                .ok_or_else(|| ReadError::Corrupt {
                     key: crate::records::hex(k),
                     message: "key does not end in a channel id".into(),
                 })
@@ -109,21 +109,21 @@ fn channel_ids(
 }
 
 /// The next channel log number as stored (1 in a store that never gave one).
-fn stored_log_number(inner: &crate::store::Inner) -> Result<u64, StoreError> {
+fn stored_log_number(inner: &crate::store::Inner) -> Result<u64, ReadError> {
     let key = keys::next_log_number();
     match inner.engine.get(&key)? {
         None => Ok(1),
         Some(v) => <[u8; 8]>::try_from(v.as_slice())
             .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt {
+            .map_err(|_| ReadError::Corrupt {
                 key: crate::records::hex(&key),
                 message: "the log-number counter is not 8 bytes".into(),
             }),
     }
 }
 
-fn user_id(s: &str) -> Result<UserId, StoreError> {
-    UserId::new(s).map_err(|e| StoreError::Corrupt {
+fn user_id(s: &str) -> Result<UserId, ReadError> {
+    UserId::new(s).map_err(|e| ReadError::Corrupt {
         key: s.to_owned(),
         message: e.to_string(),
     })

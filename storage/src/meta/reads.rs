@@ -5,7 +5,7 @@ use prost::Message;
 
 use super::ReadState;
 use crate::engine::{Direction, Op};
-use crate::error::StoreError;
+use crate::error::{ReadError, StoreError};
 use crate::keys;
 use crate::log::MAX_MENTION_COUNT;
 use crate::records::{ChannelRecord, MarkerRecord};
@@ -22,7 +22,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<ReadState, StoreError> {
         self.advance_read_marker(user, channel, seq, now_ms).await?;
-        self.read_state(user, channel)
+        Ok(self.read_state(user, channel)?)
     }
 
     /// [`Store::mark_read`] without computing the read state afterwards (a scan of the mention
@@ -61,7 +61,7 @@ impl Store {
         Ok(false)
     }
 
-    fn removed_ordinal(&self, channel: &ChannelId) -> Result<u64, StoreError> {
+    fn removed_ordinal(&self, channel: &ChannelId) -> Result<u64, ReadError> {
         Ok(self
             .inner
             .record::<ChannelRecord>(&keys::channel(channel))?
@@ -69,7 +69,7 @@ impl Store {
     }
 
     /// The user's read state in a channel: unread and mention counts without scanning the log.
-    pub fn read_state(&self, user: &UserId, channel: &ChannelId) -> Result<ReadState, StoreError> {
+    pub fn read_state(&self, user: &UserId, channel: &ChannelId) -> Result<ReadState, ReadError> {
         self.read_state_at_least(user, channel, None)
     }
 
@@ -81,7 +81,7 @@ impl Store {
         user: &UserId,
         channel: &ChannelId,
         floor: Option<Seq>,
-    ) -> Result<ReadState, StoreError> {
+    ) -> Result<ReadState, ReadError> {
         let inner = &*self.inner;
         let position = self.position(channel)?;
         let mut marker: MarkerRecord = inner

@@ -7,7 +7,7 @@ use prost::Message;
 
 use super::{BanScope, user_id};
 use crate::engine::{Direction, Op, as_ref_bound};
-use crate::error::StoreError;
+use crate::error::{ReadError, StoreError};
 use crate::keys;
 use crate::records::{BanRecord, UserRecord};
 use crate::store::Store;
@@ -123,7 +123,7 @@ impl Store {
         &self,
         after: Option<&UserId>,
         limit: usize,
-    ) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
+    ) -> Result<Vec<(UserId, UserRecord)>, ReadError> {
         let rows = self
             .inner
             .page(&[keys::ERASURE], after.map(keys::erasure), limit)?;
@@ -137,7 +137,7 @@ impl Store {
     }
 
     /// A user's record.
-    pub fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError> {
+    pub fn user(&self, user: &UserId) -> Result<Option<UserRecord>, ReadError> {
         self.inner.record(&keys::user(user))
     }
 
@@ -171,7 +171,7 @@ impl Store {
         scope: BanScope<'_>,
         user: &UserId,
         now_ms: u64,
-    ) -> Result<Option<BanRecord>, StoreError> {
+    ) -> Result<Option<BanRecord>, ReadError> {
         let ban: Option<BanRecord> = self.inner.record(&ban_key(scope, user))?;
         Ok(ban.filter(|b| b.until_ms == 0 || b.until_ms > now_ms))
     }
