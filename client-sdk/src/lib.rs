@@ -112,7 +112,8 @@ pub use transport::tls::TlsTrust;
 pub use transport::{Endpoint, Scheme};
 pub use types::{
     Channel, ChannelKind, ChannelPage, ChannelSummary, ChannelUnread, Entry, EntryBody,
-    HistoryPage, Member, MemberAction, MemberChange, MemberPage, Membership, NewChannel, Notice,
-    NoticeLevel, Presence, PresenceStatus, Published, ReadMarker, Role, Subscription,
-    TombstoneReason, Typing, UnreadCounts,
+    HistoryPage, Member, MemberAction, MemberChange, MemberPage, Membership, MessageSummary,
+    NewChannel, Notice, NoticeLevel, Pin, PinPage, Presence, PresenceStatus, Published, Reaction,
+    ReadMarker, Role, Subscription, ThreadPage, ThreadSummary, TombstoneReason, Typing,
+    UnreadCounts,
 };

@@ -73,6 +73,15 @@ pub const DEFAULT_MAX_PRESENCE_WATCH: u32 = 1_000;
 /// Sustained typing and presence updates per second per session.
 pub const DEFAULT_EPHEMERAL_RATE_PER_SEC: u32 = 5;
 
+/// Most distinct emoji on one message.
+pub const DEFAULT_MAX_REACTIONS_PER_MESSAGE: u32 = 50;
+
+/// Most distinct emoji one user puts on one message.
+pub const DEFAULT_MAX_REACTIONS_PER_USER: u32 = 20;
+
+/// Most pinned messages per channel.
+pub const DEFAULT_MAX_PINS_PER_CHANNEL: u32 = 100;
+
 /// Longest `client_msg_id`, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
 
@@ -97,6 +106,9 @@ pub fn default_limits() -> Limits {
         max_list_limit: DEFAULT_MAX_LIST_LIMIT,
         max_presence_watch: DEFAULT_MAX_PRESENCE_WATCH,
         ephemeral_rate_per_sec: DEFAULT_EPHEMERAL_RATE_PER_SEC,
+        max_reactions_per_message: DEFAULT_MAX_REACTIONS_PER_MESSAGE,
+        max_reactions_per_user: DEFAULT_MAX_REACTIONS_PER_USER,
+        max_pins_per_channel: DEFAULT_MAX_PINS_PER_CHANNEL,
     }
 }
 

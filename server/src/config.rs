@@ -78,6 +78,12 @@ pub struct LimitsConfig {
     pub max_attachments: u32,
     /// Typing / presence updates per second per session.
     pub ephemeral_rate_per_sec: u32,
+    /// Distinct emoji on one message.
+    pub max_reactions_per_message: u32,
+    /// Distinct emoji one user puts on one message.
+    pub max_reactions_per_user: u32,
+    /// Pinned messages per channel.
+    pub max_pins_per_channel: u32,
     /// Largest channel (in members, and in subscribers) whose subscribers get read receipts; 0:
     /// none. Every `MarkRead` that moves a marker is one push per subscriber, so in big rooms
     /// receipts would cost more than the messages.
@@ -129,6 +135,9 @@ impl Default for LimitsConfig {
             max_mentions: limits::DEFAULT_MAX_MENTIONS,
             max_attachments: limits::DEFAULT_MAX_ATTACHMENTS,
             ephemeral_rate_per_sec: limits::DEFAULT_EPHEMERAL_RATE_PER_SEC,
+            max_reactions_per_message: limits::DEFAULT_MAX_REACTIONS_PER_MESSAGE,
+            max_reactions_per_user: limits::DEFAULT_MAX_REACTIONS_PER_USER,
+            max_pins_per_channel: limits::DEFAULT_MAX_PINS_PER_CHANNEL,
             read_receipt_max_members: 100,
             max_memberships_per_user: 10_000,
             membership_rate_per_sec: 2,
@@ -165,6 +174,9 @@ impl LimitsConfig {
             max_list_limit: limits::DEFAULT_MAX_LIST_LIMIT,
             max_presence_watch: limits::DEFAULT_MAX_PRESENCE_WATCH,
             ephemeral_rate_per_sec: self.ephemeral_rate_per_sec,
+            max_reactions_per_message: self.max_reactions_per_message,
+            max_reactions_per_user: self.max_reactions_per_user,
+            max_pins_per_channel: self.max_pins_per_channel,
         }
     }
 
@@ -198,6 +210,12 @@ impl LimitsConfig {
             ),
             ("limits.membership_burst", self.membership_burst),
             ("limits.public_list_scan", self.public_list_scan),
+            (
+                "limits.max_reactions_per_message",
+                self.max_reactions_per_message,
+            ),
+            ("limits.max_reactions_per_user", self.max_reactions_per_user),
+            ("limits.max_pins_per_channel", self.max_pins_per_channel),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -66,6 +66,7 @@ impl Node {
         verifier: Verifier,
         door: Door,
     ) -> Self {
+        store.set_aggregate_limits(aggregate_limits(&config.limits));
         Self {
             store,
             hub,
@@ -116,6 +117,7 @@ impl Node {
 
     /// Puts new limits in force. Publish and membership budgets restart with the new rates.
     pub fn set_limits(&self, limits: LimitsConfig) {
+        self.store.set_aggregate_limits(aggregate_limits(&limits));
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
         self.publish_buckets.clear();
         self.membership_buckets.clear();
@@ -202,5 +204,14 @@ impl Node {
                     .is_full(now)
             });
         }
+    }
+}
+
+/// The limits the store holds reactions and pins to.
+fn aggregate_limits(l: &LimitsConfig) -> chorus_storage::AggregateLimits {
+    chorus_storage::AggregateLimits {
+        reactions_per_message: l.max_reactions_per_message,
+        reactions_per_user: l.max_reactions_per_user,
+        pins_per_channel: l.max_pins_per_channel,
     }
 }

@@ -153,6 +153,45 @@ pub enum StoreError {
         /// The seq asked for.
         seq: Seq,
     },
+    /// A reaction would put more distinct emoji on the message than the limit: all users'
+    /// (`per_user` false) or this user's (`per_user` true).
+    #[error("message {target} of {channel} has the most distinct reactions allowed ({max})")]
+    TooManyReactions {
+        /// The channel.
+        channel: ChannelId,
+        /// The message.
+        target: Seq,
+        /// The limit.
+        max: u32,
+        /// Whether the user's own limit was reached.
+        per_user: bool,
+    },
+    /// The user has not reacted to the message with this emoji.
+    #[error("no reaction {emoji:?} by this user on message {target} of {channel}")]
+    ReactionNotFound {
+        /// The channel.
+        channel: ChannelId,
+        /// The message.
+        target: Seq,
+        /// The emoji.
+        emoji: String,
+    },
+    /// The channel has the most pins allowed.
+    #[error("channel {channel} has the most pinned messages allowed ({max})")]
+    TooManyPins {
+        /// The channel.
+        channel: ChannelId,
+        /// The limit.
+        max: u32,
+    },
+    /// The message is not pinned.
+    #[error("message {target} of {channel} is not pinned")]
+    NotPinned {
+        /// The channel.
+        channel: ChannelId,
+        /// The message.
+        target: Seq,
+    },
     /// An idempotency key is empty or longer than the store keeps.
     #[error("client_msg_id must be 1 to {max} bytes, not {len}")]
     ClientMsgIdLength {

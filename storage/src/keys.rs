@@ -34,6 +34,39 @@ pub(crate) const DIRECT: u8 = b'D';
 /// `E user` -> empty: an erasure of the user that has not finished (it resumes at start).
 pub(crate) const ERASURE: u8 = b'E';
 
+/// `A channel target kind ...` -> what the log derived for one message (see [`Derived`]);
+/// target 0 holds the channel's own derived records (its pins).
+pub(crate) const DERIVED: u8 = b'A';
+/// `H channel last_reply_seq root` -> empty: the channel's threads by latest reply.
+pub(crate) const THREAD_ACTIVITY: u8 = b'H';
+
+/// The records of [`DERIVED`], by their kind byte.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Derived {
+    /// `r` -> `ReactionsRecord`: the message's reactions by emoji.
+    Reactions,
+    /// `u user` -> `UserReactionsRecord`: the emoji one user put on the message.
+    UserReactions,
+    /// `e emoji user` -> empty: who reacted with an emoji, to refill a shown list.
+    EmojiUser,
+    /// `t` -> `ThreadRecord`: the thread the message roots.
+    Thread,
+    /// `p` (target 0) -> `PinsRecord`: the channel's pins.
+    Pins,
+}
+
+impl Derived {
+    fn byte(self) -> u8 {
+        match self {
+            Derived::Reactions => b'r',
+            Derived::UserReactions => b'u',
+            Derived::EmojiUser => b'e',
+            Derived::Thread => b't',
+            Derived::Pins => b'p',
+        }
+    }
+}
+
 /// Builds keys without intermediate allocations.
 #[derive(Debug)]
 pub(crate) struct Key(Vec<u8>);
@@ -55,6 +88,11 @@ impl Key {
 
     pub(crate) fn u64(mut self, n: u64) -> Self {
         self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
+
+    pub(crate) fn byte(mut self, b: u8) -> Self {
+        self.0.push(b);
         self
     }
 
@@ -125,6 +163,33 @@ pub(crate) fn idem(c: &ChannelId, author: &str, client_msg_id: &str) -> Vec<u8> 
 
 pub(crate) fn thread_prefix(c: &ChannelId, parent: Seq) -> Key {
     Key::new(THREAD).str(c.as_str()).u64(parent.get())
+}
+
+/// Every derived record of the channel's messages from `target` on (`derived_prefix(c)` and
+/// a seq bound the range retention removes).
+pub(crate) fn derived_prefix(c: &ChannelId) -> Key {
+    Key::new(DERIVED).str(c.as_str())
+}
+
+/// A derived record of one message.
+pub(crate) fn derived(c: &ChannelId, target: Seq, kind: Derived) -> Key {
+    derived_prefix(c).u64(target.get()).byte(kind.byte())
+}
+
+/// The channel's pins (target 0: no message has seq 0).
+pub(crate) fn pins(c: &ChannelId) -> Vec<u8> {
+    derived(c, Seq(0), Derived::Pins).into_vec()
+}
+
+pub(crate) fn thread_activity_prefix(c: &ChannelId) -> Key {
+    Key::new(THREAD_ACTIVITY).str(c.as_str())
+}
+
+pub(crate) fn thread_activity(c: &ChannelId, last_reply: Seq, root: Seq) -> Vec<u8> {
+    thread_activity_prefix(c)
+        .u64(last_reply.get())
+        .u64(root.get())
+        .into_vec()
 }
 
 pub(crate) fn mention_prefix(c: &ChannelId, user: &str) -> Key {

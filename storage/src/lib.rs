@@ -50,8 +50,13 @@ pub use backup::BackupReport;
 pub use commit::{CommitListener, CommitStats, LatencyHistogram, LatencySnapshot};
 pub use config::{Durability, EngineKind, RetentionPolicy, StoreConfig};
 pub use error::{BackupError, EngineError, OpenError, ReadError, StoreError};
-pub use log::{Anchor, AppendTicket, Appended, LogPage, LogPosition, LogQuery, NewEntry};
+pub use log::{
+    AggregateLimits, Anchor, AppendTicket, Appended, LogPage, LogPosition, LogQuery, NewEntry,
+    ThreadCursor, ThreadPage,
+};
 pub use meta::{BanScope, ChannelInfo, ChannelPatch, NewChannel, ReadState};
-pub use records::{BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, UserRecord};
+pub use records::{
+    BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, PinRecord, UserRecord,
+};
 pub use retention::RetentionReport;
 pub use store::Store;

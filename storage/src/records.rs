@@ -78,6 +78,96 @@ pub struct MemberRecord {
     pub muted_until_ms: u64,
 }
 
+/// A message's reactions, by emoji in the order of each emoji's first reaction.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct ReactionsRecord {
+    /// One per emoji with at least one reaction.
+    #[prost(message, repeated, tag = "1")]
+    pub emojis: Vec<EmojiRecord>,
+}
+
+/// One emoji's reactions to a message.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct EmojiRecord {
+    /// The emoji or short name.
+    #[prost(string, tag = "1")]
+    pub emoji: String,
+    /// Users who reacted with it.
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+    /// Some of them (at most [`SHOWN_REACTORS`]), the earliest first while they remain.
+    #[prost(string, repeated, tag = "3")]
+    pub users: Vec<String>,
+}
+
+/// Users named per emoji in a message's reactions.
+pub(crate) const SHOWN_REACTORS: usize = 3;
+
+/// The emoji one user put on one message.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct UserReactionsRecord {
+    /// In the order added.
+    #[prost(message, repeated, tag = "1")]
+    pub reactions: Vec<UserReaction>,
+}
+
+/// One reaction of a user.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct UserReaction {
+    /// The emoji.
+    #[prost(string, tag = "1")]
+    pub emoji: String,
+    /// The seq of its `ReactionAdded` entry (what a repeated reaction returns).
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
+/// The thread a message roots.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct ThreadRecord {
+    /// Replies posted (deleted ones still count: they read as tombstones in the thread).
+    #[prost(uint32, tag = "1")]
+    pub reply_count: u32,
+    /// The newest reply.
+    #[prost(uint64, tag = "2")]
+    pub last_reply_seq: u64,
+    /// Its time, unix ms.
+    #[prost(uint64, tag = "3")]
+    pub last_reply_ms: u64,
+    /// The root's author, then repliers in the order of their first reply; at most
+    /// [`MAX_THREAD_PARTICIPANTS`].
+    #[prost(string, repeated, tag = "4")]
+    pub participants: Vec<String>,
+}
+
+/// Participants a thread names.
+pub(crate) const MAX_THREAD_PARTICIPANTS: usize = 10;
+
+/// A channel's pinned messages, the most recently pinned first.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct PinsRecord {
+    /// At most the node's pin limit.
+    #[prost(message, repeated, tag = "1")]
+    pub pins: Vec<PinRecord>,
+}
+
+/// One pinned message.
+#[derive(Clone, PartialEq, Message)]
+pub struct PinRecord {
+    /// The pinned message.
+    #[prost(uint64, tag = "1")]
+    pub target_seq: u64,
+    /// Who pinned it.
+    #[prost(string, tag = "2")]
+    pub pinned_by: String,
+    /// When, unix ms.
+    #[prost(uint64, tag = "3")]
+    pub pinned_at_ms: u64,
+    /// The seq of the `MessagePinned` entry.
+    #[prost(uint64, tag = "4")]
+    pub pin_seq: u64,
+}
+
 /// A user's read position in one channel.
 #[derive(Clone, PartialEq, Message)]
 pub struct MarkerRecord {

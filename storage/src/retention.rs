@@ -110,8 +110,60 @@ fn nonzero_or(own: u64, default: u64) -> u64 {
     if own > 0 { own } else { default }
 }
 
-/// Deletes every log entry below `cut`, with its idempotency, thread and mention index entries.
+/// Deletes every log entry below `cut`, with its idempotency, thread and mention index entries,
+/// and then what the log derived for the messages below `cut`.
 pub(crate) async fn delete_below(
+    inner: &Inner,
+    channel: &ChannelId,
+    log_keys: &keys::LogKeys,
+    cut: Seq,
+) -> Result<u64, StoreError> {
+    let removed = delete_entries_below(inner, channel, log_keys, cut).await?;
+    delete_derived_below(inner, channel, cut).await?;
+    Ok(removed)
+}
+
+/// Removes the derived records of messages below `cut` (reactions, threads; target 0, the
+/// channel's pins, stays: its pins of removed messages are dropped at its next change and
+/// skipped by reads), and the thread-activity keys of replies below `cut`. Derivation refuses
+/// targets below `first_available` once the cut is made, so nothing writes these ranges again.
+async fn delete_derived_below(
+    inner: &Inner,
+    channel: &ChannelId,
+    cut: Seq,
+) -> Result<(), StoreError> {
+    let ranges = [
+        (
+            keys::derived_prefix(channel).u64(1).into_vec(),
+            keys::derived_prefix(channel).u64(cut.get()).into_vec(),
+        ),
+        (
+            keys::thread_activity_prefix(channel).into_vec(),
+            keys::thread_activity_prefix(channel)
+                .u64(cut.get())
+                .into_vec(),
+        ),
+    ];
+    for (start, end) in ranges {
+        loop {
+            let rows = inner.engine.scan(
+                std::ops::Bound::Included(&start),
+                std::ops::Bound::Excluded(&end),
+                Direction::Forward,
+                CHUNK,
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            inner
+                .commit(rows.into_iter().map(|(k, _)| Op::Delete(k)).collect())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_entries_below(
     inner: &Inner,
     channel: &ChannelId,
     log_keys: &keys::LogKeys,

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use chorus_protocol::ids::{ChannelId, Seq};
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1::channel_event::Body;
 use prost::Message;
 use tokio::sync::oneshot;
@@ -16,9 +16,12 @@ use crate::commit::{CommitListener, CommitStats, Completion, FailState, Queue, W
 use crate::config::{EngineKind, StoreConfig};
 use crate::engine::{Engine, Op, fjall::FjallEngine};
 use crate::error::{OpenError, ReadError, StoreError};
-use crate::log::{AppendTicket, Appended, LogPage, LogPosition, LogQuery, Logs, NewEntry};
-use crate::records::LogEntry;
+use crate::log::{
+    AggregateLimits, AppendTicket, Appended, LogPage, LogPosition, LogQuery, Logs, NewEntry,
+    ThreadCursor, ThreadPage,
+};
 use crate::records::decode_record;
+use crate::records::{LogEntry, PinRecord};
 
 /// The format this build writes; a directory with another one is refused at open, except
 /// version 1, which is upgraded in place. Version 2 added numbered log keys (`keys::LogKeys`):
@@ -269,6 +272,40 @@ impl Store {
     /// A page of the log.
     pub fn read(&self, channel: &ChannelId, query: &LogQuery) -> Result<LogPage, ReadError> {
         self.inner.logs.read(channel, query)
+    }
+
+    /// The summaries (reactions, thread, pin) of those messages at `seqs` that have any, in
+    /// the order asked; `reader` decides each `ReactionCount.reacted`.
+    pub fn summaries(
+        &self,
+        channel: &ChannelId,
+        seqs: &[Seq],
+        reader: Option<&UserId>,
+    ) -> Result<Vec<chorus_protocol::v1::MessageSummary>, ReadError> {
+        self.inner
+            .logs
+            .summaries(channel, seqs, reader.map(UserId::as_str))
+    }
+
+    /// A page of the channel's threads, the latest reply first.
+    pub fn threads(
+        &self,
+        channel: &ChannelId,
+        after: Option<ThreadCursor>,
+        limit: usize,
+    ) -> Result<ThreadPage, ReadError> {
+        self.inner.logs.threads(channel, after, limit.max(1))
+    }
+
+    /// The channel's pins, the most recently pinned first (at most the pin limit).
+    pub fn pins(&self, channel: &ChannelId) -> Result<Vec<PinRecord>, ReadError> {
+        self.inner.logs.pins(channel)
+    }
+
+    /// Sets the limits that reactions and pins are held to (a configuration reload may
+    /// change them).
+    pub fn set_aggregate_limits(&self, limits: AggregateLimits) {
+        self.inner.logs.set_aggregate_limits(limits);
     }
 
     /// Drops the cached state of channels with no append in flight, so that idle channels do

@@ -17,6 +17,7 @@ macro_rules! expect_reply {
 }
 
 mod channels;
+mod derived;
 mod members;
 mod messages;
 mod sync;

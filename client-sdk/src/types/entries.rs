@@ -4,8 +4,7 @@ use chorus_protocol::ids::{ChannelId, Epoch, Seq, UserId};
 use chorus_protocol::resume::SubscribeOutcome;
 use chorus_protocol::v1::{self, RecoveryFailure, channel_event::Body};
 
-use super::{MemberAction, Role, TombstoneReason, channel_id, optional_seq, optional_user};
-use crate::error::Error;
+use super::{MemberAction, Role, TombstoneReason, optional_seq, optional_user};
 
 /// A durable entry of a channel's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +52,16 @@ pub enum EntryBody {
         target: Seq,
         /// The reaction.
         emoji: String,
+    },
+    /// A moderator pinned the message at `target`.
+    MessagePinned {
+        /// The message.
+        target: Seq,
+    },
+    /// A moderator unpinned the message at `target`.
+    MessageUnpinned {
+        /// The message.
+        target: Seq,
     },
     /// A membership change.
     MemberChanged(MemberChange),
@@ -110,6 +119,12 @@ impl Entry {
                 until_ms: m.until_ms,
             }),
             Some(Body::ChannelChanged(c)) => EntryBody::ChannelChanged(c),
+            Some(Body::MessagePinned(p)) => EntryBody::MessagePinned {
+                target: Seq(p.target_seq),
+            },
+            Some(Body::MessageUnpinned(p)) => EntryBody::MessageUnpinned {
+                target: Seq(p.target_seq),
+            },
             Some(Body::Tombstone(t)) => EntryBody::Tombstone {
                 reason: TombstoneReason::from_proto(t.reason),
                 thread_parent: optional_seq(t.thread_parent_seq),
@@ -132,48 +147,6 @@ impl Entry {
             EntryBody::Message(m) => Some(&m.text),
             _ => None,
         }
-    }
-}
-
-/// A page of a channel's log.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct HistoryPage {
-    /// The channel.
-    pub channel: ChannelId,
-    /// The channel's history generation.
-    pub epoch: Epoch,
-    /// The entries, oldest first, as they were appended (edits and reactions are entries of
-    /// their own).
-    pub entries: Vec<Entry>,
-    /// Older entries exist.
-    pub has_more_before: bool,
-    /// Newer entries exist.
-    pub has_more_after: bool,
-    /// The oldest seq still stored.
-    pub first_available: Seq,
-    /// The channel's last seq.
-    pub head: Seq,
-}
-
-impl TryFrom<v1::HistoryPage> for HistoryPage {
-    type Error = Error;
-
-    fn try_from(p: v1::HistoryPage) -> Result<Self, Error> {
-        let channel = channel_id(p.channel_id)?;
-        Ok(Self {
-            entries: p
-                .events
-                .into_iter()
-                .map(|e| Entry::from_proto(e, &channel))
-                .collect(),
-            channel,
-            epoch: Epoch(p.epoch),
-            has_more_before: p.has_more_before,
-            has_more_after: p.has_more_after,
-            first_available: Seq(p.first_available_seq),
-            head: Seq(p.head_seq),
-        })
     }
 }
 

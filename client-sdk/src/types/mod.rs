@@ -9,12 +9,14 @@
 //! know (a newer server) reads as the enum's `Unknown`.
 //!
 //! This module holds the enums; [`channels`] channels, members and membership, [`entries`] log
-//! entries, history pages and call results, [`activity`] read markers, unread counts, typing,
+//! entries and call results, [`pages`] history pages (with reactions, threads and pins), thread
+//! and pin pages, [`activity`] read markers, unread counts, typing,
 //! presence and notices.
 
 mod activity;
 mod channels;
 mod entries;
+mod pages;
 
 use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1;
@@ -25,7 +27,8 @@ pub use activity::{ChannelUnread, Notice, Presence, ReadMarker, Typing, UnreadCo
 pub use channels::{
     Channel, ChannelPage, ChannelSummary, Member, MemberPage, Membership, NewChannel,
 };
-pub use entries::{Entry, EntryBody, HistoryPage, MemberChange, Published, Subscription};
+pub use entries::{Entry, EntryBody, MemberChange, Published, Subscription};
+pub use pages::{HistoryPage, MessageSummary, Pin, PinPage, Reaction, ThreadPage, ThreadSummary};
 
 /// A channel's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

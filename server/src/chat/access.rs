@@ -66,6 +66,22 @@ impl Chat<'_> {
         Ok(self.node.store().member(id, user)?.map(|m| m.role()))
     }
 
+    /// Refuses a muted user (an admin is never muted).
+    pub fn require_unmuted(&self, id: &ChannelId) -> Result<(), Error> {
+        let Actor::User(user) = self.actor else {
+            return Ok(());
+        };
+        if self
+            .node
+            .store()
+            .member(id, user)?
+            .is_some_and(|m| m.muted_until_ms > unix_ms())
+        {
+            return Err(Error::Forbidden("muted in this channel".into()));
+        }
+        Ok(())
+    }
+
     /// The actor's role, which must be at least `min`, on a readable channel. An admin acts
     /// as an owner.
     pub fn require_role(&self, id: &ChannelId, min: Role) -> Result<(ChannelInfo, Role), Error> {

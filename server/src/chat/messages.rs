@@ -66,12 +66,7 @@ impl Chat<'_> {
         if info.record.archived {
             return Err(Error::Forbidden("the channel is archived".into()));
         }
-        if message.thread_parent_seq > info.position.head.get() {
-            return Err(Error::invalid(
-                "message.thread_parent_seq",
-                "no such message",
-            ));
-        }
+        self.check_references(&id, &info, &message)?;
         self.take_publish_budget(&limits)?;
         let key = message.client_msg_id.clone();
         let started = Instant::now();
@@ -101,6 +96,56 @@ impl Chat<'_> {
             own_reads.note(user, id, appended.entry.seq);
             Ok(appended_message(&appended))
         }))
+    }
+
+    /// A reply's root must be a live message that is not itself a reply (threads are one level
+    /// deep); a quoted entry must be a live message of the channel. Both are read only when
+    /// named, so that a plain message costs no read.
+    fn check_references(
+        &self,
+        id: &ChannelId,
+        info: &chorus_storage::ChannelInfo,
+        message: &v1::Message,
+    ) -> Result<(), Error> {
+        let head = info.position.head.get();
+        let store = self.node.store();
+        let live = |seq: u64| -> Result<Option<v1::Message>, Error> {
+            if seq > head {
+                return Ok(None);
+            }
+            Ok(store
+                .entry(id, Seq(seq))?
+                .and_then(|e| match &e.event.body {
+                    Some(Body::Message(m)) => Some(m.clone()),
+                    _ => None,
+                }))
+        };
+        if message.thread_parent_seq != 0 {
+            match live(message.thread_parent_seq)? {
+                Some(root) if root.thread_parent_seq == 0 => {}
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "message.thread_parent_seq",
+                        "a reply cannot start a thread: reply to its root",
+                    ));
+                }
+                None => {
+                    return Err(Error::invalid(
+                        "message.thread_parent_seq",
+                        "no such message",
+                    ));
+                }
+            }
+        } else if message.show_in_channel {
+            return Err(Error::invalid(
+                "message.show_in_channel",
+                "only a thread reply is shown in the channel",
+            ));
+        }
+        if message.quoted_seq != 0 && live(message.quoted_seq)?.is_none() {
+            return Err(Error::invalid("message.quoted_seq", "no such message"));
+        }
+        Ok(())
     }
 
     /// Replaces a message's content (its author only).
@@ -193,20 +238,41 @@ impl Chat<'_> {
                 thread,
             },
         )?;
+        let store = self.node.store();
+        let messages: Vec<Seq> = page
+            .entries
+            .iter()
+            .filter(|e| matches!(e.event.body, Some(Body::Message(_))))
+            .map(|e| e.seq)
+            .collect();
+        let all_summaries = store.summaries(&id, &messages, self.actor.user())?;
+        // Events and their summaries take up to three quarters of the reply; the entries they
+        // quote come after, in what is left.
+        let mut left = max_reply_bytes;
+        let mut budget = max_reply_bytes / 4 * 3;
         let mut events = Vec::with_capacity(page.entries.len());
-        let mut bytes = 0;
+        let mut summaries = Vec::with_capacity(all_summaries.len());
+        let mut by_seq = all_summaries.into_iter().peekable();
         let mut cut = false;
         for e in &page.entries {
-            bytes += e.event.encoded_len() + 8;
-            if bytes > max_reply_bytes {
+            let summary = by_seq.next_if(|s| s.seq == e.seq.get());
+            let len =
+                e.event.encoded_len() + 8 + summary.as_ref().map_or(0, |s| s.encoded_len() + 8);
+            if len > budget {
                 cut = true;
                 break;
             }
+            budget -= len;
+            left -= len;
             events.push(e.event.clone());
+            summaries.extend(summary);
         }
+        let quoted = self.quoted_by(&id, &events, left)?;
         Ok(v1::HistoryPage {
             channel_id: id.to_string(),
             epoch: page.position.epoch.get(),
+            summaries,
+            quoted,
             events,
             has_more_before: page.has_more_before,
             has_more_after: page.has_more_after || cut,
@@ -215,9 +281,42 @@ impl Chat<'_> {
         })
     }
 
+    /// The entries the messages of `events` quote that `events` does not hold, as they read
+    /// now, in seq order; those that would take more than `budget` bytes are left out.
+    fn quoted_by(
+        &self,
+        id: &ChannelId,
+        events: &[v1::ChannelEvent],
+        budget: usize,
+    ) -> Result<Vec<v1::ChannelEvent>, Error> {
+        let mut wanted: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                Some(Body::Message(m)) if m.quoted_seq != 0 => Some(m.quoted_seq),
+                _ => None,
+            })
+            .filter(|q| events.binary_search_by_key(q, |e| e.seq).is_err())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut left = budget;
+        let mut quoted = Vec::with_capacity(wanted.len());
+        for q in wanted {
+            if let Some(e) = self.node.store().entry(id, Seq(q))? {
+                let len = e.event.encoded_len() + 8;
+                if len > left {
+                    break;
+                }
+                left -= len;
+                quoted.push(e.event.clone());
+            }
+        }
+        Ok(quoted)
+    }
+
     /// The message at `seq`, which must be a live message of a channel the actor belongs to
     /// (not archived, except for an admin).
-    fn target_message(
+    pub(super) fn target_message(
         &self,
         id: &ChannelId,
         seq: u64,
@@ -250,7 +349,7 @@ impl Chat<'_> {
     }
 
     /// Appends an event by the actor with an idempotency key (`""`: none).
-    async fn append_keyed(
+    pub(super) async fn append_keyed(
         &self,
         id: &ChannelId,
         body: Body,

@@ -7,7 +7,10 @@
 //! - [`access`]: who may read, post, or hold a session; budgets and limits on memberships.
 //! - [`channels`]: create, get, list, update and archive channels.
 //! - [`members`]: join, leave, add, remove, roles, member lists.
-//! - [`messages`]: publish, edit, delete, history.
+//! - [`messages`]: publish (with threads and quotes), edit, delete, history with summaries.
+//! - [`reactions`]: react and unreact.
+//! - [`threads`]: a channel's threads.
+//! - [`pins`]: pin, unpin, a channel's pins.
 //! - [`reads`]: read markers, unread counts, read receipts.
 //! - [`typing`]: typing indicators.
 //! - [`view`]: how store records look on the wire.
@@ -19,7 +22,10 @@ pub mod access;
 pub mod channels;
 pub mod members;
 pub mod messages;
+pub mod pins;
+pub mod reactions;
 pub mod reads;
+pub mod threads;
 pub mod typing;
 pub mod view;
 
@@ -233,6 +239,13 @@ fn store_error(e: StoreError) -> v1::Error {
         StoreError::EntryNotFound { seq, .. } => {
             err(ErrorCode::NotFound, format!("entry {seq} not found"))
         }
+        e @ (StoreError::ReactionNotFound { .. } | StoreError::NotPinned { .. }) => {
+            err(ErrorCode::NotFound, e.to_string())
+        }
+        e @ StoreError::TooManyReactions { .. } => {
+            err(ErrorCode::LimitExceeded, e.to_string()).with_field("emoji")
+        }
+        e @ StoreError::TooManyPins { .. } => err(ErrorCode::LimitExceeded, e.to_string()),
         e @ (StoreError::ClientMsgIdLength { .. } | StoreError::EntryTooLarge { .. }) => {
             err(ErrorCode::Invalid, e.to_string())
         }

@@ -95,6 +95,8 @@ fn entry_json(channel: &ChannelId, e: &LogEntry) -> Value {
             "type": "channel_changed", "name": c.name, "topic": c.topic, "archived": c.archived,
         }),
         Some(Body::Tombstone(_)) => json!({"type": "tombstone"}),
+        Some(Body::MessagePinned(p)) => json!({"type": "pinned", "target_seq": p.target_seq}),
+        Some(Body::MessageUnpinned(p)) => json!({"type": "unpinned", "target_seq": p.target_seq}),
         None => json!({"type": "unknown"}),
     };
     json!({

@@ -135,6 +135,18 @@ impl Session {
                 let id = channel_id("channel_id", &d.channel_id)?;
                 R::Appended(chat.delete(&id, d.target_seq, &d.client_msg_id).await?)
             }
+            Request::React(r) => R::Appended(chat.react(r).await?),
+            Request::Unreact(r) => R::Appended(chat.unreact(r).await?),
+            Request::PinMessage(p) => {
+                let id = channel_id("channel_id", &p.channel_id)?;
+                R::Appended(chat.pin(&id, p.target_seq, &p.client_msg_id).await?)
+            }
+            Request::UnpinMessage(p) => {
+                let id = channel_id("channel_id", &p.channel_id)?;
+                R::Appended(chat.unpin(&id, p.target_seq, &p.client_msg_id).await?)
+            }
+            Request::ListPins(l) => R::PinList(chat.list_pins(l)?),
+            Request::ListThreads(l) => R::ThreadList(chat.list_threads(l)?),
             Request::UpdateChannel(u) => {
                 let id = channel_id("channel_id", &u.channel_id)?;
                 let patch = ChannelPatch {

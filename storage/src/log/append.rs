@@ -9,6 +9,7 @@ use chorus_protocol::v1::{ChannelEvent, channel_event::Body};
 use tokio::sync::oneshot;
 
 use super::channel::{ChannelLog, Pending};
+use super::derived::{self, Derivation};
 use super::{Appended, Logs, NewEntry};
 use crate::commit::Completion;
 use crate::engine::{Engine, MAX_VALUE_BYTES, Op};
@@ -39,7 +40,21 @@ impl Logs {
         let permit = self.queue.reserve_growth().await?;
         let author = new.author.as_ref().map_or("", UserId::as_str).to_owned();
         let idem_key = new.client_msg_id.clone().map(|k| (author.clone(), k));
-        let step = self.queue_append(&log, channel, new, permit, author, idem_key)?;
+        // A reply's thread names its root's author: read here, as the lock is not held yet.
+        let root_author = match &new.body {
+            Body::Message(m) if m.thread_parent_seq != 0 => log
+                .entry_at(&*self.engine, Seq(m.thread_parent_seq))?
+                .map(|e| e.event.author_id.clone()),
+            _ => None,
+        };
+        let step = self.queue_append(
+            &log,
+            channel,
+            new,
+            permit,
+            (author, idem_key),
+            root_author.as_deref(),
+        )?;
         Ok(AppendTicket {
             engine: self.engine.clone(),
             log,
@@ -56,8 +71,8 @@ impl Logs {
         channel: &ChannelId,
         new: NewEntry,
         permit: tokio::sync::OwnedSemaphorePermit,
-        author: String,
-        idem_key: Option<(String, String)>,
+        (author, idem_key): (String, Option<(String, String)>),
+        root_author: Option<&str>,
     ) -> Result<Step, StoreError> {
         // Built before the channel lock is taken: the critical section orders the channel's appends.
         let idem_bytes = idem_key.as_ref().map(|(a, k)| keys::idem(channel, a, k));
@@ -85,6 +100,31 @@ impl Logs {
         }
 
         let seq = state.next_seq;
+        let cx = derived::Context {
+            engine: &*self.engine,
+            channel,
+            seq,
+            author: &author,
+            time_ms: new.time_ms,
+            limits: self.limits.get(),
+            root_author,
+        };
+        let view = derived::View {
+            overlay: &state.overlay,
+            first_available: state.first_available,
+        };
+        let writes = match derived::derive(&view, &cx, Some(&new.body))? {
+            Derivation::Write(writes) => writes,
+            Derivation::Already(earlier) if earlier <= state.durable_head => {
+                return Ok(Step::Stored(earlier));
+            }
+            Derivation::Already(earlier) => {
+                // Its entry is still on its way to disk: share its fate.
+                let (tx, rx) = oneshot::channel();
+                state.seq_waiters.entry(earlier).or_default().push(tx);
+                return Ok(Step::Wait(rx));
+            }
+        };
         let is_message = matches!(new.body, Body::Message(_));
         let ordinal = state.assigned_ordinal + u64::from(is_message);
         // Stored without channel, seq and epoch (the key and the channel record hold them);
@@ -119,6 +159,7 @@ impl Logs {
         for key in keys::index_keys(channel, seq, event.body.as_ref()) {
             ops.push(Op::Put(key, Vec::new()));
         }
+        ops.extend(derived::ops(&writes));
         let entry = Arc::new(LogEntry::new(seq, ordinal, event, stored_len));
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Append {
@@ -128,6 +169,7 @@ impl Logs {
             tx,
         };
         self.queue.enqueue(ops, completion, permit)?;
+        state.overlay.record(writes, seq);
         state.next_seq = seq.next();
         state.assigned_ordinal = ordinal;
         if let Some(key) = idem_key {

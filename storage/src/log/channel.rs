@@ -11,6 +11,7 @@ use chorus_protocol::ids::{ChannelId, Epoch, Seq};
 use tokio::sync::oneshot;
 
 use super::LogPosition;
+use super::derived::Overlay;
 use crate::commit::{CommitListener, Durable, ListenerSlot};
 use crate::engine::{Direction, Engine};
 use crate::error::{ReadError, StoreError};
@@ -44,6 +45,11 @@ pub(super) struct LogState {
     pub(super) pending: HashMap<(String, String), Pending>,
     /// Made at the first append with an idempotency key (channels only read need none).
     pub(super) idem_filter: Option<IdemFilter>,
+    /// Derived records set by entries not durable yet.
+    pub(super) overlay: Overlay,
+    /// Repeats of a derived action (the same reaction again) whose first entry is not durable
+    /// yet, waiting for it.
+    pub(super) seq_waiters: HashMap<Seq, Vec<Waiter>>,
 }
 
 /// The in-memory side of one channel's log.
@@ -98,6 +104,14 @@ impl ChannelLog {
         {
             self.pop_tail(&mut state);
         }
+        state.overlay.settle(entry.seq);
+        if !state.seq_waiters.is_empty()
+            && let Some(waiters) = state.seq_waiters.remove(&entry.seq)
+        {
+            for waiter in waiters {
+                let _ = waiter.send(Ok(entry.clone()));
+            }
+        }
         if let Some(key) = idem
             && let Some(pending) = state.pending.remove(key)
         {
@@ -109,10 +123,17 @@ impl ChannelLog {
 
     /// Called by the writer when a queued append failed.
     fn fail_pending(&self, idem: Option<&(String, String)>, error: &StoreError) {
+        let mut state = self.lock();
         if let Some(key) = idem
-            && let Some(pending) = self.lock().pending.remove(key)
+            && let Some(pending) = state.pending.remove(key)
         {
             for waiter in pending.waiters {
+                let _ = waiter.send(Err(error.clone()));
+            }
+        }
+        // After a failed write nothing later becomes durable: every wait for a seq ends here.
+        for (_, waiters) in state.seq_waiters.drain() {
+            for waiter in waiters {
                 let _ = waiter.send(Err(error.clone()));
             }
         }

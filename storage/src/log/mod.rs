@@ -4,6 +4,8 @@
 //!
 //! - [`channel`]: one channel's in-memory state and tail cache; what the writer tells it.
 //! - [`append`], [`rewrite`], [`read`]: the operations, as methods of [`Logs`].
+//! - [`derived`]: the records entries derive (reactions, threads, pins), computed under the
+//!   append lock; [`summaries`]: their reads.
 //!
 //! Each channel has one in-memory `ChannelLog`, loaded on first use. Its mutex orders the
 //! channel's appends: seq assignment and queueing to the writer happen under it, so the writer
@@ -13,8 +15,10 @@
 
 mod append;
 mod channel;
+mod derived;
 mod read;
 mod rewrite;
+mod summaries;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +31,9 @@ use dashmap::DashMap;
 pub use append::AppendTicket;
 use channel::LogState;
 pub(crate) use channel::{ChannelLog, assigned_head, cut_tail, id_of, position_of};
+pub use derived::AggregateLimits;
+use derived::{Overlay, SharedLimits};
+pub use summaries::{ThreadCursor, ThreadPage};
 
 use crate::commit::{CommitListener, ListenerSlot, Queue};
 use crate::config::StoreConfig;
@@ -126,6 +133,7 @@ pub(crate) struct Logs {
     total_bytes: usize,
     rewrite_stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
+    limits: SharedLimits,
 }
 
 impl Logs {
@@ -144,7 +152,13 @@ impl Logs {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
+            limits: SharedLimits::new(AggregateLimits::default()),
         }
+    }
+
+    /// Sets the limits derivation enforces (reactions, pins).
+    pub(crate) fn set_aggregate_limits(&self, limits: AggregateLimits) {
+        self.limits.set(limits);
     }
 
     /// Sets the commit listener (once; a second call returns false and changes nothing).
@@ -196,6 +210,8 @@ impl Logs {
                 tail_bytes: 0,
                 pending: HashMap::new(),
                 idem_filter: None,
+                overlay: Overlay::default(),
+                seq_waiters: HashMap::new(),
             }),
             listener: self.listener.clone(),
             cache_bytes: self.cache_bytes.clone(),

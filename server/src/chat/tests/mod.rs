@@ -80,7 +80,7 @@ async fn publish(node: &Node, user: &UserId, channel: &str, key: &str) -> Result
     Ok(durable.await?.seq)
 }
 
-fn refused(r: Result<impl std::fmt::Debug, Error>) -> &'static str {
+pub(super) fn refused(r: Result<impl std::fmt::Debug, Error>) -> &'static str {
     match r {
         Ok(_) => "ok",
         Err(Error::Forbidden(_)) => "forbidden",
@@ -88,6 +88,12 @@ fn refused(r: Result<impl std::fmt::Debug, Error>) -> &'static str {
         Err(Error::Conflict(_)) => "conflict",
         Err(Error::Invalid { .. }) => "invalid",
         Err(Error::LimitExceeded { .. }) => "limit",
+        // What the store refuses is judged by the code clients see.
+        Err(e @ Error::Store(_)) => match v1::Error::from(e).code() {
+            v1::ErrorCode::NotFound => "not_found",
+            v1::ErrorCode::LimitExceeded => "limit",
+            other => panic!("unexpected store refusal {other:?}"),
+        },
         Err(e) => panic!("unexpected {e:?}"),
     }
 }
@@ -488,3 +494,5 @@ async fn public_discovery_pages_with_a_bounded_scan() {
         })
     ));
 }
+
+mod derived;
