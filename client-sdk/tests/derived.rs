@@ -169,3 +169,51 @@ async fn derived_state_survives_kill_9() {
     );
     assert_eq!(page.head, Seq(root.get() + 3));
 }
+
+/// A shadow ban seen from both sides, live and in history: the banned member's post reaches
+/// them as posted, and everyone else as a withheld tombstone at the same seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_ban_seen_from_both_sides() {
+    use chorus_client::TombstoneReason;
+    let node = Node::start(common::fast_limits).await;
+    let (owner, _) = node.client("owner").await;
+    let (troll, mut troll_events) = node.client("troll").await;
+    let (bob, mut bob_events) = node.client("bob").await;
+    let room = channel("room");
+    owner
+        .create_group(&room, "Room", &[user("troll"), user("bob")])
+        .await
+        .unwrap();
+    troll.subscribe(&room).await.unwrap();
+    bob.subscribe(&room).await.unwrap();
+    owner
+        .ban(&room, &user("troll"), None, "spam", true)
+        .await
+        .unwrap();
+    let seq = troll.send_text(&room, "buy now").await.unwrap().seq;
+    let mine = next_entry(&mut troll_events).await;
+    assert_eq!((mine.seq, common::text(&mine)), (seq, "buy now"));
+    let theirs = next_entry(&mut bob_events).await;
+    assert_eq!(theirs.seq, seq, "no gap for the others");
+    assert!(matches!(
+        theirs.body,
+        EntryBody::Tombstone {
+            reason: TombstoneReason::Withheld,
+            ..
+        }
+    ));
+    let page = bob.latest(&room, 1).await.unwrap();
+    assert!(matches!(page.entries[0].body, EntryBody::Tombstone { .. }));
+    let page = troll.latest(&room, 1).await.unwrap();
+    assert_eq!(common::text(&page.entries[0]), "buy now");
+    // A plain ban ends the member's subscription and keeps them out.
+    owner.unban(&room, &user("troll")).await.unwrap();
+    owner
+        .ban(&room, &user("bob"), None, "", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(bob.send_text(&room, "hi").await.unwrap_err()),
+        ErrorCode::NotFound
+    );
+}

@@ -197,6 +197,7 @@ mod tests {
                         },
                     ),
                     client_msg_id: None,
+                    withheld: false,
                 };
                 store.append(&channel, entry).await.unwrap().entry.seq
             }

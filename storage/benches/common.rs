@@ -31,6 +31,7 @@ pub fn payload_entry(n: u64) -> NewEntry {
             ..Message::default()
         }),
         client_msg_id: None,
+        withheld: false,
     }
 }
 

@@ -84,6 +84,7 @@ async fn append(store: &Store, id: &str, text: &str, key: Option<&str>) -> (Seq,
                     ..Message::default()
                 }),
                 client_msg_id: key.map(str::to_owned),
+                withheld: false,
             },
         )
         .await

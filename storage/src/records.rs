@@ -76,6 +76,10 @@ pub struct MemberRecord {
     /// The member may not post until then (unix ms); 0 = not muted.
     #[prost(uint64, tag = "3")]
     pub muted_until_ms: u64,
+    /// Shadow-banned until then (unix ms): the member's posts are withheld from everyone else.
+    /// 0 = not shadow-banned.
+    #[prost(uint64, tag = "4")]
+    pub shadowed_until_ms: u64,
 }
 
 /// A message's reactions, by emoji in the order of each emoji's first reaction.
@@ -235,10 +239,18 @@ pub struct BanRecord {
     /// When, unix ms.
     #[prost(uint64, tag = "4")]
     pub created_at_ms: u64,
+    /// A shadow ban: the user stays a member, and their posts reach only themself.
+    #[prost(bool, tag = "5")]
+    pub shadow: bool,
 }
 
 /// The version byte in front of every stored log entry.
 const ENTRY_FORMAT: u8 = 1;
+/// The format of an entry with flags (a byte after the ordinal); written only for entries
+/// with a flag set, so that every other entry keeps the first format.
+const ENTRY_FORMAT_FLAGS: u8 = 2;
+/// Flag: the entry is withheld from everyone but its author (a shadow-banned author's post).
+const FLAG_WITHHELD: u8 = 1;
 
 /// What a cached entry holds besides the bytes of its strings (which its stored length stands
 /// for): the entry itself inside its `Arc` (two counters). Counted in full so that the tail
@@ -256,6 +268,9 @@ pub struct LogEntry {
     pub ordinal: u64,
     /// The event, ready to send.
     pub event: ChannelEvent,
+    /// Only its author may see it: everyone else is shown a `Tombstone` with reason
+    /// `REASON_WITHHELD` in its place (the author was shadow-banned when posting).
+    pub withheld: bool,
     /// Approximate memory held, for cache budgets; computed once.
     pub(crate) size: usize,
 }
@@ -266,8 +281,35 @@ impl LogEntry {
             seq,
             ordinal,
             event,
+            withheld: false,
             size: ENTRY_OVERHEAD + stored_len,
         }
+    }
+
+    pub(crate) fn withheld(mut self, withheld: bool) -> Self {
+        self.withheld = withheld;
+        self
+    }
+
+    /// The event as the user `reader` may see it (`None`: an operator, who sees everything): a
+    /// withheld entry reads as a tombstone for anyone but its author, keeping its seq (the log
+    /// stays gapless for every reader) and its thread.
+    pub fn event_for(&self, reader: Option<&str>) -> std::borrow::Cow<'_, ChannelEvent> {
+        use chorus_protocol::v1::{Tombstone, channel_event::Body, tombstone::Reason};
+        if !self.withheld || reader.is_none_or(|r| r == self.event.author_id) {
+            return std::borrow::Cow::Borrowed(&self.event);
+        }
+        let thread_parent_seq = match &self.event.body {
+            Some(Body::Message(m)) => m.thread_parent_seq,
+            _ => 0,
+        };
+        let mut event = self.event.clone();
+        event.body = Some(Body::Tombstone(Tombstone {
+            reason: Reason::Withheld as i32,
+            thread_parent_seq,
+        }));
+        event.author_id.clear();
+        std::borrow::Cow::Owned(event)
     }
 
     /// The epoch the entry was read in.
@@ -287,17 +329,29 @@ pub(crate) struct StoredEntry {
     pub(crate) ordinal: u64,
     pub(crate) client_msg_id: String,
     pub(crate) event: ChannelEvent,
+    pub(crate) withheld: bool,
 }
 
 /// Encodes an entry for the log: format byte, ordinal, idempotency key (so that retention can
 /// remove its index entry), then the event. The caller leaves out of `stored` what the key and
 /// the channel record already hold (channel id, seq, epoch).
-pub(crate) fn encode_entry(ordinal: u64, client_msg_id: &str, stored: &ChannelEvent) -> Vec<u8> {
+pub(crate) fn encode_entry(
+    ordinal: u64,
+    client_msg_id: &str,
+    stored: &ChannelEvent,
+    withheld: bool,
+) -> Vec<u8> {
     debug_assert!(stored.channel_id.is_empty() && stored.seq == 0 && stored.epoch == 0);
     let idem = &client_msg_id.as_bytes()[..client_msg_id.len().min(255)];
-    let mut out = Vec::with_capacity(10 + idem.len() + stored.encoded_len());
-    out.push(ENTRY_FORMAT);
-    out.extend_from_slice(&ordinal.to_be_bytes());
+    let mut out = Vec::with_capacity(11 + idem.len() + stored.encoded_len());
+    if withheld {
+        out.push(ENTRY_FORMAT_FLAGS);
+        out.extend_from_slice(&ordinal.to_be_bytes());
+        out.push(FLAG_WITHHELD);
+    } else {
+        out.push(ENTRY_FORMAT);
+        out.extend_from_slice(&ordinal.to_be_bytes());
+    }
     out.push(idem.len() as u8);
     out.extend_from_slice(idem);
     stored.encode(&mut out).ok();
@@ -313,14 +367,21 @@ pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<StoredEntry, Read
     let Some((&format, rest)) = value.split_first() else {
         return Err(corrupt("empty entry"));
     };
-    if format != ENTRY_FORMAT {
-        return Err(corrupt(&format!("unknown entry format {format}")));
-    }
+    let flags_len = match format {
+        ENTRY_FORMAT => 0,
+        ENTRY_FORMAT_FLAGS => 1,
+        _ => return Err(corrupt(&format!("unknown entry format {format}"))),
+    };
     let ordinal = rest
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
         .ok_or_else(|| corrupt("truncated ordinal"))?;
+    let flags = match flags_len {
+        0 => 0,
+        _ => *rest.get(8).ok_or_else(|| corrupt("truncated flags"))?,
+    };
+    let rest = &rest[flags_len..];
     let idem_len = usize::from(*rest.get(8).ok_or_else(|| corrupt("truncated key length"))?);
     let idem = rest
         .get(9..9 + idem_len)
@@ -334,6 +395,7 @@ pub(crate) fn decode_entry(key: &[u8], value: &[u8]) -> Result<StoredEntry, Read
         ordinal,
         client_msg_id,
         event,
+        withheld: flags & FLAG_WITHHELD != 0,
     })
 }
 

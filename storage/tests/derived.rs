@@ -18,6 +18,7 @@ fn by(author: &str, body: Body) -> NewEntry {
         time_ms: 2_000,
         body,
         client_msg_id: None,
+        withheld: false,
     }
 }
 

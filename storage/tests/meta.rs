@@ -283,6 +283,7 @@ async fn users_and_bans(kind: Kind) {
         reason: "spam".into(),
         banned_by: "mod".into(),
         created_at_ms: 1,
+        shadow: false,
     };
     t.store
         .ban(BanScope::Channel(&c), &u, ban.clone())

@@ -147,6 +147,7 @@ async fn run(kind: Kind, ops: Vec<Op>) {
                         ..Message::default()
                     }),
                     client_msg_id: key_str.clone(),
+                    withheld: false,
                 };
                 let got = t.store.append(&cid(&format!("ch{ch}")), new).await.unwrap();
                 let existing = key.and_then(|k| {

@@ -20,6 +20,7 @@ mod channels;
 mod derived;
 mod members;
 mod messages;
+mod moderation;
 mod sync;
 
 use std::sync::Arc;

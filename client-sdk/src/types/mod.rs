@@ -150,6 +150,8 @@ pub enum TombstoneReason {
     UserErased,
     /// Removed by an operator.
     AdminRemoved,
+    /// Withheld by moderation (its author was shadow-banned); only the author reads it.
+    Withheld,
     /// A reason this SDK does not know.
     Unknown,
 }
@@ -161,6 +163,7 @@ impl TombstoneReason {
             Ok(R::Deleted) => Self::Deleted,
             Ok(R::UserErased) => Self::UserErased,
             Ok(R::AdminRemoved) => Self::AdminRemoved,
+            Ok(R::Withheld) => Self::Withheld,
             _ => Self::Unknown,
         }
     }

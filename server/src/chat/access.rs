@@ -52,7 +52,14 @@ impl Chat<'_> {
             return Ok((info, None));
         };
         let member = self.node.store().member(id, user)?;
-        if info.record.kind() == ChannelKind::Public || member.is_some() {
+        if member.is_some() {
+            return Ok((info, member));
+        }
+        if info.record.kind() == ChannelKind::Public {
+            // A banned user no longer reads the channel either.
+            if self.ban_of(id)?.is_some_and(|b| !b.shadow) {
+                return Err(Error::Forbidden("banned from this channel".into()));
+            }
             return Ok((info, member));
         }
         Err(Error::channel_not_found(id))
@@ -99,16 +106,15 @@ impl Chat<'_> {
         Ok((info, role))
     }
 
-    /// Whether the acting user is banned from the channel.
-    pub fn banned_from(&self, id: &ChannelId) -> Result<bool, Error> {
+    /// The acting user's ban from the channel in force now, if any.
+    pub fn ban_of(&self, id: &ChannelId) -> Result<Option<chorus_storage::BanRecord>, Error> {
         let Actor::User(user) = self.actor else {
-            return Ok(false);
+            return Ok(None);
         };
         Ok(self
             .node
             .store()
-            .ban_of(BanScope::Channel(id), user, unix_ms())?
-            .is_some())
+            .ban_of(BanScope::Channel(id), user, unix_ms())?)
     }
 
     /// Refuses a change that writes a record and then logs it (membership changes) while the

@@ -249,7 +249,8 @@ impl Chat<'_> {
             Actor::User(user) => self.summary_for(user, info),
             Actor::Admin => Ok(ChannelSummary {
                 channel: Some(channel_message(info)),
-                last_message: newest_entry(self.node.store(), &info.id)?.map(|e| e.event.clone()),
+                last_message: newest_entry(self.node.store(), &info.id)?
+                    .map(|e| self.event_view(&e)),
                 ..Default::default()
             }),
         }
@@ -272,7 +273,7 @@ impl Chat<'_> {
             my_role: role as i32,
             last_read_seq: state.last_read.get(),
             unread_count: state.unread,
-            last_message: last.map(|e| e.event.clone()),
+            last_message: last.map(|e| self.event_view(&e)),
         })
     }
 

@@ -28,7 +28,8 @@ impl Chat<'_> {
                 "only public channels can be joined".into(),
             ));
         }
-        if self.banned_from(id)? {
+        let ban = self.ban_of(id)?;
+        if ban.as_ref().is_some_and(|b| !b.shadow) {
             return Err(Error::Forbidden("banned from this channel".into()));
         }
         self.membership_room(&[me])
@@ -42,6 +43,15 @@ impl Chat<'_> {
             .add_member(id, me, Role::Member, unix_ms())
             .await?
         {
+            // A shadow-banned user notices nothing: they join, and their posts stay withheld.
+            if let Some(b) = ban.filter(|b| b.shadow) {
+                let until = if b.until_ms == 0 {
+                    u64::MAX
+                } else {
+                    b.until_ms
+                };
+                self.node.store().set_shadow(id, me, until).await?;
+            }
             self.member_event(id, me, MemberAction::Joined, Role::Member)
                 .await?;
         }

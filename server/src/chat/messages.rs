@@ -80,6 +80,7 @@ impl Chat<'_> {
                     time_ms: now,
                     body: Body::Message(message),
                     client_msg_id: Some(key),
+                    withheld: member.shadowed_until_ms > now,
                 },
             )
             .await?;
@@ -115,8 +116,8 @@ impl Chat<'_> {
             }
             Ok(store
                 .entry(id, Seq(seq))?
-                .and_then(|e| match &e.event.body {
-                    Some(Body::Message(m)) => Some(m.clone()),
+                .and_then(|e| match self.event_view(&e).body {
+                    Some(Body::Message(m)) => Some(m),
                     _ => None,
                 }))
         };
@@ -264,7 +265,7 @@ impl Chat<'_> {
             }
             budget -= len;
             left -= len;
-            events.push(e.event.clone());
+            events.push(self.event_view(e));
             summaries.extend(summary);
         }
         let quoted = self.quoted_by(&id, &events, left)?;
@@ -308,7 +309,7 @@ impl Chat<'_> {
                     break;
                 }
                 left -= len;
-                quoted.push(e.event.clone());
+                quoted.push(self.event_view(&e));
             }
         }
         Ok(quoted)
@@ -330,11 +331,9 @@ impl Chat<'_> {
             .store()
             .entry(id, Seq(seq))?
             .ok_or_else(|| Error::NotFound(format!("no entry {seq}")))?;
-        match &entry.event.body {
-            Some(Body::Message(m)) => {
-                let m = m.clone();
-                Ok((role, entry, m))
-            }
+        // A withheld post is no message to anyone but its author.
+        match self.event_view(&entry).body {
+            Some(Body::Message(m)) => Ok((role, entry, m)),
             _ => Err(Error::NotAMessage(seq)),
         }
     }
@@ -371,6 +370,7 @@ impl Chat<'_> {
                     time_ms: unix_ms(),
                     body,
                     client_msg_id: (!key.is_empty()).then(|| key.to_owned()),
+                    withheld: false,
                 },
             )
             .await?;

@@ -11,6 +11,7 @@
 //! - [`reactions`]: react and unreact.
 //! - [`threads`]: a channel's threads.
 //! - [`pins`]: pin, unpin, a channel's pins.
+//! - [`moderation`]: mute, ban (removing or shadow), and lifting them.
 //! - [`reads`]: read markers, unread counts, read receipts.
 //! - [`typing`]: typing indicators.
 //! - [`view`]: how store records look on the wire.
@@ -22,6 +23,7 @@ pub mod access;
 pub mod channels;
 pub mod members;
 pub mod messages;
+pub mod moderation;
 pub mod pins;
 pub mod reactions;
 pub mod reads;

@@ -62,7 +62,7 @@ impl Chat<'_> {
                 continue;
             };
             pins.push(v1::Pin {
-                message: Some(entry.event.clone()),
+                message: Some(self.event_view(&entry)),
                 pinned_by: p.pinned_by,
                 pinned_at_ms: p.pinned_at_ms,
                 pin_seq: p.pin_seq,

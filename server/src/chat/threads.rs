@@ -24,7 +24,9 @@ impl Chat<'_> {
         let page = store.threads(&id, after, limit)?;
         let mut threads = page.threads;
         for t in &mut threads {
-            t.root = store.entry(&id, Seq(t.root_seq))?.map(|e| e.event.clone());
+            t.root = store
+                .entry(&id, Seq(t.root_seq))?
+                .map(|e| self.event_view(&e));
         }
         Ok(v1::ThreadList {
             threads,

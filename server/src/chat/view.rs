@@ -1,7 +1,19 @@
 //! How store records look on the wire.
 
 use chorus_protocol::v1;
-use chorus_storage::{Appended, ChannelInfo};
+use chorus_storage::{Appended, ChannelInfo, LogEntry};
+
+use super::Chat;
+
+impl Chat<'_> {
+    /// An entry as the actor may see it (a withheld post reads as a tombstone for anyone but
+    /// its author and operators).
+    pub fn event_view(&self, entry: &LogEntry) -> v1::ChannelEvent {
+        entry
+            .event_for(self.actor.user().map(|u| u.as_str()))
+            .into_owned()
+    }
+}
 
 /// A channel's record and log position as `v1::Channel`.
 pub fn channel_message(info: &ChannelInfo) -> v1::Channel {

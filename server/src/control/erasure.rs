@@ -304,6 +304,7 @@ async fn run(
                         time_ms: unix_ms(),
                         body: left,
                         client_msg_id: None,
+                        withheld: false,
                     },
                 )
                 .await

@@ -159,6 +159,7 @@ pub(crate) async fn execute(
                         reason: reason.clone(),
                         banned_by: by,
                         created_at_ms: unix_ms(),
+                        shadow: false,
                     },
                 )
                 .await

@@ -43,11 +43,19 @@ impl Fanout for Hub {
         let Some(subs) = self.subscribers.get(&channel) else {
             return;
         };
-        // Encoded once; every queue shares the same bytes.
+        // Encoded once; every queue shares the same bytes. A withheld post has a second
+        // encoding, the tombstone everyone but its author reads.
         let frame = encode_event_frame(&entry.event);
+        let withheld = entry
+            .withheld
+            .then(|| encode_event_frame(&entry.event_for(Some(""))));
+        let author = entry.event.author_id.as_str();
         let delivered = subs
             .values()
-            .filter(|sub| sub.deliver(entry.seq, &frame))
+            .filter(|sub| match &withheld {
+                Some(other) if sub.user.as_str() != author => sub.deliver(entry.seq, other),
+                _ => sub.deliver(entry.seq, &frame),
+            })
             .count() as u64;
         self.deliveries
             .fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);

@@ -147,6 +147,26 @@ impl Session {
             }
             Request::ListPins(l) => R::PinList(chat.list_pins(l)?),
             Request::ListThreads(l) => R::ThreadList(chat.list_threads(l)?),
+            Request::MuteMember(m) => {
+                let id = channel_id("channel_id", &m.channel_id)?;
+                chat.mute(&id, &m.user_id, m.duration_ms, &m.reason).await?;
+                done()
+            }
+            Request::UnmuteMember(m) => {
+                let id = channel_id("channel_id", &m.channel_id)?;
+                chat.unmute(&id, &m.user_id).await?;
+                done()
+            }
+            Request::BanMember(b) => {
+                let id = channel_id("channel_id", &b.channel_id)?;
+                chat.ban(&b, &id).await?;
+                done()
+            }
+            Request::UnbanMember(b) => {
+                let id = channel_id("channel_id", &b.channel_id)?;
+                chat.unban(&id, &b.user_id).await?;
+                done()
+            }
             Request::UpdateChannel(u) => {
                 let id = channel_id("channel_id", &u.channel_id)?;
                 let patch = ChannelPatch {

@@ -136,7 +136,7 @@ impl Session {
                     // The user left or was removed meanwhile; the hub has said so.
                     return;
                 }
-                let frame = encode_event_frame(&entry.event);
+                let frame = encode_event_frame(&entry.event_for(Some(self.identity.user.as_str())));
                 if !self.outbound.push_when_room(frame).await {
                     return;
                 }

@@ -113,7 +113,9 @@ impl Logs {
             overlay: &state.overlay,
             first_available: state.first_available,
         };
-        let writes = match derived::derive(&view, &cx, Some(&new.body))? {
+        // A withheld entry changes nothing others see: no thread summary, no mention counts.
+        let derives = (!new.withheld).then_some(&new.body);
+        let writes = match derived::derive(&view, &cx, derives)? {
             Derivation::Write(writes) => writes,
             Derivation::Already(earlier) if earlier <= state.durable_head => {
                 return Ok(Step::Stored(earlier));
@@ -138,7 +140,7 @@ impl Logs {
             body: Some(new.body),
         };
         let idem = new.client_msg_id.as_deref().unwrap_or("");
-        let value = encode_entry(ordinal, idem, &event);
+        let value = encode_entry(ordinal, idem, &event, new.withheld);
         if value.len() > MAX_VALUE_BYTES {
             return Err(StoreError::EntryTooLarge {
                 len: value.len(),
@@ -157,10 +159,13 @@ impl Logs {
             ops.push(Op::Put(bytes, seq.get().to_be_bytes().to_vec()));
         }
         for key in keys::index_keys(channel, seq, event.body.as_ref()) {
+            if new.withheld && key.first() == Some(&keys::MENTION) {
+                continue;
+            }
             ops.push(Op::Put(key, Vec::new()));
         }
         ops.extend(derived::ops(&writes));
-        let entry = Arc::new(LogEntry::new(seq, ordinal, event, stored_len));
+        let entry = Arc::new(LogEntry::new(seq, ordinal, event, stored_len).withheld(new.withheld));
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Append {
             log: log.clone(),

@@ -56,11 +56,12 @@ impl Logs {
         let (channel_id, epoch) = (std::mem::take(&mut event.channel_id), event.epoch);
         event.seq = 0;
         event.epoch = 0;
-        let value = encode_entry(old.ordinal, &idem, &event);
+        let value = encode_entry(old.ordinal, &idem, &event, old.withheld);
         event.channel_id = channel_id;
         event.seq = seq.get();
         event.epoch = epoch;
-        let entry = Arc::new(LogEntry::new(seq, old.ordinal, event, value.len()));
+        let entry =
+            Arc::new(LogEntry::new(seq, old.ordinal, event, value.len()).withheld(old.withheld));
         // Index entries follow the new body: a tombstone keeps its thread, drops its mentions.
         let before = keys::index_keys(channel, seq, old.event.body.as_ref());
         let after = keys::index_keys(channel, seq, entry.event.body.as_ref());

@@ -71,6 +71,7 @@ impl Store {
                 role: *role as i32,
                 joined_at_ms: new.created_at_ms,
                 muted_until_ms: 0,
+                shadowed_until_ms: 0,
             };
             ops.push(Op::Put(keys::member(&new.id, user), m.encode_to_vec()));
             let index = keys::user_channel(user, &new.id);

@@ -62,6 +62,7 @@ impl Store {
                 role: role as i32,
                 joined_at_ms: now_ms,
                 muted_until_ms: 0,
+                shadowed_until_ms: 0,
             },
         };
         let mut ops = vec![Op::Put(mkey, member.encode_to_vec())];
@@ -126,6 +127,28 @@ impl Store {
         user: &UserId,
         until_ms: u64,
     ) -> Result<(), StoreError> {
+        self.change_member(channel, user, |m| m.muted_until_ms = until_ms)
+            .await
+    }
+
+    /// Shadow-bans a member until `until_ms` (0 lifts it).
+    pub async fn set_shadow(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        until_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.change_member(channel, user, |m| m.shadowed_until_ms = until_ms)
+            .await
+    }
+
+    /// Changes an existing member's record under the channel's stripe.
+    async fn change_member(
+        &self,
+        channel: &ChannelId,
+        user: &UserId,
+        change: impl FnOnce(&mut MemberRecord),
+    ) -> Result<(), StoreError> {
         let inner = &*self.inner;
         let _g = inner.stripe(channel).lock().await;
         let mkey = keys::member(channel, user);
@@ -134,7 +157,7 @@ impl Store {
                 channel: channel.clone(),
                 user: user.clone(),
             })?;
-        member.muted_until_ms = until_ms;
+        change(&mut member);
         inner
             .commit(vec![Op::Put(mkey, member.encode_to_vec())])
             .await

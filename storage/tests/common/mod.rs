@@ -91,6 +91,7 @@ pub fn entry(author: &str, text: &str, key: Option<&str>) -> NewEntry {
         time_ms: 1_000,
         body: message(text),
         client_msg_id: key.map(str::to_owned),
+        withheld: false,
     }
 }
 

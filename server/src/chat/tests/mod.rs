@@ -84,7 +84,7 @@ pub(super) fn refused(r: Result<impl std::fmt::Debug, Error>) -> &'static str {
     match r {
         Ok(_) => "ok",
         Err(Error::Forbidden(_)) => "forbidden",
-        Err(Error::NotFound(_)) => "not_found",
+        Err(Error::NotFound(_) | Error::NotAMessage(_)) => "not_found",
         Err(Error::Conflict(_)) => "conflict",
         Err(Error::Invalid { .. }) => "invalid",
         Err(Error::LimitExceeded { .. }) => "limit",
@@ -496,3 +496,4 @@ async fn public_discovery_pages_with_a_bounded_scan() {
 }
 
 mod derived;
+mod moderation;

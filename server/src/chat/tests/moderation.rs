@@ -1,0 +1,257 @@
+//! The rules of mutes and bans: who may moderate whom, what a mute or a ban stops, expiry,
+//! and shadow bans seen from both sides.
+
+use chorus_protocol::v1::{self, ChannelKind, Role, tombstone::Reason};
+
+use super::{c, group, node, publish, refused, u};
+use crate::chat::{Actor, Chat};
+use crate::clock::unix_ms;
+
+fn ban(user: &str, shadow: bool) -> v1::BanMember {
+    v1::BanMember {
+        channel_id: "pub".into(),
+        user_id: user.into(),
+        duration_ms: 0,
+        reason: "spam".into(),
+        shadow,
+    }
+}
+
+/// Each role against mute and ban: moderators act on lower roles only, owners on moderators
+/// too, admins on anyone; nobody on themself.
+#[tokio::test]
+async fn who_may_moderate_whom() {
+    let node = node();
+    group(
+        &node,
+        "pub",
+        ChannelKind::Public,
+        "owner",
+        &["mod", "mod2", "m1", "m2"],
+    )
+    .await;
+    let admin = Chat::new(&node, Actor::Admin);
+    admin
+        .set_role(&c("pub"), "mod", Role::Moderator)
+        .await
+        .unwrap();
+    admin
+        .set_role(&c("pub"), "mod2", Role::Moderator)
+        .await
+        .unwrap();
+    let ch = c("pub");
+    let mute = |who: &str, whom: &'static str| {
+        let who = u(who);
+        let node = &node;
+        let ch = ch.clone();
+        async move { Chat::user(node, &who).mute(&ch, whom, 0, "calm down").await }
+    };
+    assert_eq!(refused(mute("m1", "m2").await), "forbidden", "a member");
+    assert_eq!(refused(mute("mod", "mod2").await), "forbidden", "an equal");
+    assert_eq!(
+        refused(mute("mod", "owner").await),
+        "forbidden",
+        "a higher role"
+    );
+    assert_eq!(refused(mute("mod", "mod").await), "invalid", "themself");
+    assert_eq!(
+        refused(mute("mod", "nobody").await),
+        "not_found",
+        "not a member"
+    );
+    assert_eq!(refused(mute("mod", "m1").await), "ok");
+    assert_eq!(refused(mute("owner", "mod2").await), "ok");
+    assert_eq!(refused(admin.mute(&ch, "owner", 0, "").await), "ok");
+    let member = |who: &str| node.store().member(&ch, &u(who)).unwrap().unwrap();
+    assert!(member("m1").muted_until_ms > unix_ms());
+    // A muted member neither posts nor reacts; unmuting lets them again.
+    let seq = publish(&node, &u("m2"), "pub", "k").await.unwrap();
+    assert_eq!(
+        refused(publish(&node, &u("m1"), "pub", "k1").await),
+        "forbidden"
+    );
+    let react = v1::React {
+        channel_id: "pub".into(),
+        target_seq: seq,
+        emoji: "👍".into(),
+        client_msg_id: String::new(),
+    };
+    assert_eq!(
+        refused(Chat::user(&node, &u("m1")).react(react.clone()).await),
+        "forbidden"
+    );
+    Chat::user(&node, &u("mod"))
+        .unmute(&ch, "m1")
+        .await
+        .unwrap();
+    assert_eq!(refused(publish(&node, &u("m1"), "pub", "k2").await), "ok");
+    // An expired mute stops nothing.
+    node.store()
+        .set_mute(&ch, &u("m2"), unix_ms() - 1)
+        .await
+        .unwrap();
+    assert_eq!(refused(publish(&node, &u("m2"), "pub", "k3").await), "ok");
+    // The log shows the actions to members.
+    let page = Chat::user(&node, &u("m2"))
+        .history(
+            v1::History {
+                channel_id: "pub".into(),
+                limit: 50,
+                ..Default::default()
+            },
+            1 << 20,
+        )
+        .unwrap();
+    let actions: Vec<v1::MemberAction> = page
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Some(v1::channel_event::Body::MemberChanged(m)) if m.user_id == "m1" => {
+                v1::MemberAction::try_from(m.action).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        actions.ends_with(&[v1::MemberAction::Muted, v1::MemberAction::Unmuted]),
+        "{actions:?}"
+    );
+}
+
+/// A ban removes the member, and keeps them from joining or reading the public channel
+/// until it is lifted; a user can be banned before they join.
+#[tokio::test]
+async fn a_ban_removes_and_keeps_out_until_lifted() {
+    let node = node();
+    group(&node, "pub", ChannelKind::Public, "owner", &["m1"]).await;
+    let (owner, m1, later) = (u("owner"), u("m1"), u("later"));
+    let ch = c("pub");
+    Chat::user(&node, &owner)
+        .ban(&ban("m1", false), &ch)
+        .await
+        .unwrap();
+    Chat::user(&node, &owner)
+        .ban(&ban("later", false), &ch)
+        .await
+        .unwrap();
+    assert!(node.store().member(&ch, &m1).unwrap().is_none(), "removed");
+    for who in [&m1, &later] {
+        assert_eq!(refused(Chat::user(&node, who).join(&ch).await), "forbidden");
+        assert_eq!(
+            refused(Chat::user(&node, who).get_channel(&ch)),
+            "forbidden"
+        );
+    }
+    assert_eq!(
+        refused(Chat::user(&node, &owner).unban(&ch, "nobody").await),
+        "not_found"
+    );
+    Chat::user(&node, &owner).unban(&ch, "m1").await.unwrap();
+    assert_eq!(refused(Chat::user(&node, &m1).join(&ch).await), "ok");
+    // A ban with a duration ends by itself: one that ended a moment ago stops nothing.
+    let ended = chorus_storage::BanRecord {
+        until_ms: unix_ms() - 1,
+        ..Default::default()
+    };
+    let scope = chorus_storage::BanScope::Channel(&ch);
+    node.store().ban(scope, &later, ended).await.unwrap();
+    assert_eq!(refused(Chat::user(&node, &later).join(&ch).await), "ok");
+}
+
+/// A shadow-banned member notices nothing: their posts are accepted and read back as posted,
+/// while everyone else reads a withheld tombstone at the same seq.
+#[tokio::test]
+async fn a_shadow_ban_seen_from_both_sides() {
+    let node = node();
+    group(
+        &node,
+        "pub",
+        ChannelKind::Public,
+        "owner",
+        &["troll", "other"],
+    )
+    .await;
+    let ch = c("pub");
+    Chat::user(&node, &u("owner"))
+        .ban(&ban("troll", true), &ch)
+        .await
+        .unwrap();
+    assert!(
+        node.store().member(&ch, &u("troll")).unwrap().is_some(),
+        "still a member"
+    );
+    let seq = publish(&node, &u("troll"), "pub", "k").await.unwrap();
+    let read = |who: &str| {
+        Chat::user(&node, &u(who))
+            .history(
+                v1::History {
+                    channel_id: "pub".into(),
+                    anchor: Some(v1::history::Anchor::AroundSeq(seq)),
+                    limit: 1,
+                    ..Default::default()
+                },
+                1 << 20,
+            )
+            .unwrap()
+            .events
+            .remove(0)
+    };
+    assert!(matches!(
+        read("troll").body,
+        Some(v1::channel_event::Body::Message(_))
+    ));
+    let seen = read("other");
+    assert_eq!(seen.seq, seq, "the same seq: no gap");
+    match seen.body {
+        Some(v1::channel_event::Body::Tombstone(t)) => assert_eq!(t.reason(), Reason::Withheld),
+        other => panic!("{other:?}"),
+    }
+    assert!(seen.author_id.is_empty());
+    // Nobody but the author can react to it; an admin reads it as posted.
+    let react = v1::React {
+        channel_id: "pub".into(),
+        target_seq: seq,
+        emoji: "👍".into(),
+        client_msg_id: String::new(),
+    };
+    assert_eq!(
+        refused(Chat::user(&node, &u("other")).react(react).await),
+        "not_found"
+    );
+    let admin_view = Chat::new(&node, Actor::Admin)
+        .history(
+            v1::History {
+                channel_id: "pub".into(),
+                anchor: Some(v1::history::Anchor::AroundSeq(seq)),
+                limit: 1,
+                ..Default::default()
+            },
+            1 << 20,
+        )
+        .unwrap();
+    assert!(matches!(
+        admin_view.events[0].body,
+        Some(v1::channel_event::Body::Message(_))
+    ));
+    // Leaving and joining again does not shake it off; lifting it does.
+    Chat::user(&node, &u("troll")).leave(&ch).await.unwrap();
+    Chat::user(&node, &u("troll")).join(&ch).await.unwrap();
+    let again = publish(&node, &u("troll"), "pub", "k2").await.unwrap();
+    let entry = node
+        .store()
+        .entry(&ch, chorus_protocol::ids::Seq(again))
+        .unwrap()
+        .unwrap();
+    assert!(entry.withheld);
+    Chat::user(&node, &u("owner"))
+        .unban(&ch, "troll")
+        .await
+        .unwrap();
+    let visible = publish(&node, &u("troll"), "pub", "k3").await.unwrap();
+    let entry = node
+        .store()
+        .entry(&ch, chorus_protocol::ids::Seq(visible))
+        .unwrap()
+        .unwrap();
+    assert!(!entry.withheld);
+}
