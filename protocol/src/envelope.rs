@@ -122,6 +122,8 @@ oneof_names!(Request {
     BanMember => "ban_member",
     UnbanMember => "unban_member",
     FlagMessage => "flag_message",
+    ListFlags => "list_flags",
+    ResolveFlag => "resolve_flag",
 });
 
 oneof_names!(reply::Result {
@@ -142,6 +144,7 @@ oneof_names!(reply::Result {
     UnreadCounts => "unread_counts",
     PresenceList => "presence_list",
     SearchResults => "search_results",
+    FlagList => "flag_list",
 });
 
 oneof_names!(push::Push {

@@ -293,7 +293,52 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// Limits.
     pub limits: LimitsConfig,
+    /// Server-wide moderation.
+    pub moderation: ModerationConfig,
 }
+
+/// Server-wide moderation: the blocklist every channel shares (each channel may add its own).
+/// `config reload` applies changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModerationConfig {
+    /// Words and phrases refused or flagged in every channel (matching ignores case; a phrase
+    /// matches the same words in a row).
+    pub blocked_words: Vec<String>,
+    /// `"refuse"` (the default: the post gets `BLOCKED_CONTENT`) or `"flag"` (the post passes
+    /// and a flag is raised for the channel's moderators).
+    pub blocked_words_action: Option<String>,
+}
+
+impl ModerationConfig {
+    /// Checks the action's spelling and the list's size.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.blocked_words_action.as_deref() {
+            None | Some("refuse" | "flag") => {}
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "moderation.blocked_words_action",
+                    message: format!("must be \"refuse\" or \"flag\", not {other:?}"),
+                });
+            }
+        }
+        if self.blocked_words.len() > MAX_BLOCKED_WORDS
+            || self
+                .blocked_words
+                .iter()
+                .any(|w| w.trim().is_empty() || w.len() > 64)
+        {
+            return Err(ConfigError::Invalid {
+                key: "moderation.blocked_words",
+                message: format!("at most {MAX_BLOCKED_WORDS} entries of 1 to 64 bytes"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Most entries of a blocklist (the server's or a channel's).
+pub const MAX_BLOCKED_WORDS: usize = 500;
 
 impl FileConfig {
     /// Reads a config file.
@@ -334,6 +379,8 @@ pub struct Config {
     pub store: chorus_storage::StoreConfig,
     /// Limits.
     pub limits: LimitsConfig,
+    /// Server-wide moderation.
+    pub moderation: ModerationConfig,
     /// How long shutdown waits for outbound queues to drain.
     pub shutdown_drain: Duration,
     /// How often retention runs (the policies are store settings).
@@ -363,6 +410,7 @@ impl Config {
     /// Checks the values that cannot be checked by types alone.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
+        self.moderation.validate()?;
         if let TokenKey::Hs256(secret) = &self.token_key
             && secret.len() < 32
         {
@@ -393,6 +441,7 @@ impl Config {
                 membership_burst: 100_000,
                 ..LimitsConfig::default()
             },
+            moderation: ModerationConfig::default(),
             shutdown_drain: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
             control_socket: None,

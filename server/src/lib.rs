@@ -22,7 +22,8 @@
 //! - [`hub`]: sessions and subscriptions; the [`hub::fanout::Fanout`] seam that delivers durable
 //!   entries.
 //! - leaves: [`outbound`] (a connection's bounded queue), [`ids`], [`config`], [`auth`],
-//!   [`metrics`], [`stats`], [`own_reads`], [`ratelimit`], [`clock`], [`dev`], [`data_dir`].
+//!   [`metrics`], [`stats`], [`own_reads`], [`ratelimit`], [`clock`], [`dev`], [`data_dir`],
+//!   [`blocklist`].
 //!
 //! `cargo test -p chorus-testkit --test layout` checks that no two modules import each other,
 //! directly or in a circle.
@@ -30,6 +31,7 @@
 pub mod admission;
 pub mod auth;
 pub mod background;
+pub mod blocklist;
 pub mod chat;
 pub mod clock;
 pub mod config;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use chorus_protocol::ids::UserId;
+use chorus_protocol::ids::{ChannelId, UserId};
 use chorus_storage::Store;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,10 @@ pub struct Node {
     /// The limits in force; `config reload` replaces them (new connections and new requests
     /// see the new ones).
     limits: RwLock<Arc<LimitsConfig>>,
+    /// The server's blocklist, compiled (reloadable).
+    blocklist: RwLock<Arc<crate::blocklist::Blocklist>>,
+    /// Slow mode: when each (channel, member) may post again.
+    slow_mode: DashMap<(ChannelId, UserId), tokio::time::Instant>,
     /// Publish budgets, per user.
     publish_buckets: UserBuckets,
     /// Budgets for memberships a user takes (`CreateChannel`, `JoinChannel`), per user.
@@ -72,6 +76,10 @@ impl Node {
             hub,
             verifier,
             limits: RwLock::new(Arc::new(config.limits.clone())),
+            blocklist: RwLock::new(Arc::new(crate::blocklist::Blocklist::server(
+                &config.moderation,
+            ))),
+            slow_mode: DashMap::new(),
             publish_buckets: DashMap::new(),
             membership_buckets: DashMap::new(),
             door: Arc::new(door),
@@ -121,6 +129,25 @@ impl Node {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
         self.publish_buckets.clear();
         self.membership_buckets.clear();
+    }
+
+    /// Replaces the server's moderation settings (a configuration reload).
+    pub fn set_moderation(&self, moderation: crate::config::ModerationConfig) {
+        *self.blocklist.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(crate::blocklist::Blocklist::server(&moderation));
+    }
+
+    /// The server's blocklist.
+    pub fn blocklist(&self) -> Arc<crate::blocklist::Blocklist> {
+        self.blocklist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// When each (channel, member) in slow mode may post again.
+    pub fn slow_mode(&self) -> &DashMap<(ChannelId, UserId), tokio::time::Instant> {
+        &self.slow_mode
     }
 
     /// Publish budgets, per user.
@@ -204,6 +231,8 @@ impl Node {
                     .is_full(now)
             });
         }
+        let now = tokio::time::Instant::now();
+        self.slow_mode.retain(|_, until| *until > now);
     }
 }
 

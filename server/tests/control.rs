@@ -587,6 +587,15 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
     let a1 = appended(alice.publish("pair", "a1", "alice secret one").await);
     let b1 = appended(bob.publish("pair", "b1", "bob reply").await);
     let a2 = appended(alice.publish("pair", "a2", "alice secret two").await);
+    let reacted = alice
+        .request(Request::React(v1::React {
+            channel_id: "pair".into(),
+            target_seq: b1.seq,
+            emoji: "👍".into(),
+            client_msg_id: String::new(),
+        }))
+        .await;
+    assert!(matches!(reacted, reply::Result::Appended(_)), "{reacted:?}");
     alice
         .request(Request::MarkRead(v1::MarkRead {
             channel_id: "pair".into(),
@@ -617,7 +626,10 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
     let report = admin
         .ok(json!({"cmd": "users.erase", "user": "alice"}))
         .await;
-    assert_eq!(report["entries_erased"], 2, "her two messages");
+    assert_eq!(
+        report["entries_erased"], 4,
+        "her two messages, her reaction and its removal"
+    );
     assert_eq!(
         report["direct_pairs_removed"], 1,
         "her direct channel with bob"
@@ -656,8 +668,13 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
     };
     let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=page.head_seq).collect::<Vec<_>>(), "gapless");
-    let dump = format!("{:?}", page.events);
+    let dump = format!("{:?} {:?}", page.events, page.summaries);
     assert!(!dump.contains("alice"), "no trace of alice: {dump}");
+    let b1_summary = page.summaries.iter().find(|s| s.seq == b1.seq).unwrap();
+    assert!(
+        b1_summary.reactions.is_empty(),
+        "her reaction no longer counts"
+    );
     assert!(dump.contains("bob reply"));
     for seq in [a1.seq, a2.seq] {
         let e = page.events.iter().find(|e| e.seq == seq).unwrap();

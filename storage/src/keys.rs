@@ -67,6 +67,12 @@ impl Derived {
     }
 }
 
+/// `F channel flag_id` -> `FlagRecord`: the channel's moderation queue, oldest first.
+pub(crate) const FLAG: u8 = b'F';
+/// `G channel target_seq user reporter` -> flag id: an open flag, so that the same report is
+/// raised once.
+pub(crate) const OPEN_FLAG: u8 = b'G';
+
 /// Builds keys without intermediate allocations.
 #[derive(Debug)]
 pub(crate) struct Key(Vec<u8>);
@@ -189,6 +195,23 @@ pub(crate) fn thread_activity(c: &ChannelId, last_reply: Seq, root: Seq) -> Vec<
     thread_activity_prefix(c)
         .u64(last_reply.get())
         .u64(root.get())
+        .into_vec()
+}
+
+pub(crate) fn flag_prefix(c: &ChannelId) -> Key {
+    Key::new(FLAG).str(c.as_str())
+}
+
+pub(crate) fn flag(c: &ChannelId, id: u64) -> Vec<u8> {
+    flag_prefix(c).u64(id).into_vec()
+}
+
+pub(crate) fn open_flag(c: &ChannelId, target: u64, user: &str, reporter: &str) -> Vec<u8> {
+    Key::new(OPEN_FLAG)
+        .str(c.as_str())
+        .u64(target)
+        .str(user)
+        .str(reporter)
         .into_vec()
 }
 

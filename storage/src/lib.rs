@@ -54,9 +54,10 @@ pub use log::{
     AggregateLimits, Anchor, AppendTicket, Appended, LogPage, LogPosition, LogQuery, NewEntry,
     ThreadCursor, ThreadPage,
 };
-pub use meta::{BanScope, ChannelInfo, ChannelPatch, NewChannel, ReadState};
+pub use meta::{BanScope, ChannelInfo, ChannelPatch, FlagPage, NewChannel, NewFlag, ReadState};
 pub use records::{
-    BanRecord, ChannelRecord, LogEntry, MarkerRecord, MemberRecord, PinRecord, UserRecord,
+    BanRecord, ChannelRecord, FlagRecord, LogEntry, MarkerRecord, MemberRecord, PinRecord,
+    UserRecord,
 };
 pub use retention::RetentionReport;
 pub use store::Store;

@@ -62,6 +62,15 @@ pub struct ChannelRecord {
     /// Whether `owner_count` is kept.
     #[prost(bool, tag = "16")]
     pub owners_counted: bool,
+    /// Slow mode: a member waits this long between two posts (moderators do not). 0 = off.
+    #[prost(uint32, tag = "17")]
+    pub slow_mode_ms: u32,
+    /// Words and phrases the channel refuses or flags, lowercased.
+    #[prost(string, repeated, tag = "18")]
+    pub blocked_words: Vec<String>,
+    /// What a blocked word does (`BlockAction`).
+    #[prost(int32, tag = "19")]
+    pub block_action: i32,
 }
 
 /// A member of a channel.
@@ -88,6 +97,9 @@ pub(crate) struct ReactionsRecord {
     /// One per emoji with at least one reaction.
     #[prost(message, repeated, tag = "1")]
     pub emojis: Vec<EmojiRecord>,
+    /// The seq of the last reaction entry this record reflects.
+    #[prost(uint64, tag = "2")]
+    pub last_seq: u64,
 }
 
 /// One emoji's reactions to a message.
@@ -153,6 +165,9 @@ pub(crate) struct PinsRecord {
     /// At most the node's pin limit.
     #[prost(message, repeated, tag = "1")]
     pub pins: Vec<PinRecord>,
+    /// The seq of the last pin or unpin entry this record reflects.
+    #[prost(uint64, tag = "2")]
+    pub last_seq: u64,
 }
 
 /// One pinned message.
@@ -170,6 +185,38 @@ pub struct PinRecord {
     /// The seq of the `MessagePinned` entry.
     #[prost(uint64, tag = "4")]
     pub pin_seq: u64,
+}
+
+/// A report in a channel's moderation queue.
+#[derive(Clone, PartialEq, Message)]
+pub struct FlagRecord {
+    /// The flagged message; 0 for a flagged user.
+    #[prost(uint64, tag = "1")]
+    pub target_seq: u64,
+    /// The flagged user (for a message: its author).
+    #[prost(string, tag = "2")]
+    pub user_id: String,
+    /// Who reported it; empty for a blocklist.
+    #[prost(string, tag = "3")]
+    pub reporter_id: String,
+    /// Why.
+    #[prost(string, tag = "4")]
+    pub reason: String,
+    /// When, unix ms.
+    #[prost(uint64, tag = "5")]
+    pub created_at_ms: u64,
+    /// 0 while open; else a `FlagResolution`.
+    #[prost(int32, tag = "6")]
+    pub resolution: i32,
+    /// Who closed it (empty: an admin).
+    #[prost(string, tag = "7")]
+    pub resolved_by: String,
+    /// When, unix ms.
+    #[prost(uint64, tag = "8")]
+    pub resolved_at_ms: u64,
+    /// The moderator's note.
+    #[prost(string, tag = "9")]
+    pub note: String,
 }
 
 /// A user's read position in one channel.

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use chorus_protocol::ids::{ChannelId, UserId};
+use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1::{self, client_envelope::Request};
 
 use super::Client;
 use crate::error::Error;
+use crate::types::{FlagPage, FlagResolution};
 
 /// How long a mute or ban lasts, as the wire's milliseconds (0: until lifted).
 fn millis(d: Option<Duration>) -> u64 {
@@ -79,5 +80,74 @@ impl Client {
             }))
             .await?;
         expect_reply!(r, Done, "UnbanMember").map(drop)
+    }
+
+    /// Reports a message to the channel's moderators.
+    pub async fn flag_message(&self, id: &ChannelId, seq: Seq, reason: &str) -> Result<(), Error> {
+        self.flag(id, seq.get(), "", reason).await
+    }
+
+    /// Reports a user to the channel's moderators.
+    pub async fn flag_user(
+        &self,
+        id: &ChannelId,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<(), Error> {
+        self.flag(id, 0, user.as_str(), reason).await
+    }
+
+    async fn flag(&self, id: &ChannelId, seq: u64, user: &str, reason: &str) -> Result<(), Error> {
+        let r = self
+            .plain(Request::FlagMessage(v1::FlagMessage {
+                channel_id: id.to_string(),
+                seq,
+                reason: reason.to_owned(),
+                user_id: user.to_owned(),
+            }))
+            .await?;
+        expect_reply!(r, Done, "FlagMessage").map(drop)
+    }
+
+    /// The channel's flags, newest first (moderators and owners); `include_resolved` adds the
+    /// closed ones.
+    pub async fn list_flags(
+        &self,
+        id: &ChannelId,
+        include_resolved: bool,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<FlagPage, Error> {
+        let r = self
+            .plain(Request::ListFlags(v1::ListFlags {
+                channel_id: id.to_string(),
+                include_resolved,
+                limit,
+                cursor: cursor.unwrap_or_default().to_owned(),
+            }))
+            .await?;
+        Ok(FlagPage::from_proto(
+            expect_reply!(r, FlagList, "ListFlags")?,
+            id,
+        ))
+    }
+
+    /// Closes a flag (moderators and owners).
+    pub async fn resolve_flag(
+        &self,
+        id: &ChannelId,
+        flag_id: &str,
+        resolution: FlagResolution,
+        note: &str,
+    ) -> Result<(), Error> {
+        let r = self
+            .plain(Request::ResolveFlag(v1::ResolveFlag {
+                channel_id: id.to_string(),
+                flag_id: flag_id.to_owned(),
+                resolution: resolution.to_proto(),
+                note: note.to_owned(),
+            }))
+            .await?;
+        expect_reply!(r, Done, "ResolveFlag").map(drop)
     }
 }

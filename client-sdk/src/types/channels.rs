@@ -36,6 +36,11 @@ pub struct Channel {
     pub member_count: u32,
     /// The app's own data for the channel.
     pub custom: Bytes,
+    /// Slow mode: a member waits this long between two posts (0: off).
+    pub slow_mode_ms: u32,
+    /// The channel's blocklist: shown to its moderators and owners only (the generated type:
+    /// set it with [`Client::update_channel`](crate::Client::update_channel)).
+    pub blocklist: Option<v1::Blocklist>,
 }
 
 impl TryFrom<v1::Channel> for Channel {
@@ -55,6 +60,8 @@ impl TryFrom<v1::Channel> for Channel {
             first_available: Seq(c.first_available_seq),
             member_count: c.member_count,
             custom: c.custom,
+            slow_mode_ms: c.slow_mode_ms,
+            blocklist: c.blocklist,
         })
     }
 }

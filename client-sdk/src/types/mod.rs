@@ -16,6 +16,7 @@
 mod activity;
 mod channels;
 mod entries;
+mod moderation;
 mod pages;
 
 use chorus_protocol::ids::{ChannelId, Seq, UserId};
@@ -28,6 +29,7 @@ pub use channels::{
     Channel, ChannelPage, ChannelSummary, Member, MemberPage, Membership, NewChannel,
 };
 pub use entries::{Entry, EntryBody, MemberChange, Published, Subscription};
+pub use moderation::{Flag, FlagPage, FlagResolution};
 pub use pages::{HistoryPage, MessageSummary, Pin, PinPage, Reaction, ThreadPage, ThreadSummary};
 
 /// A channel's kind.

@@ -117,6 +117,11 @@ pub struct MessageSummary {
     pub thread: Option<ThreadSummary>,
     /// Who pinned it and when (Unix ms), if it is pinned.
     pub pinned: Option<(UserId, u64)>,
+    /// `reactions` reflects every reaction entry for this message up to this seq: apply live
+    /// reaction entries above it only.
+    pub reactions_seq: Seq,
+    /// `pinned` reflects every pin and unpin entry of the channel up to this seq.
+    pub pins_seq: Seq,
 }
 
 /// A pinned message.
@@ -198,6 +203,8 @@ impl MessageSummary {
                 (true, Some(by)) => Some((by, s.pinned_at_ms)),
                 _ => None,
             },
+            reactions_seq: Seq(s.reactions_seq),
+            pins_seq: Seq(s.pins_seq),
         })
     }
 }

@@ -205,8 +205,32 @@ impl Chat<'_> {
             patch.custom.as_ref(),
         )?;
         self.node.store().update_channel(id, patch).await?;
-        self.append_event(id, Body::ChannelChanged(change)).await?;
+        if change != v1::ChannelChanged::default() {
+            self.append_event(id, Body::ChannelChanged(change)).await?;
+        }
         self.existing_channel(id)
+    }
+
+    /// Applies an `UpdateChannel` (owners, admins): name, topic, custom data, slow mode and
+    /// blocklist. Every change but the blocklist's is logged as `ChannelChanged`.
+    pub async fn update_channel(&self, u: v1::UpdateChannel) -> Result<ChannelInfo, Error> {
+        let id = channel_id("channel_id", &u.channel_id)?;
+        let patch = ChannelPatch {
+            name: u.name.clone(),
+            topic: u.topic.clone(),
+            custom: u.custom.clone(),
+            slow_mode_ms: super::policy::slow_mode_patch(u.slow_mode_ms)?,
+            blocklist: super::policy::blocklist_patch(u.blocklist.as_ref())?,
+            ..Default::default()
+        };
+        let change = v1::ChannelChanged {
+            name: u.name,
+            topic: u.topic,
+            archived: None,
+            custom: u.custom,
+            slow_mode_ms: u.slow_mode_ms,
+        };
+        self.change_channel(&id, patch, change).await
     }
 
     /// Archives (`true`) or restores a channel.
@@ -248,7 +272,11 @@ impl Chat<'_> {
         match self.actor {
             Actor::User(user) => self.summary_for(user, info),
             Actor::Admin => Ok(ChannelSummary {
-                channel: Some(channel_message(info)),
+                channel: Some({
+                    let mut c = channel_message(info);
+                    super::policy::with_blocklist(&mut c, info, None);
+                    c
+                }),
                 last_message: newest_entry(self.node.store(), &info.id)?
                     .map(|e| self.event_view(&e)),
                 ..Default::default()
@@ -268,8 +296,10 @@ impl Chat<'_> {
         let role = store
             .member(&info.id, user)?
             .map_or(Role::Unspecified, |m| m.role());
+        let mut channel = channel_message(info);
+        super::policy::with_blocklist(&mut channel, info, Some(role));
         Ok(ChannelSummary {
-            channel: Some(channel_message(info)),
+            channel: Some(channel),
             my_role: role as i32,
             last_read_seq: state.last_read.get(),
             unread_count: state.unread,

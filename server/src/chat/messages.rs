@@ -12,6 +12,7 @@ use chorus_storage::{Anchor, LogEntry, LogQuery, NewEntry};
 use prost::Message;
 
 use super::access::role_rank;
+use super::policy::Flagged;
 use super::view::appended_message;
 use super::{Actor, Chat, Error, channel_id, clamp_limit, user_id};
 use crate::clock::unix_ms;
@@ -67,6 +68,8 @@ impl Chat<'_> {
             return Err(Error::Forbidden("the channel is archived".into()));
         }
         self.check_references(&id, &info, &message)?;
+        let flagged =
+            self.posting_policy(&info, Some(&member), &message.text, "message.text", true)?;
         self.take_publish_budget(&limits)?;
         let key = message.client_msg_id.clone();
         let started = Instant::now();
@@ -86,8 +89,15 @@ impl Chat<'_> {
             .await?;
         let own_reads = self.node.own_reads().clone();
         let user = me.clone();
+        let store = self.node.store().clone();
         Ok(Box::pin(async move {
             let appended = ticket.durable().await?;
+            if let Some(Flagged(word)) = flagged
+                && !appended.duplicate
+            {
+                super::flags::flag_blocked(&store, &id, appended.entry.seq, user.as_str(), &word)
+                    .await;
+            }
             if !appended.duplicate {
                 let hot = crate::metrics::HotMetrics::get();
                 hot.commit.record(started.elapsed().as_secs_f64());
@@ -168,6 +178,8 @@ impl Chat<'_> {
                 message: "too many mentions or attachments".into(),
             });
         }
+        let info = self.readable(&id)?;
+        let flagged = self.posting_policy(&info, None, &e.text, "text", false)?;
         let body = Body::MessageEdited(v1::MessageEdited {
             target_seq: e.target_seq,
             text: e.text,
@@ -175,7 +187,15 @@ impl Chat<'_> {
             attachments: e.attachments,
             custom: e.custom,
         });
-        self.append_keyed(&id, body, &e.client_msg_id).await
+        let appended = self.append_keyed(&id, body, &e.client_msg_id).await?;
+        if let Some(Flagged(word)) = flagged
+            && !appended.duplicate
+        {
+            let author = self.actor.user().map_or("", |u| u.as_str());
+            super::flags::flag_blocked(self.node.store(), &id, Seq(e.target_seq), author, &word)
+                .await;
+        }
+        Ok(appended)
     }
 
     /// Deletes a message (its author, a moderator, an admin): a `MessageDeleted` event, and

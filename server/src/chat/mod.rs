@@ -12,6 +12,8 @@
 //! - [`threads`]: a channel's threads.
 //! - [`pins`]: pin, unpin, a channel's pins.
 //! - [`moderation`]: mute, ban (removing or shadow), and lifting them.
+//! - [`policy`]: slow mode and blocklists, checked on every post.
+//! - [`flags`]: the moderation queue.
 //! - [`reads`]: read markers, unread counts, read receipts.
 //! - [`typing`]: typing indicators.
 //! - [`view`]: how store records look on the wire.
@@ -21,10 +23,12 @@
 
 pub mod access;
 pub mod channels;
+pub mod flags;
 pub mod members;
 pub mod messages;
 pub mod moderation;
 pub mod pins;
+pub mod policy;
 pub mod reactions;
 pub mod reads;
 pub mod threads;
@@ -144,6 +148,14 @@ pub enum Error {
         /// When a retry may pass.
         retry_after_ms: u32,
     },
+    /// The content holds a word or phrase a blocklist refuses.
+    #[error("{field}: {message}")]
+    Blocked {
+        /// The request field.
+        field: &'static str,
+        /// Which entry.
+        message: String,
+    },
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -223,6 +235,9 @@ impl From<Error> for v1::Error {
                 retry_after_ms,
             } => {
                 v1::Error::new(ErrorCode::RateLimited, message).with_retry_after_ms(retry_after_ms)
+            }
+            Error::Blocked { field, message } => {
+                v1::Error::new(ErrorCode::BlockedContent, message).with_field(field)
             }
             Error::Store(e) => store_error(e),
         }

@@ -4,6 +4,8 @@
 use chorus_protocol::ids::{ChannelId, Seq};
 use chorus_protocol::v1::{self, Role, channel_event::Body};
 
+use prost::Message;
+
 use super::{Chat, Error, channel_id, clamp_limit};
 
 /// Pins per page when the request asks for 0.
@@ -39,8 +41,9 @@ impl Chat<'_> {
         self.append_keyed(id, body, client_msg_id).await
     }
 
-    /// A page of a readable channel's pins, each with its message as it reads now.
-    pub fn list_pins(&self, l: v1::ListPins) -> Result<v1::PinList, Error> {
+    /// A page of a readable channel's pins, each with its message as it reads now, cut to
+    /// `max_reply_bytes`.
+    pub fn list_pins(&self, l: v1::ListPins, max_reply_bytes: usize) -> Result<v1::PinList, Error> {
         let id = channel_id("channel_id", &l.channel_id)?;
         self.readable(&id)?;
         // The cursor is the last pin's seq: the next page holds older pins.
@@ -55,21 +58,30 @@ impl Chat<'_> {
         let store = self.node.store();
         let all = store.pins(&id)?;
         let mut rest = all.into_iter().filter(|p| p.pin_seq < before).peekable();
-        let mut pins = Vec::new();
+        let mut pins: Vec<v1::Pin> = Vec::new();
+        let mut left = max_reply_bytes;
+        let mut cut = false;
         while pins.len() < limit {
             let Some(p) = rest.next() else { break };
             let Some(entry) = store.entry(&id, Seq(p.target_seq))? else {
                 continue;
             };
-            pins.push(v1::Pin {
+            let pin = v1::Pin {
                 message: Some(self.event_view(&entry)),
                 pinned_by: p.pinned_by,
                 pinned_at_ms: p.pinned_at_ms,
                 pin_seq: p.pin_seq,
-            });
+            };
+            let len = pin.encoded_len() + 8;
+            if len > left && !pins.is_empty() {
+                cut = true;
+                break;
+            }
+            left = left.saturating_sub(len);
+            pins.push(pin);
         }
-        let next_cursor = match (rest.peek(), pins.last()) {
-            (Some(_), Some(last)) => last.pin_seq.to_string(),
+        let next_cursor = match (cut || rest.peek().is_some(), pins.last()) {
+            (true, Some(last)) => last.pin_seq.to_string(),
             _ => String::new(),
         };
         Ok(v1::PinList { pins, next_cursor })

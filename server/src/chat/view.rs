@@ -31,6 +31,9 @@ pub fn channel_message(info: &ChannelInfo) -> v1::Channel {
         first_available_seq: info.position.first_available.get(),
         member_count: r.member_count,
         custom: r.custom.clone(),
+        slow_mode_ms: r.slow_mode_ms,
+        // Shown to moderators by `Chat::summary`; a plain view carries none.
+        blocklist: None,
     }
 }
 

@@ -236,8 +236,14 @@ async fn run(
     // Content the user wrote becomes a tombstone; every other entry by or about them keeps its
     // meaning under the anonymous id (a membership change, a deletion, a channel change).
     let mut rewrites: Vec<(ChannelId, Seq, Body, bool, bool)> = Vec::new();
+    let mut reactions: Vec<(ChannelId, v1::ReactionAdded)> = Vec::new();
     for_each_entry(node, |channel, e| {
         let authored = e.event.author_id == user.as_str();
+        if let Some(Body::ReactionAdded(r)) = &e.event.body
+            && authored
+        {
+            reactions.push((channel.clone(), r.clone()));
+        }
         let body =
             match &e.event.body {
                 Some(Body::Message(m)) if authored => Some((tombstone(m.thread_parent_seq), true)),
@@ -257,6 +263,30 @@ async fn run(
         }
     })
     .await?;
+    // The user's reactions leave the messages' counts through the log, as if they had taken
+    // them back: each removal is an entry (tombstoned with the rest below), so the counts stay
+    // what the log derives. A removal already made (a resumed job) is refused and skipped.
+    running.set(user, |p| p.phase = "reactions");
+    for (channel, r) in reactions {
+        let removal = NewEntry {
+            author: Some(user.clone()),
+            time_ms: unix_ms(),
+            body: Body::ReactionRemoved(v1::ReactionRemoved {
+                target_seq: r.target_seq,
+                emoji: r.emoji,
+            }),
+            client_msg_id: None,
+            withheld: false,
+        };
+        match store.append(&channel, removal).await {
+            Ok(a) => rewrites.push((channel, a.entry.seq, tombstone(0), true, true)),
+            Err(
+                chorus_storage::StoreError::ReactionNotFound { .. }
+                | chorus_storage::StoreError::EntryNotFound { .. },
+            ) => {}
+            Err(e) => return Err(ControlError::failed(e)),
+        }
+    }
     running.set(user, |p| p.phase = "rewriting");
     for (channel, seq, body, content, authored) in rewrites {
         if node.stopping().is_cancelled() {

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use chorus_protocol::ids::{ChannelId, UserId};
-use chorus_protocol::v1::{ChannelKind, CloseCode, Role};
+use chorus_protocol::v1::{self, ChannelKind, CloseCode, Role};
 use chorus_storage::{BackupError, BanRecord, BanScope, ChannelInfo, StoreError};
 use serde_json::{Value, json};
 
@@ -69,6 +69,26 @@ fn close(code: CloseCode, reason: &str) -> Close {
         reason: reason.into(),
         reconnect_after_ms: 0,
     }
+}
+
+fn flag_json(f: &v1::Flag) -> Value {
+    let text = match f.message.as_ref().and_then(|e| e.body.as_ref()) {
+        Some(v1::channel_event::Body::Message(m)) => m.text.clone(),
+        Some(_) => "(removed)".into(),
+        None => String::new(),
+    };
+    json!({
+        "flag": f.flag_id,
+        "seq": f.seq,
+        "user": f.user_id,
+        "reporter": f.reporter_id,
+        "reason": f.reason,
+        "created_at_ms": f.created_at_ms,
+        "text": text,
+        "resolution": v1::FlagResolution::try_from(f.resolution).map_or("", |r| r.as_str_name()),
+        "resolved_by": f.resolved_by,
+        "note": f.note,
+    })
 }
 
 fn channel_json(info: &ChannelInfo) -> Value {
@@ -321,6 +341,57 @@ pub(crate) async fn execute(
             let deleted = admin.delete(&id, seq, "").await?;
             Ok(json!({ "channel": id.as_str(), "seq": seq, "deletion_seq": deleted.seq }))
         }
+        Command::FlagsList {
+            channel: c,
+            all,
+            limit,
+            cursor,
+        } => {
+            let id = channel(&c)?;
+            let list = admin.list_flags(
+                &v1::ListFlags {
+                    channel_id: c,
+                    include_resolved: all,
+                    limit: limit.unwrap_or(0),
+                    cursor: cursor.unwrap_or_default(),
+                },
+                &id,
+                usize::MAX,
+            )?;
+            let flags: Vec<Value> = list.flags.iter().map(flag_json).collect();
+            Ok(json!({ "flags": flags, "next_cursor": list.next_cursor }))
+        }
+        Command::FlagsResolve {
+            channel: c,
+            flag,
+            resolution,
+            note,
+        } => {
+            let id = channel(&c)?;
+            let resolution = match resolution.as_str() {
+                "dismissed" => v1::FlagResolution::Dismissed,
+                "actioned" => v1::FlagResolution::Actioned,
+                other => {
+                    return Err(ControlError::bad_request(format!(
+                        "resolution must be dismissed or actioned, not {other:?}"
+                    )));
+                }
+            };
+            admin
+                .resolve_flag(
+                    &v1::ResolveFlag {
+                        channel_id: c,
+                        flag_id: flag.clone(),
+                        resolution: resolution as i32,
+                        note,
+                    },
+                    &id,
+                )
+                .await?;
+            Ok(
+                json!({ "channel": id.as_str(), "flag": flag, "resolution": resolution.as_str_name() }),
+            )
+        }
         Command::ConfigShow => Ok(config_json(node)),
         Command::ConfigReload => {
             let Some(path) = &node.config().config_file else {
@@ -333,11 +404,16 @@ pub(crate) async fn execute(
             file.limits
                 .validate()
                 .map_err(|e| ControlError::bad_request(e.to_string()))?;
+            file.moderation
+                .validate()
+                .map_err(|e| ControlError::bad_request(e.to_string()))?;
             if let Some(spec) = &file.log {
                 set_log(node, spec)?;
             }
             node.set_limits(file.limits);
-            Ok(json!({ "limits": *node.limits(), "log": file.log }))
+            let words = file.moderation.blocked_words.len();
+            node.set_moderation(file.moderation);
+            Ok(json!({ "limits": *node.limits(), "log": file.log, "blocked_words": words }))
         }
         Command::LogLevelSet { level } => {
             set_log(node, &level)?;

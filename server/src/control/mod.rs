@@ -226,7 +226,9 @@ impl From<chat::Error> for wire::ControlError {
         match e {
             E::NotFound(m) | E::NotFoundIn { message: m, .. } => Self::not_found(m),
             E::NotAMessage(seq) => Self::bad_request(format!("entry {seq} is not a live message")),
-            E::Invalid { field, message } => Self::bad_request(format!("{field}: {message}")),
+            E::Invalid { field, message } | E::Blocked { field, message } => {
+                Self::bad_request(format!("{field}: {message}"))
+            }
             E::Forbidden(m) | E::TooLarge { message: m, .. } => Self::bad_request(m),
             E::Conflict(m) => Self::new("conflict", m),
             E::LimitExceeded { message, .. } => Self::new("limit_exceeded", message),

@@ -162,6 +162,34 @@ pub enum Command {
         /// The message's seq.
         seq: u64,
     },
+    /// A channel's moderation queue, newest first.
+    #[serde(rename = "flags.list")]
+    FlagsList {
+        /// The channel.
+        channel: String,
+        /// Closed flags too.
+        #[serde(default)]
+        all: bool,
+        /// Page size (default 50).
+        #[serde(default)]
+        limit: Option<u32>,
+        /// From the previous page's `next_cursor`.
+        #[serde(default)]
+        cursor: Option<String>,
+    },
+    /// Closes a flag.
+    #[serde(rename = "flags.resolve")]
+    FlagsResolve {
+        /// The channel.
+        channel: String,
+        /// The flag's id.
+        flag: String,
+        /// "dismissed" or "actioned".
+        resolution: String,
+        /// A note for the record.
+        #[serde(default)]
+        note: String,
+    },
     /// The configuration in force (secrets redacted).
     #[serde(rename = "config.show")]
     ConfigShow,
@@ -222,6 +250,8 @@ pub const COMMANDS: &[&str] = &[
     "channels.members.remove",
     "channels.members.role",
     "messages.delete",
+    "flags.list",
+    "flags.resolve",
     "config.show",
     "config.reload",
     "log_level.set",
@@ -240,6 +270,7 @@ impl Command {
                 | Command::ConnectionsList { .. }
                 | Command::ChannelsList { .. }
                 | Command::ChannelsShow { .. }
+                | Command::FlagsList { .. }
                 | Command::ConfigShow
                 | Command::AuditList { .. }
                 | Command::UsersErasures

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chorus_protocol::v1::{self, ErrorCode, client_envelope::Request, reply};
-use chorus_storage::ChannelPatch;
 
 use super::Session;
 use crate::chat::reads::Reader;
@@ -145,8 +144,8 @@ impl Session {
                 let id = channel_id("channel_id", &p.channel_id)?;
                 R::Appended(chat.unpin(&id, p.target_seq, &p.client_msg_id).await?)
             }
-            Request::ListPins(l) => R::PinList(chat.list_pins(l)?),
-            Request::ListThreads(l) => R::ThreadList(chat.list_threads(l)?),
+            Request::ListPins(l) => R::PinList(chat.list_pins(l, self.max_reply_bytes())?),
+            Request::ListThreads(l) => R::ThreadList(chat.list_threads(l, self.max_reply_bytes())?),
             Request::MuteMember(m) => {
                 let id = channel_id("channel_id", &m.channel_id)?;
                 chat.mute(&id, &m.user_id, m.duration_ms, &m.reason).await?;
@@ -168,21 +167,22 @@ impl Session {
                 done()
             }
             Request::UpdateChannel(u) => {
-                let id = channel_id("channel_id", &u.channel_id)?;
-                let patch = ChannelPatch {
-                    name: u.name.clone(),
-                    topic: u.topic.clone(),
-                    custom: u.custom.clone(),
-                    ..Default::default()
-                };
-                let change = v1::ChannelChanged {
-                    name: u.name,
-                    topic: u.topic,
-                    archived: None,
-                    custom: u.custom,
-                };
-                let info = chat.change_channel(&id, patch, change).await?;
+                let info = chat.update_channel(u).await?;
                 R::Channel(chat.summary(&info)?)
+            }
+            Request::FlagMessage(f) => {
+                let id = channel_id("channel_id", &f.channel_id)?;
+                chat.flag(&f, &id).await?;
+                done()
+            }
+            Request::ListFlags(l) => {
+                let id = channel_id("channel_id", &l.channel_id)?;
+                R::FlagList(chat.list_flags(&l, &id, self.max_reply_bytes())?)
+            }
+            Request::ResolveFlag(r) => {
+                let id = channel_id("channel_id", &r.channel_id)?;
+                chat.resolve_flag(&r, &id).await?;
+                done()
             }
             Request::ArchiveChannel(a) => {
                 let id = channel_id("channel_id", &a.channel_id)?;

@@ -292,6 +292,7 @@ fn react(
         emoji: emoji.to_owned(),
         seq: cx.seq.get(),
     });
+    all.last_seq = cx.seq.get();
     w.put(rkey, &all);
     w.put(ukey, &mine);
     w.0.push((
@@ -339,11 +340,9 @@ fn unreact(
             refill(cx, target, e)?;
         }
     }
-    if all.emojis.is_empty() {
-        w.delete(rkey);
-    } else {
-        w.put(rkey, &all);
-    }
+    // Kept when empty, so that a reader still learns which entries it reflects.
+    all.last_seq = cx.seq.get();
+    w.put(rkey, &all);
     if mine.reactions.is_empty() {
         w.delete(ukey);
     } else {
@@ -415,6 +414,7 @@ fn pin(
             pin_seq: cx.seq.get(),
         },
     );
+    pins.last_seq = cx.seq.get();
     w.put(key, &pins);
     Ok(None)
 }
@@ -435,10 +435,7 @@ fn unpin(
             target,
         });
     }
-    if pins.pins.is_empty() {
-        w.delete(key);
-    } else {
-        w.put(key, &pins);
-    }
+    pins.last_seq = cx.seq.get();
+    w.put(key, &pins);
     Ok(())
 }

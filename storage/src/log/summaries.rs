@@ -45,7 +45,13 @@ impl Logs {
     ) -> Result<Vec<v1::MessageSummary>, ReadError> {
         let log = self.get(channel)?;
         let first = first_available(&log);
-        let pins = self.pins_of(channel, first)?;
+        let pins: PinsRecord = self.record(&keys::pins(channel))?.unwrap_or_default();
+        let pins_seq = pins.last_seq;
+        let pins: Vec<PinRecord> = pins
+            .pins
+            .into_iter()
+            .filter(|p| p.target_seq >= first.get())
+            .collect();
         let mut out = Vec::new();
         for &seq in seqs {
             if seq < first {
@@ -53,11 +59,13 @@ impl Logs {
             }
             let mut summary = v1::MessageSummary {
                 seq: seq.get(),
+                pins_seq,
                 ..Default::default()
             };
             let reactions: Option<ReactionsRecord> =
                 self.record(&keys::derived(channel, seq, Derived::Reactions).into_vec())?;
             if let Some(r) = reactions {
+                summary.reactions_seq = r.last_seq;
                 let mine: UserReactionsRecord = match reader {
                     Some(user) => self
                         .record(
@@ -87,7 +95,7 @@ impl Logs {
                 summary.pinned_by.clone_from(&p.pinned_by);
                 summary.pinned_at_ms = p.pinned_at_ms;
             }
-            if !summary.reactions.is_empty() || summary.thread.is_some() || summary.pinned {
+            if summary.reactions_seq != 0 || summary.thread.is_some() || summary.pinned {
                 out.push(summary);
             }
         }

@@ -64,6 +64,9 @@ impl Store {
             log_number: 0,
             owner_count: members.iter().filter(|(_, r)| *r == Role::Owner).count() as u32,
             owners_counted: true,
+            slow_mode_ms: 0,
+            blocked_words: Vec::new(),
+            block_action: 0,
         };
         let mut ops = extra;
         for (user, role) in &members {
@@ -227,6 +230,13 @@ impl Store {
         if let Some(r) = patch.retention {
             record.retention_max_age_ms = r.max_age_ms;
             record.retention_max_entries = r.max_entries;
+        }
+        if let Some(ms) = patch.slow_mode_ms {
+            record.slow_mode_ms = ms;
+        }
+        if let Some((words, action)) = patch.blocklist {
+            record.blocked_words = words;
+            record.block_action = action;
         }
         inner
             .commit(vec![Op::Put(key, record.encode_to_vec())])

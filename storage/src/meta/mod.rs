@@ -12,8 +12,11 @@ use crate::keys;
 use crate::log::LogPosition;
 use crate::records::ChannelRecord;
 
+pub use flags::{FlagPage, NewFlag};
+
 mod channels;
 mod counts;
+mod flags;
 mod members;
 mod reads;
 mod users;
@@ -54,6 +57,10 @@ pub struct ChannelPatch {
     pub archived: Option<bool>,
     /// New retention policy.
     pub retention: Option<RetentionPolicy>,
+    /// New slow mode, ms (0: off).
+    pub slow_mode_ms: Option<u32>,
+    /// New blocklist: the words (lowercased) and the action (`BlockAction`).
+    pub blocklist: Option<(Vec<String>, i32)>,
 }
 
 /// A channel's metadata with its log position.

@@ -272,10 +272,13 @@ async fn replies_quotes_and_what_history_shows() {
     assert_eq!(page.quoted.len(), 1);
     assert_eq!(page.quoted[0].seq, root);
     let threads = Chat::user(&node, &u("a"))
-        .list_threads(v1::ListThreads {
-            channel_id: "g".into(),
-            ..Default::default()
-        })
+        .list_threads(
+            v1::ListThreads {
+                channel_id: "g".into(),
+                ..Default::default()
+            },
+            1 << 20,
+        )
         .unwrap();
     assert_eq!(threads.threads.len(), 1);
     assert_eq!(threads.threads[0].root.as_ref().map(|e| e.seq), Some(root));
@@ -302,10 +305,13 @@ async fn who_may_pin() {
     assert_eq!(refused(pin("mod").await), "ok");
     assert!(pin("owner").await.unwrap().duplicate);
     let list = Chat::user(&node, &u("member"))
-        .list_pins(v1::ListPins {
-            channel_id: "g".into(),
-            ..Default::default()
-        })
+        .list_pins(
+            v1::ListPins {
+                channel_id: "g".into(),
+                ..Default::default()
+            },
+            1 << 20,
+        )
         .unwrap();
     assert_eq!(list.pins.len(), 1);
     assert_eq!(list.pins[0].pinned_by, "mod");

@@ -255,3 +255,202 @@ async fn a_shadow_ban_seen_from_both_sides() {
         .unwrap();
     assert!(!entry.withheld);
 }
+
+fn slow(ms: u32) -> v1::UpdateChannel {
+    v1::UpdateChannel {
+        channel_id: "pub".into(),
+        slow_mode_ms: Some(ms),
+        ..Default::default()
+    }
+}
+
+/// Slow mode: a member waits between two posts and is told how long; moderators do not wait;
+/// the clock is tokio's, paused here.
+#[tokio::test(start_paused = true)]
+async fn slow_mode_spaces_a_members_posts() {
+    let node = node();
+    group(&node, "pub", ChannelKind::Public, "owner", &["m", "mod"]).await;
+    let owner_id = u("owner");
+    let owner = Chat::user(&node, &owner_id);
+    Chat::new(&node, Actor::Admin)
+        .set_role(&c("pub"), "mod", Role::Moderator)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(owner.update_channel(slow(21_600_001)).await),
+        "invalid"
+    );
+    let info = owner.update_channel(slow(10_000)).await.unwrap();
+    assert_eq!(info.record.slow_mode_ms, 10_000);
+    publish(&node, &u("m"), "pub", "k1").await.unwrap();
+    match publish(&node, &u("m"), "pub", "k2").await {
+        Err(crate::chat::Error::RateLimited { retry_after_ms, .. }) => {
+            assert_eq!(retry_after_ms, 10_000)
+        }
+        other => panic!("{other:?}"),
+    }
+    tokio::time::advance(std::time::Duration::from_millis(4_000)).await;
+    match publish(&node, &u("m"), "pub", "k2").await {
+        Err(crate::chat::Error::RateLimited { retry_after_ms, .. }) => {
+            assert_eq!(retry_after_ms, 6_000, "the wait shrinks")
+        }
+        other => panic!("{other:?}"),
+    }
+    for k in ["a", "b", "c"] {
+        assert_eq!(
+            refused(publish(&node, &u("mod"), "pub", k).await),
+            "ok",
+            "moderators are exempt"
+        );
+    }
+    tokio::time::advance(std::time::Duration::from_millis(6_000)).await;
+    assert_eq!(refused(publish(&node, &u("m"), "pub", "k2").await), "ok");
+    owner.update_channel(slow(0)).await.unwrap();
+    assert_eq!(
+        refused(publish(&node, &u("m"), "pub", "k3").await),
+        "ok",
+        "off again"
+    );
+}
+
+async fn post_text(
+    node: &crate::node::Node,
+    who: &str,
+    key: &str,
+    text: &str,
+) -> Result<u64, crate::chat::Error> {
+    let mut p = super::message(key);
+    p.channel_id = "pub".into();
+    if let Some(m) = p.message.as_mut() {
+        m.text = text.into();
+    }
+    let who = u(who);
+    Ok(Chat::user(node, &who).publish(p).await?.await?.seq)
+}
+
+/// Blocklists: the server's refuses, the channel's flags; flags reach the moderation queue
+/// with readers' own reports, and moderators close them.
+#[tokio::test]
+async fn blocklists_and_the_moderation_queue() {
+    let node = node();
+    group(
+        &node,
+        "pub",
+        ChannelKind::Public,
+        "owner",
+        &["m", "reader2"],
+    )
+    .await;
+    node.set_moderation(crate::config::ModerationConfig {
+        blocked_words: vec!["Scam".into()],
+        blocked_words_action: None,
+    });
+    match post_text(&node, "m", "k1", "total SCAM here").await {
+        Err(e @ crate::chat::Error::Blocked { .. }) => {
+            let wire: v1::Error = e.into();
+            assert_eq!(wire.code(), v1::ErrorCode::BlockedContent);
+            assert_eq!(wire.field, "message.text");
+        }
+        other => panic!("{other:?}"),
+    }
+    let owner_id = u("owner");
+    let owner = Chat::user(&node, &owner_id);
+    let list = v1::UpdateChannel {
+        channel_id: "pub".into(),
+        blocklist: Some(v1::Blocklist {
+            words: vec!["Buy Now".into(), "buy now".into()],
+            action: v1::BlockAction::Flag as i32,
+        }),
+        ..Default::default()
+    };
+    let info = owner.update_channel(list).await.unwrap();
+    assert_eq!(info.record.blocked_words, ["buy now"], "normalised, once");
+    let shown = owner.summary(&info).unwrap().channel.unwrap().blocklist;
+    assert!(shown.is_some(), "the owner sees the list");
+    let hidden = Chat::user(&node, &u("m"))
+        .summary(&info)
+        .unwrap()
+        .channel
+        .unwrap()
+        .blocklist;
+    assert!(hidden.is_none(), "a member does not");
+    let seq = post_text(&node, "m", "k2", "please buy now!")
+        .await
+        .unwrap();
+    // A reader reports a message, twice (once counted), and a user.
+    let flag = |seq: u64, user: &str| v1::FlagMessage {
+        channel_id: "pub".into(),
+        seq,
+        reason: "rude".into(),
+        user_id: user.into(),
+    };
+    let reader_id = u("reader2");
+    let reader = Chat::user(&node, &reader_id);
+    let other = post_text(&node, "owner", "k3", "fine words").await.unwrap();
+    reader.flag(&flag(other, ""), &c("pub")).await.unwrap();
+    reader.flag(&flag(other, ""), &c("pub")).await.unwrap();
+    reader.flag(&flag(0, "m"), &c("pub")).await.unwrap();
+    assert_eq!(
+        refused(reader.flag(&flag(999, ""), &c("pub")).await),
+        "not_found"
+    );
+    let ask = v1::ListFlags {
+        channel_id: "pub".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        refused(reader.list_flags(&ask, &c("pub"), 1 << 20)),
+        "forbidden"
+    );
+    let queue = owner.list_flags(&ask, &c("pub"), 1 << 20).unwrap();
+    assert_eq!(queue.flags.len(), 3, "{queue:?}");
+    let newest = &queue.flags[0];
+    assert_eq!(
+        (newest.seq, newest.user_id.as_str()),
+        (0, "m"),
+        "newest first"
+    );
+    let blocked = queue.flags.iter().find(|f| f.seq == seq).unwrap();
+    assert!(blocked.reporter_id.is_empty(), "raised by the blocklist");
+    assert_eq!(blocked.user_id, "m");
+    assert!(blocked.message.is_some());
+    let resolve = v1::ResolveFlag {
+        channel_id: "pub".into(),
+        flag_id: blocked.flag_id.clone(),
+        resolution: v1::FlagResolution::Dismissed as i32,
+        note: "ok".into(),
+    };
+    assert_eq!(
+        refused(reader.resolve_flag(&resolve, &c("pub")).await),
+        "forbidden"
+    );
+    owner.resolve_flag(&resolve, &c("pub")).await.unwrap();
+    assert_eq!(
+        owner
+            .list_flags(&ask, &c("pub"), 1 << 20)
+            .unwrap()
+            .flags
+            .len(),
+        2
+    );
+    let all = v1::ListFlags {
+        include_resolved: true,
+        limit: 2,
+        ..ask.clone()
+    };
+    let page = owner.list_flags(&all, &c("pub"), 1 << 20).unwrap();
+    assert_eq!(page.flags.len(), 2);
+    let rest = owner
+        .list_flags(
+            &v1::ListFlags {
+                cursor: page.next_cursor.clone(),
+                ..all
+            },
+            &c("pub"),
+            1 << 20,
+        )
+        .unwrap();
+    assert_eq!(rest.flags.len(), 1);
+    assert!(rest.next_cursor.is_empty());
+    assert_eq!(rest.flags[0].resolution(), v1::FlagResolution::Dismissed);
+}

@@ -1,0 +1,99 @@
+//! Moderation over real sockets: mutes, slow mode, blocklists and the moderation queue, with
+//! the typed errors a client sees.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use chorus_client::proto::{self, ErrorCode};
+use chorus_client::{Error, FlagResolution, UserId};
+use common::{Node, channel};
+
+fn user(id: &str) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn server_error(e: Error) -> chorus_client::ServerError {
+    match e {
+        Error::Server(s) => s,
+        other => panic!("not a server error: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutes_slow_mode_blocklists_and_flags_over_the_wire() {
+    let node = Node::start(common::fast_limits).await;
+    let (owner, _) = node.client("owner").await;
+    let (member, _) = node.client("member").await;
+    let room = channel("room");
+    owner
+        .create_group(&room, "Room", &[user("member")])
+        .await
+        .unwrap();
+
+    owner
+        .mute(&room, &user("member"), None, "cool off")
+        .await
+        .unwrap();
+    let muted = server_error(member.send_text(&room, "hi").await.unwrap_err());
+    assert_eq!(muted.code, ErrorCode::Forbidden);
+    owner.unmute(&room, &user("member")).await.unwrap();
+    member.send_text(&room, "hi").await.unwrap();
+
+    let updated = owner
+        .update_channel(proto::UpdateChannel {
+            channel_id: room.to_string(),
+            slow_mode_ms: Some(1_500),
+            blocklist: Some(proto::Blocklist {
+                words: vec!["casino".into()],
+                action: proto::BlockAction::Refuse as i32,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.channel.slow_mode_ms, 1_500);
+    assert_eq!(
+        updated.channel.blocklist.map(|b| b.words),
+        Some(vec!["casino".to_owned()])
+    );
+    let blocked = server_error(member.send_text(&room, "Casino night").await.unwrap_err());
+    assert_eq!(blocked.code, ErrorCode::BlockedContent);
+    assert_eq!(blocked.field.as_deref(), Some("message.text"));
+    // The outbox waits out a RATE_LIMITED refusal by its retry_after: the second post is
+    // stored a cooldown after the first.
+    let first = member.send_text(&room, "first").await.unwrap();
+    let second = member.send_text(&room, "second").await.unwrap();
+    let gap = Duration::from_millis(second.server_time_ms - first.server_time_ms);
+    assert!(gap >= Duration::from_millis(1_500), "{gap:?}");
+    owner.send_text(&room, "owners are exempt").await.unwrap();
+
+    let seq = owner.send_text(&room, "flag me").await.unwrap().seq;
+    member.flag_message(&room, seq, "rude").await.unwrap();
+    member
+        .flag_user(&room, &user("owner"), "rude too")
+        .await
+        .unwrap();
+    let denied = server_error(member.list_flags(&room, false, None, 0).await.unwrap_err());
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    let queue = owner.list_flags(&room, false, None, 0).await.unwrap();
+    assert_eq!(queue.flags.len(), 2);
+    let on_message = queue.flags.iter().find(|f| f.seq == Some(seq)).unwrap();
+    assert_eq!(on_message.reporter, Some(user("member")));
+    assert_eq!(
+        on_message.message.as_ref().and_then(|m| m.text()),
+        Some("flag me")
+    );
+    owner
+        .resolve_flag(&room, &on_message.id, FlagResolution::Actioned, "deleted")
+        .await
+        .unwrap();
+    let open = owner.list_flags(&room, false, None, 0).await.unwrap();
+    assert_eq!(open.flags.len(), 1);
+    let all = owner.list_flags(&room, true, None, 0).await.unwrap();
+    let closed = all.flags.iter().find(|f| f.id == on_message.id).unwrap();
+    assert_eq!(closed.resolution, FlagResolution::Actioned);
+    assert_eq!(closed.resolved_by, Some(user("owner")));
+}
