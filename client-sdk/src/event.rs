@@ -10,7 +10,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::error::ServerError;
-use crate::types::{Entry, Membership, Notice, Presence, ReadMarker, Typing};
+use crate::types::{CustomEvent, Entry, Membership, Notice, Presence, ReadMarker, Typing};
 
 /// One thing that happened. Channel entries arrive exactly once and in seq order per channel,
 /// across reconnects; when that cannot be proven the app gets [`Event::Reload`] instead of a
@@ -64,6 +64,8 @@ pub enum Event {
     },
     /// Someone started or stopped typing (ephemeral: may be dropped when the app lags).
     Typing(Typing),
+    /// An app-defined event (ephemeral: may be dropped when the app lags).
+    Custom(CustomEvent),
     /// A presence change (ephemeral).
     Presence(Presence),
     /// A read marker moved, for this user on another device or for a channel member

@@ -111,9 +111,9 @@ pub use status::Status;
 pub use transport::tls::TlsTrust;
 pub use transport::{Endpoint, Scheme};
 pub use types::{
-    Channel, ChannelKind, ChannelPage, ChannelSummary, ChannelUnread, Entry, EntryBody, Flag,
-    FlagPage, FlagResolution, HistoryPage, Member, MemberAction, MemberChange, MemberPage,
-    Membership, MessageSummary, NewChannel, Notice, NoticeLevel, Pin, PinPage, Presence,
-    PresenceStatus, Published, Reaction, ReadMarker, Role, Subscription, ThreadPage, ThreadSummary,
-    TombstoneReason, Typing, UnreadCounts,
+    Channel, ChannelKind, ChannelPage, ChannelSummary, ChannelUnread, CustomEvent, Entry,
+    EntryBody, Flag, FlagPage, FlagResolution, HistoryPage, Member, MemberAction, MemberChange,
+    MemberPage, Membership, MessageSummary, NewChannel, Notice, NoticeLevel, Pin, PinPage,
+    Presence, PresenceStatus, Published, Reaction, ReadMarker, Role, Subscription, ThreadPage,
+    ThreadSummary, TombstoneReason, Typing, UnreadCounts,
 };

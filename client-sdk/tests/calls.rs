@@ -330,3 +330,41 @@ async fn refusals_are_typed_errors() {
         .await
         .unwrap();
 }
+
+/// App-defined ephemeral events reach the channel's other subscribers and are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_events_reach_live_subscribers() {
+    let node = Node::start(common::fast_limits).await;
+    let (alice, mut alice_events) = node.client("alice").await;
+    let (bob, _) = node.client("bob").await;
+    let room = channel("room");
+    alice
+        .create_group(&room, "Room", &[user("bob")])
+        .await
+        .unwrap();
+    alice.subscribe(&room).await.unwrap();
+    bob.send_event(&room, "voice.recording", &b"on"[..], None)
+        .await
+        .unwrap();
+    let event = loop {
+        if let Event::Custom(e) = next_event(&mut alice_events).await {
+            break e;
+        }
+    };
+    assert_eq!(
+        (event.kind.as_str(), &event.payload[..]),
+        ("voice.recording", &b"on"[..])
+    );
+    assert_eq!(event.user, user("bob"));
+    let code = |e: Error| match e {
+        Error::Server(s) => s.code,
+        other => panic!("{other:?}"),
+    };
+    let bad = bob.send_event(&room, "no spaces", &b""[..], None).await;
+    assert_eq!(code(bad.unwrap_err()), ErrorCode::Invalid);
+    let big = bob.send_event(&room, "big", vec![0u8; 5_000], None).await;
+    assert_eq!(code(big.unwrap_err()), ErrorCode::TooLarge);
+    let (eve, _) = node.client("eve").await;
+    let outsider = eve.send_event(&room, "x", &b""[..], None).await;
+    assert_eq!(code(outsider.unwrap_err()), ErrorCode::NotFound);
+}

@@ -116,6 +116,7 @@ oneof_names!(Request {
     WatchPresence => "watch_presence",
     UnwatchPresence => "unwatch_presence",
     GetPresence => "get_presence",
+    SendEvent => "send_event",
     Search => "search",
     MuteMember => "mute_member",
     UnmuteMember => "unmute_member",
@@ -156,6 +157,7 @@ oneof_names!(push::Push {
     Disconnect => "disconnect",
     SubscriptionEnded => "subscription_ended",
     Membership => "membership",
+    CustomEvent => "custom_event",
 });
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub const DEFAULT_MAX_REACTIONS_PER_USER: u32 = 20;
 /// Most pinned messages per channel.
 pub const DEFAULT_MAX_PINS_PER_CHANNEL: u32 = 100;
 
+/// Largest `SendEvent.payload`, in bytes.
+pub const DEFAULT_MAX_EVENT_BYTES: u32 = 4_096;
+
 /// Longest `client_msg_id`, in bytes.
 pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
 
@@ -109,6 +112,7 @@ pub fn default_limits() -> Limits {
         max_reactions_per_message: DEFAULT_MAX_REACTIONS_PER_MESSAGE,
         max_reactions_per_user: DEFAULT_MAX_REACTIONS_PER_USER,
         max_pins_per_channel: DEFAULT_MAX_PINS_PER_CHANNEL,
+        max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
     }
 }
 

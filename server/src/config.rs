@@ -84,6 +84,8 @@ pub struct LimitsConfig {
     pub max_reactions_per_user: u32,
     /// Pinned messages per channel.
     pub max_pins_per_channel: u32,
+    /// Largest custom event payload (`SendEvent`).
+    pub max_event_bytes: u32,
     /// Largest channel (in members, and in subscribers) whose subscribers get read receipts; 0:
     /// none. Every `MarkRead` that moves a marker is one push per subscriber, so in big rooms
     /// receipts would cost more than the messages.
@@ -138,6 +140,7 @@ impl Default for LimitsConfig {
             max_reactions_per_message: limits::DEFAULT_MAX_REACTIONS_PER_MESSAGE,
             max_reactions_per_user: limits::DEFAULT_MAX_REACTIONS_PER_USER,
             max_pins_per_channel: limits::DEFAULT_MAX_PINS_PER_CHANNEL,
+            max_event_bytes: limits::DEFAULT_MAX_EVENT_BYTES,
             read_receipt_max_members: 100,
             max_memberships_per_user: 10_000,
             membership_rate_per_sec: 2,
@@ -177,6 +180,7 @@ impl LimitsConfig {
             max_reactions_per_message: self.max_reactions_per_message,
             max_reactions_per_user: self.max_reactions_per_user,
             max_pins_per_channel: self.max_pins_per_channel,
+            max_event_bytes: self.max_event_bytes,
         }
     }
 
@@ -216,6 +220,7 @@ impl LimitsConfig {
             ),
             ("limits.max_reactions_per_user", self.max_reactions_per_user),
             ("limits.max_pins_per_channel", self.max_pins_per_channel),
+            ("limits.max_event_bytes", self.max_event_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -94,4 +94,24 @@ impl Client {
             .await?;
         expect_reply!(r, Done, "Typing").map(drop)
     }
+
+    /// Sends an app-defined ephemeral event (`kind`: 1 to 64 bytes of ASCII letters, digits,
+    /// `.`, `_`, `-`, `:`) to the channel's other live subscribers; nothing is stored.
+    pub async fn send_event(
+        &self,
+        id: &ChannelId,
+        kind: &str,
+        payload: impl Into<bytes::Bytes>,
+        thread: Option<Seq>,
+    ) -> Result<(), Error> {
+        let r = self
+            .plain(Request::SendEvent(v1::SendEvent {
+                channel_id: id.to_string(),
+                r#type: kind.to_owned(),
+                payload: payload.into(),
+                thread_parent_seq: thread.map_or(0, Seq::get),
+            }))
+            .await?;
+        expect_reply!(r, Done, "SendEvent").map(drop)
+    }
 }

@@ -17,7 +17,7 @@ use super::link::Link;
 use super::requests::{InFlight, RequestKind};
 use crate::error::{Error, ServerError};
 use crate::event::Event;
-use crate::types::{Entry, Membership, Notice, Presence, ReadMarker, Typing};
+use crate::types::{CustomEvent, Entry, Membership, Notice, Presence, ReadMarker, Typing};
 
 /// Control events kept beyond the app's queue while the app does not read.
 const MAX_BACKLOG: usize = 4_096;
@@ -132,6 +132,9 @@ impl ClientSession {
             Some(server_envelope::Kind::Push(v1::Push { push: Some(p) })) => match p {
                 push::Push::Event(e) => self.on_entry(e),
                 push::Push::Typing(t) => self.ephemeral(Typing::try_from(t).map(Event::Typing)),
+                push::Push::CustomEvent(e) => {
+                    self.ephemeral(CustomEvent::try_from(e).map(Event::Custom));
+                }
                 push::Push::Presence(p) => {
                     self.ephemeral(Presence::try_from(p).map(Event::Presence));
                 }

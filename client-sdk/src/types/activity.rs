@@ -118,6 +118,39 @@ impl TryFrom<v1::TypingEvent> for Typing {
     }
 }
 
+/// An app-defined ephemeral event on a subscribed channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CustomEvent {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Who sent it.
+    pub user: UserId,
+    /// The app's name for the event.
+    pub kind: String,
+    /// Its data.
+    pub payload: bytes::Bytes,
+    /// The thread it belongs to, if any.
+    pub thread: Option<Seq>,
+    /// When the server relayed it (Unix ms).
+    pub sent_at_ms: u64,
+}
+
+impl TryFrom<v1::CustomEvent> for CustomEvent {
+    type Error = Error;
+
+    fn try_from(e: v1::CustomEvent) -> Result<Self, Error> {
+        Ok(Self {
+            channel: channel_id(e.channel_id)?,
+            user: user_id(e.user_id)?,
+            kind: e.r#type,
+            payload: e.payload,
+            thread: optional_seq(e.thread_parent_seq),
+            sent_at_ms: e.sent_at_ms,
+        })
+    }
+}
+
 /// A user's presence changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -24,7 +24,9 @@ use chorus_protocol::v1;
 
 use crate::error::Error;
 
-pub use activity::{ChannelUnread, Notice, Presence, ReadMarker, Typing, UnreadCounts};
+pub use activity::{
+    ChannelUnread, CustomEvent, Notice, Presence, ReadMarker, Typing, UnreadCounts,
+};
 pub use channels::{
     Channel, ChannelPage, ChannelSummary, Member, MemberPage, Membership, NewChannel,
 };

@@ -129,6 +129,10 @@ impl Session {
                 chat.typing(t, self.key, &mut self.ephemeral)?;
                 done()
             }
+            Request::SendEvent(e) => {
+                chat.send_event(e, self.key, &mut self.ephemeral)?;
+                done()
+            }
             Request::EditMessage(e) => R::Appended(chat.edit(e).await?),
             Request::DeleteMessage(d) => {
                 let id = channel_id("channel_id", &d.channel_id)?;
