@@ -97,3 +97,19 @@ async fn mutes_slow_mode_blocklists_and_flags_over_the_wire() {
     assert_eq!(closed.resolution, FlagResolution::Actioned);
     assert_eq!(closed.resolved_by, Some(user("owner")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_over_the_wire() {
+    let node = Node::start(common::fast_limits).await;
+    let (alice, _) = node.client("alice").await;
+    let (bob, _) = node.client("bob").await;
+    let dm = alice.direct_channel(&user("bob")).await.unwrap().channel.id;
+    bob.send_text(&dm, "hello").await.unwrap();
+    alice.block_user(&user("bob")).await.unwrap();
+    assert_eq!(alice.blocked_users().await.unwrap(), [user("bob")]);
+    let refused = server_error(bob.send_text(&dm, "still there?").await.unwrap_err());
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    alice.unblock_user(&user("bob")).await.unwrap();
+    assert!(alice.blocked_users().await.unwrap().is_empty());
+    bob.send_text(&dm, "thanks").await.unwrap();
+}

@@ -125,6 +125,9 @@ oneof_names!(Request {
     FlagMessage => "flag_message",
     ListFlags => "list_flags",
     ResolveFlag => "resolve_flag",
+    BlockUser => "block_user",
+    UnblockUser => "unblock_user",
+    ListBlocks => "list_blocks",
 });
 
 oneof_names!(reply::Result {
@@ -146,6 +149,7 @@ oneof_names!(reply::Result {
     PresenceList => "presence_list",
     SearchResults => "search_results",
     FlagList => "flag_list",
+    BlockList => "block_list",
 });
 
 oneof_names!(push::Push {

@@ -86,6 +86,8 @@ pub struct LimitsConfig {
     pub max_pins_per_channel: u32,
     /// Largest custom event payload (`SendEvent`).
     pub max_event_bytes: u32,
+    /// Users one user may block.
+    pub max_blocks_per_user: u32,
     /// Largest channel (in members, and in subscribers) whose subscribers get read receipts; 0:
     /// none. Every `MarkRead` that moves a marker is one push per subscriber, so in big rooms
     /// receipts would cost more than the messages.
@@ -141,6 +143,7 @@ impl Default for LimitsConfig {
             max_reactions_per_user: limits::DEFAULT_MAX_REACTIONS_PER_USER,
             max_pins_per_channel: limits::DEFAULT_MAX_PINS_PER_CHANNEL,
             max_event_bytes: limits::DEFAULT_MAX_EVENT_BYTES,
+            max_blocks_per_user: 1_000,
             read_receipt_max_members: 100,
             max_memberships_per_user: 10_000,
             membership_rate_per_sec: 2,
@@ -221,6 +224,7 @@ impl LimitsConfig {
             ("limits.max_reactions_per_user", self.max_reactions_per_user),
             ("limits.max_pins_per_channel", self.max_pins_per_channel),
             ("limits.max_event_bytes", self.max_event_bytes),
+            ("limits.max_blocks_per_user", self.max_blocks_per_user),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -192,6 +192,15 @@ pub enum StoreError {
         /// The message.
         target: Seq,
     },
+    /// One of two users blocks the other: no direct channel is made between them.
+    #[error("one of the two users blocks the other")]
+    Blocked,
+    /// A user blocks the most users allowed.
+    #[error("a user blocks at most {max} users")]
+    TooManyBlocks {
+        /// The limit.
+        max: usize,
+    },
     /// An idempotency key is empty or longer than the store keeps.
     #[error("client_msg_id must be 1 to {max} bytes, not {len}")]
     ClientMsgIdLength {

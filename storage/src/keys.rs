@@ -73,6 +73,9 @@ pub(crate) const FLAG: u8 = b'F';
 /// raised once.
 pub(crate) const OPEN_FLAG: u8 = b'G';
 
+/// `X blocker blocked` -> `BlockRecord`: the users a user blocks.
+pub(crate) const BLOCK: u8 = b'X';
+
 /// Builds keys without intermediate allocations.
 #[derive(Debug)]
 pub(crate) struct Key(Vec<u8>);
@@ -196,6 +199,14 @@ pub(crate) fn thread_activity(c: &ChannelId, last_reply: Seq, root: Seq) -> Vec<
         .u64(last_reply.get())
         .u64(root.get())
         .into_vec()
+}
+
+pub(crate) fn block_prefix(u: &UserId) -> Key {
+    Key::new(BLOCK).str(u.as_str())
+}
+
+pub(crate) fn block(blocker: &UserId, blocked: &UserId) -> Vec<u8> {
+    block_prefix(blocker).str(blocked.as_str()).into_vec()
 }
 
 pub(crate) fn flag_prefix(c: &ChannelId) -> Key {

@@ -71,6 +71,17 @@ pub struct ChannelRecord {
     /// What a blocked word does (`BlockAction`).
     #[prost(int32, tag = "19")]
     pub block_action: i32,
+    /// A direct channel whose users have blocked each other (one or both): nobody posts.
+    #[prost(bool, tag = "20")]
+    pub blocked: bool,
+}
+
+/// A user blocking another.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct BlockRecord {
+    /// When, unix ms.
+    #[prost(uint64, tag = "1")]
+    pub created_at_ms: u64,
 }
 
 /// A member of a channel.

@@ -16,6 +16,7 @@ macro_rules! expect_reply {
     };
 }
 
+mod blocks;
 mod channels;
 mod derived;
 mod members;

@@ -67,6 +67,7 @@ impl Chat<'_> {
         if info.record.archived {
             return Err(Error::Forbidden("the channel is archived".into()));
         }
+        self.require_not_blocked(&info)?;
         self.check_references(&id, &info, &message)?;
         let flagged =
             self.posting_policy(&info, Some(&member), &message.text, "message.text", true)?;

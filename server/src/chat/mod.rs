@@ -14,6 +14,7 @@
 //! - [`moderation`]: mute, ban (removing or shadow), and lifting them.
 //! - [`policy`]: slow mode and blocklists, checked on every post.
 //! - [`flags`]: the moderation queue.
+//! - [`blocks`]: users blocking users.
 //! - [`reads`]: read markers, unread counts, read receipts.
 //! - [`typing`]: typing indicators.
 //! - [`view`]: how store records look on the wire.
@@ -22,6 +23,7 @@
 //! control socket's error).
 
 pub mod access;
+pub mod blocks;
 pub mod channels;
 pub mod flags;
 pub mod members;
@@ -263,6 +265,10 @@ fn store_error(e: StoreError) -> v1::Error {
             err(ErrorCode::LimitExceeded, e.to_string()).with_field("emoji")
         }
         e @ StoreError::TooManyPins { .. } => err(ErrorCode::LimitExceeded, e.to_string()),
+        e @ StoreError::TooManyBlocks { .. } => {
+            err(ErrorCode::LimitExceeded, e.to_string()).with_field("user_id")
+        }
+        StoreError::Blocked => err(ErrorCode::Forbidden, "one of you blocks the other".into()),
         e @ (StoreError::ClientMsgIdLength { .. } | StoreError::EntryTooLarge { .. }) => {
             err(ErrorCode::Invalid, e.to_string())
         }

@@ -40,6 +40,7 @@ impl Chat<'_> {
             return Err(Error::Forbidden("a user reacts".into()));
         }
         self.target_message(id, seq)?;
+        self.require_not_blocked(&self.existing_channel(id)?)?;
         self.require_unmuted(id)?;
         self.take_publish_budget(&self.node.limits())
     }

@@ -85,6 +85,7 @@ impl Chat<'_> {
         if info.record.archived {
             return Err(Error::Forbidden("the channel is archived".into()));
         }
+        self.require_not_blocked(&info)?;
         self.require_unmuted(&id)?;
         if let Err(retry_after_ms) = budget.take(Instant::now()) {
             metrics::counter!("chorus_rate_limited_total", "kind" => "event").increment(1);

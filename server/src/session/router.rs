@@ -170,6 +170,15 @@ impl Session {
                 chat.unban(&id, &b.user_id).await?;
                 done()
             }
+            Request::BlockUser(b) => {
+                chat.block(&b.user_id).await?;
+                done()
+            }
+            Request::UnblockUser(b) => {
+                chat.unblock(&b.user_id).await?;
+                done()
+            }
+            Request::ListBlocks(l) => R::BlockList(chat.list_blocks(&l)?),
             Request::UpdateChannel(u) => {
                 let info = chat.update_channel(u).await?;
                 R::Channel(chat.summary(&info)?)

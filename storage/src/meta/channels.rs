@@ -67,6 +67,7 @@ impl Store {
             slow_mode_ms: 0,
             blocked_words: Vec::new(),
             block_action: 0,
+            blocked: false,
         };
         let mut ops = extra;
         for (user, role) in &members {
@@ -142,6 +143,11 @@ impl Store {
                 .channel(&id)?
                 .ok_or_else(|| StoreError::ChannelNotFound(id.clone()))?;
             return Ok((info, false));
+        }
+        // Under the pair's stripe, which blocking takes too: no channel appears between two
+        // users once either blocks the other.
+        if self.blocks_either(a, b)? {
+            return Err(StoreError::Blocked);
         }
         let new = NewChannel {
             id: id.clone(),

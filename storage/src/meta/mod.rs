@@ -14,6 +14,7 @@ use crate::records::ChannelRecord;
 
 pub use flags::{FlagPage, NewFlag};
 
+mod blocks;
 mod channels;
 mod counts;
 mod flags;

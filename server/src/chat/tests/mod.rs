@@ -92,6 +92,7 @@ pub(super) fn refused(r: Result<impl std::fmt::Debug, Error>) -> &'static str {
         Err(e @ Error::Store(_)) => match v1::Error::from(e).code() {
             v1::ErrorCode::NotFound => "not_found",
             v1::ErrorCode::LimitExceeded => "limit",
+            v1::ErrorCode::Forbidden => "forbidden",
             other => panic!("unexpected store refusal {other:?}"),
         },
         Err(e) => panic!("unexpected {e:?}"),
@@ -495,5 +496,6 @@ async fn public_discovery_pages_with_a_bounded_scan() {
     ));
 }
 
+mod blocks;
 mod derived;
 mod moderation;
