@@ -88,6 +88,9 @@ pub struct LimitsConfig {
     pub max_event_bytes: u32,
     /// Users one user may block.
     pub max_blocks_per_user: u32,
+    /// Whether a user sees the presence of only the users they share a channel with (true)
+    /// or of everyone.
+    pub presence_shared_only: bool,
     /// Largest channel (in members, and in subscribers) whose subscribers get read receipts; 0:
     /// none. Every `MarkRead` that moves a marker is one push per subscriber, so in big rooms
     /// receipts would cost more than the messages.
@@ -144,6 +147,7 @@ impl Default for LimitsConfig {
             max_pins_per_channel: limits::DEFAULT_MAX_PINS_PER_CHANNEL,
             max_event_bytes: limits::DEFAULT_MAX_EVENT_BYTES,
             max_blocks_per_user: 1_000,
+            presence_shared_only: true,
             read_receipt_max_members: 100,
             max_memberships_per_user: 10_000,
             membership_rate_per_sec: 2,

@@ -240,6 +240,10 @@ impl Server {
             Arc::downgrade(&server.node),
             server.stop.clone(),
         ));
+        server.tracker.spawn(crate::background::presence::run(
+            Arc::downgrade(&server.node),
+            server.stop.clone(),
+        ));
         if let Some(path) = control {
             server.tracker.spawn(crate::control::serve(
                 path,

@@ -22,6 +22,7 @@ mod derived;
 mod members;
 mod messages;
 mod moderation;
+mod presence;
 mod sync;
 
 use std::sync::Arc;

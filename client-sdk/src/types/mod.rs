@@ -183,8 +183,10 @@ pub enum PresenceStatus {
     Away,
     /// Connected, not to be disturbed.
     DoNotDisturb,
-    /// Not connected.
+    /// Not connected (or appearing offline).
     Offline,
+    /// Connected and appearing offline to others (only the user's own sessions read this).
+    Invisible,
     /// A status this SDK does not know.
     Unknown,
 }
@@ -197,8 +199,21 @@ impl PresenceStatus {
             Ok(P::Away) => Self::Away,
             Ok(P::DoNotDisturb) => Self::DoNotDisturb,
             Ok(P::Offline) => Self::Offline,
+            Ok(P::Invisible) => Self::Invisible,
             _ => Self::Unknown,
         }
+    }
+
+    pub(crate) fn to_proto(self) -> i32 {
+        use v1::PresenceStatus as P;
+        (match self {
+            Self::Online => P::Online,
+            Self::Away => P::Away,
+            Self::DoNotDisturb => P::DoNotDisturb,
+            Self::Offline => P::Offline,
+            Self::Invisible => P::Invisible,
+            Self::Unknown => P::Unspecified,
+        }) as i32
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`policy`]: slow mode and blocklists, checked on every post.
 //! - [`flags`]: the moderation queue.
 //! - [`blocks`]: users blocking users.
+//! - [`presence`]: statuses, watching, who sees whom.
 //! - [`reads`]: read markers, unread counts, read receipts.
 //! - [`typing`]: typing indicators.
 //! - [`view`]: how store records look on the wire.
@@ -31,6 +32,7 @@ pub mod messages;
 pub mod moderation;
 pub mod pins;
 pub mod policy;
+pub mod presence;
 pub mod reactions;
 pub mod reads;
 pub mod threads;

@@ -126,6 +126,10 @@ pub async fn run_connection<Src, Snk>(
     let subscribed = session.subscribed();
     metrics::gauge!("chorus_subscriptions").decrement(subscribed.len() as f64);
     node.hub().remove_session(session.key, subscribed);
+    node.hub()
+        .presence()
+        .unwatch(session.key, &session.watching());
+    crate::chat::presence::session_ended(&node, &session.identity.user);
     let _ = writer.await;
     tracing::debug!(%peer, session = %session.session_id, "session ended");
 }

@@ -6,6 +6,7 @@
 //! - [`fanout`]: the [`Fanout`](fanout::Fanout) seam and the store's commit listener.
 
 pub mod fanout;
+pub mod presence;
 pub mod subscription;
 
 use std::collections::HashMap;
@@ -53,6 +54,8 @@ pub struct SessionInfo {
 /// The registries.
 #[derive(Debug, Default)]
 pub struct Hub {
+    /// Presence: chosen statuses, watchers, pending pushes.
+    presence: presence::Presences,
     sessions: DashMap<SessionKey, SessionEntry>,
     by_user: DashMap<UserId, Vec<SessionKey>>,
     subscribers: DashMap<ChannelId, HashMap<SessionKey, Arc<Subscription>>>,
@@ -133,6 +136,18 @@ impl Hub {
                     sub.outbound.push(frame.clone());
                 }
             }
+        }
+    }
+
+    /// Presence: chosen statuses, watchers, pending pushes.
+    pub fn presence(&self) -> &presence::Presences {
+        &self.presence
+    }
+
+    /// Pushes an ephemeral event to one session, if it is still connected.
+    pub fn push_to_session(&self, key: SessionKey, push: Push) {
+        if let Some(entry) = self.sessions.get(&key) {
+            entry.outbound.push(push_frame(push));
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Session {
     /// Read receipts this session may send to other members (its own bucket, so that typing
     /// and reading do not starve each other).
     receipts: TokenBucket,
+    /// The users whose presence this session watches.
+    watching: std::collections::HashSet<chorus_protocol::ids::UserId>,
 }
 
 impl Session {
@@ -63,6 +65,7 @@ impl Session {
             session_id,
             ephemeral: TokenBucket::new(rate, rate.max(1) * 2, Instant::now()),
             receipts: TokenBucket::new(rate, rate.max(1) * 2, Instant::now()),
+            watching: std::collections::HashSet::new(),
             node,
             key,
             identity,
@@ -85,6 +88,11 @@ impl Session {
     /// Channels this session is subscribed to.
     pub fn subscribed(&self) -> Vec<ChannelId> {
         self.subscriptions.keys().cloned().collect()
+    }
+
+    /// The users this session watches.
+    pub fn watching(&self) -> Vec<chorus_protocol::ids::UserId> {
+        self.watching.iter().cloned().collect()
     }
 
     /// Queues a reply.

@@ -129,6 +129,18 @@ impl Session {
                 chat.typing(t, self.key, &mut self.ephemeral)?;
                 done()
             }
+            Request::SetPresence(p) => {
+                chat.set_presence(&p, &mut self.ephemeral)?;
+                done()
+            }
+            Request::WatchPresence(w) => {
+                R::PresenceList(chat.watch_presence(&w.user_ids, self.key, &mut self.watching)?)
+            }
+            Request::UnwatchPresence(w) => {
+                chat.unwatch_presence(&w.user_ids, self.key, &mut self.watching)?;
+                done()
+            }
+            Request::GetPresence(g) => R::PresenceList(chat.get_presence(&g.user_ids)?),
             Request::SendEvent(e) => {
                 chat.send_event(e, self.key, &mut self.ephemeral)?;
                 done()
