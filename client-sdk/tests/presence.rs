@@ -119,8 +119,7 @@ async fn last_seen_survives_a_restart() {
         })
         .await;
         assert!(ok, "alice offline with a last-seen time");
-        let seen = bob.presence(&[user("alice")]).await.unwrap()[0].last_seen_ms;
-        seen
+        bob.presence(&[user("alice")]).await.unwrap()[0].last_seen_ms
     };
     node.kill9();
     node.spawn().await;
