@@ -6,7 +6,11 @@
 //!     --token "$(cargo run -q --bin chorusd -- token --user alice)" --channel general
 //! ```
 //! Type a line to send it to the current channel. Commands: `/history [n]`, `/join <channel>`,
-//! `/dm <user>`, `/channels`, `/quit`.
+//! `/dm <user>`, `/channels`, `/react <seq> <emoji>`, `/unreact <seq> <emoji>`,
+//! `/thread <seq> <text>`, `/threads`, `/pin <seq>`, `/pins`, `/presence <user>...`,
+//! `/status online|away|busy|invisible [text]`, `/mute <user> [minutes]`, `/ban <user>`,
+//! `/flag <seq> <reason>`, `/block <user>`, `/unblock <user>`, `/quit`. Each entry shows its
+//! seq, so that commands can name it; `/history` shows reaction counts and replies.
 
 #![allow(clippy::print_stdout)]
 
@@ -14,7 +18,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use chorus_client::proto;
-use chorus_client::{ChannelId, Client, ClientConfig, Entry, EntryBody, Event, TlsTrust, UserId};
+use chorus_client::{
+    ChannelId, Client, ClientConfig, Entry, EntryBody, Event, HistoryPage, PresenceStatus, Seq,
+    TlsTrust, UserId,
+};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -82,8 +89,75 @@ async fn command(client: &Client, current: &mut ChannelId, line: &str) -> anyhow
         "/quit" => return Ok(false),
         "/history" => {
             let n = rest.trim().parse().unwrap_or(20);
-            for e in client.latest(current, n).await?.entries {
-                println!("{}", render(&e));
+            print_page(&client.latest(current, n).await?);
+        }
+        "/react" | "/unreact" => {
+            let (seq, emoji) = seq_and(rest)?;
+            if word == "/react" {
+                client.react(current, seq, emoji).await?;
+            } else {
+                client.unreact(current, seq, emoji).await?;
+            }
+        }
+        "/thread" => {
+            let (seq, text) = seq_and(rest)?;
+            client.reply(current, seq, text, false).await?;
+        }
+        "/threads" => {
+            for t in client.list_threads(current, None, 20).await?.threads {
+                let root = t.root_entry.as_ref().and_then(Entry::text).unwrap_or("");
+                println!("  #{} {} replies: {root}", t.root, t.reply_count);
+            }
+        }
+        "/pin" => {
+            client.pin(current, seq_and(rest)?.0).await?;
+        }
+        "/pins" => {
+            for p in client.list_pins(current, None, 20).await?.pins {
+                println!("  {}", render(&p.message));
+            }
+        }
+        "/presence" => {
+            let users: Vec<UserId> = rest
+                .split_whitespace()
+                .map(UserId::new)
+                .collect::<Result<_, _>>()?;
+            for p in client.watch_presence(&users).await? {
+                println!("  {} is {:?} {}", p.user, p.status, p.status_text);
+            }
+        }
+        "/status" => {
+            let (status, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let status = match status.trim() {
+                "away" => PresenceStatus::Away,
+                "busy" => PresenceStatus::DoNotDisturb,
+                "invisible" => PresenceStatus::Invisible,
+                _ => PresenceStatus::Online,
+            };
+            client.set_presence(status, text.trim()).await?;
+        }
+        "/mute" => {
+            let mut words = rest.split_whitespace();
+            let user = UserId::new(words.next().unwrap_or(""))?;
+            let minutes: Option<u64> = words.next().and_then(|m| m.parse().ok());
+            let duration = minutes.map(|m| std::time::Duration::from_secs(m * 60));
+            client.mute(current, &user, duration, "").await?;
+        }
+        "/ban" => {
+            let user = UserId::new(rest.trim())?;
+            client.ban(current, &user, None, "", false).await?;
+        }
+        "/flag" => {
+            let (seq, reason) = seq_and(rest)?;
+            client.flag_message(current, seq, reason).await?;
+            println!("* reported to the moderators");
+        }
+        "/block" | "/unblock" => {
+            let user = UserId::new(rest.trim())?;
+            if word == "/block" {
+                client.block_user(&user).await?;
+            } else {
+                client.unblock_user(&user).await?;
             }
         }
         "/join" => {
@@ -110,9 +184,13 @@ async fn command(client: &Client, current: &mut ChannelId, line: &str) -> anyhow
                 println!("  {} ({} unread) {}", c.id, s.unread_count, c.name);
             }
         }
-        w if w.starts_with('/') => {
-            println!("commands: /history [n], /join <channel>, /dm <user>, /channels, /quit")
-        }
+        w if w.starts_with('/') => println!(
+            "commands: /history [n], /join <channel>, /dm <user>, /channels, /react <seq> <emoji>, \
+             /unreact <seq> <emoji>, /thread <seq> <text>, /threads, /pin <seq>, /pins, \
+             /presence <user>..., /status <online|away|busy|invisible> [text], \
+             /mute <user> [minutes], /ban <user>, /flag <seq> <reason>, /block <user>, \
+             /unblock <user>, /quit"
+        ),
         _ => {
             client.send_text(current, line).await?;
         }
@@ -129,11 +207,34 @@ async fn enter_public(client: &Client, channel: &ChannelId) -> anyhow::Result<()
         client.create_public(channel, channel.as_str()).await?;
     }
     subscribe(client, channel).await?;
-    for e in client.latest(channel, 20).await?.entries {
-        println!("{}", render(&e));
-    }
+    print_page(&client.latest(channel, 20).await?);
     println!("* now in #{channel}");
     Ok(())
+}
+
+/// `<seq> <rest>` of a command.
+fn seq_and(rest: &str) -> anyhow::Result<(Seq, &str)> {
+    let (seq, rest) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
+    Ok((Seq(seq.parse().context("a message seq")?), rest.trim()))
+}
+
+/// A page's messages with their reaction counts and thread replies.
+fn print_page(page: &HistoryPage) {
+    for e in &page.entries {
+        let mut line = render(e);
+        if let Some(s) = page.summary(e.seq) {
+            for r in &s.reactions {
+                line.push_str(&format!(" [{} {}]", r.emoji, r.count));
+            }
+            if let Some(t) = &s.thread {
+                line.push_str(&format!(" ({} replies)", t.reply_count));
+            }
+            if s.pinned.is_some() {
+                line.push_str(" (pinned)");
+            }
+        }
+        println!("{line}");
+    }
 }
 
 async fn subscribe(client: &Client, channel: &ChannelId) -> anyhow::Result<()> {
@@ -166,6 +267,7 @@ async fn show(client: &Client, event: Event) -> bool {
             reconnect: true, ..
         } => println!("* reconnected"),
         Event::Typing(t) if t.typing => println!("* {} is typing in #{}", t.user, t.channel),
+        Event::Presence(p) => println!("* {} is {:?} {}", p.user, p.status, p.status_text),
         Event::SubscriptionEnded { channel, .. } => println!("* left #{channel}"),
         Event::Notice(n) => println!("* notice: {}", n.text),
         Event::Closed { reason, .. } => {
@@ -203,6 +305,14 @@ fn render(e: &Entry) -> String {
         },
         EntryBody::ChannelChanged(_) => format!("{author} changed the channel"),
         EntryBody::Tombstone { .. } => "(deleted)".to_owned(),
+        EntryBody::ReactionAdded { target, emoji } => {
+            format!("{author} reacted {emoji} to #{target}")
+        }
+        EntryBody::ReactionRemoved { target, emoji } => {
+            format!("{author} took back {emoji} from #{target}")
+        }
+        EntryBody::MessagePinned { target } => format!("{author} pinned #{target}"),
+        EntryBody::MessageUnpinned { target } => format!("{author} unpinned #{target}"),
         _ => format!("{author} did something this client does not show"),
     };
     format!("[{time}] #{} {:>5} {what}", e.channel, e.seq)
