@@ -73,6 +73,19 @@ impl Chat<'_> {
         Ok(self.node.store().member(id, user)?.map(|m| m.role()))
     }
 
+    /// Whether the acting user is shadow-banned in the channel now: what they append is then
+    /// withheld from everyone else.
+    pub fn shadowed(&self, id: &ChannelId) -> Result<bool, Error> {
+        let Actor::User(user) = self.actor else {
+            return Ok(false);
+        };
+        Ok(self
+            .node
+            .store()
+            .member(id, user)?
+            .is_some_and(|m| m.shadowed_until_ms > unix_ms()))
+    }
+
     /// Refuses a muted user (an admin is never muted).
     pub fn require_unmuted(&self, id: &ChannelId) -> Result<(), Error> {
         let Actor::User(user) = self.actor else {

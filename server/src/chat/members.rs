@@ -5,6 +5,7 @@ use chorus_protocol::ids::{ChannelId, UserId};
 use chorus_protocol::v1::{
     self, ChannelKind, ChannelSummary, MemberAction, Role, channel_event::Body,
 };
+use chorus_storage::BanScope;
 
 use super::access::role_rank;
 use super::channels::MAX_INITIAL_MEMBERS;
@@ -109,8 +110,19 @@ impl Chat<'_> {
         let store = self.node.store();
         // Checked for all before adding any: the request adds everyone or no one.
         let mut new_users = Vec::with_capacity(users.len());
+        let mut shadowed = Vec::new();
         for user in &users {
             if store.member(id, user)?.is_none() && !new_users.contains(&user) {
+                match store.ban_of(BanScope::Channel(id), user, unix_ms())? {
+                    Some(b) if !b.shadow => {
+                        return Err(Error::Conflict(format!(
+                            "{user} is banned from {id}: unban them first"
+                        )));
+                    }
+                    // Added back, a shadow-banned user stays shadow-banned.
+                    Some(b) => shadowed.push((user.clone(), b.until_ms)),
+                    None => {}
+                }
                 new_users.push(user);
             }
         }
@@ -121,6 +133,10 @@ impl Chat<'_> {
         let mut added = Vec::with_capacity(new_users.len());
         for user in new_users {
             if store.add_member(id, user, role, unix_ms()).await? {
+                if let Some((_, until)) = shadowed.iter().find(|(u, _)| u == user) {
+                    let until = if *until == 0 { u64::MAX } else { *until };
+                    store.set_shadow(id, user, until).await?;
+                }
                 self.member_event(id, user, MemberAction::Added, role)
                     .await?;
                 added.push(user.clone());

@@ -188,7 +188,11 @@ impl Chat<'_> {
             attachments: e.attachments,
             custom: e.custom,
         });
-        let appended = self.append_keyed(&id, body, &e.client_msg_id).await?;
+        // A shadow-banned author's edit is withheld like their posts.
+        let withheld = self.shadowed(&id)?;
+        let appended = self
+            .append_as(&id, body, &e.client_msg_id, withheld)
+            .await?;
         if let Some(Flagged(word)) = flagged
             && !appended.duplicate
         {
@@ -375,6 +379,18 @@ impl Chat<'_> {
         body: Body,
         key: &str,
     ) -> Result<v1::Appended, Error> {
+        self.append_as(id, body, key, false).await
+    }
+
+    /// Appends an event by the actor with an idempotency key (`""`: none), withheld from
+    /// everyone but its author when `withheld`.
+    pub(super) async fn append_as(
+        &self,
+        id: &ChannelId,
+        body: Body,
+        key: &str,
+        withheld: bool,
+    ) -> Result<v1::Appended, Error> {
         if key.len() > MAX_CLIENT_MSG_ID_BYTES {
             return Err(Error::invalid(
                 "client_msg_id",
@@ -391,7 +407,7 @@ impl Chat<'_> {
                     time_ms: unix_ms(),
                     body,
                     client_msg_id: (!key.is_empty()).then(|| key.to_owned()),
-                    withheld: false,
+                    withheld,
                 },
             )
             .await?;

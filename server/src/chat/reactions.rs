@@ -19,7 +19,9 @@ impl Chat<'_> {
             target_seq: r.target_seq,
             emoji: r.emoji,
         });
-        self.append_keyed(&id, body, &r.client_msg_id).await
+        // A shadow-banned member's reaction is withheld, and counts nowhere.
+        let withheld = self.shadowed(&id)?;
+        self.append_as(&id, body, &r.client_msg_id, withheld).await
     }
 
     /// Takes back the user's reaction (`NOT_FOUND` when there is none).
@@ -31,7 +33,8 @@ impl Chat<'_> {
             target_seq: r.target_seq,
             emoji: r.emoji,
         });
-        self.append_keyed(&id, body, &r.client_msg_id).await
+        let withheld = self.shadowed(&id)?;
+        self.append_as(&id, body, &r.client_msg_id, withheld).await
     }
 
     /// A user who may post reacts to a live message; reactions share the publish budget.

@@ -94,6 +94,10 @@ impl Chat<'_> {
                 retry_after_ms,
             });
         }
+        // A shadow-banned member's events reach nobody (and they are not told).
+        if self.shadowed(&id)? {
+            return Ok(());
+        }
         let event = v1::CustomEvent {
             channel_id: id.to_string(),
             user_id: user.to_string(),

@@ -146,6 +146,11 @@ async fn a_ban_removes_and_keeps_out_until_lifted() {
         refused(Chat::user(&node, &owner).unban(&ch, "nobody").await),
         "not_found"
     );
+    // A moderator cannot add a banned user back without lifting the ban.
+    let back = Chat::user(&node, &owner)
+        .add_members(&ch, &["m1".to_owned()], Role::Member)
+        .await;
+    assert_eq!(refused(back), "conflict");
     Chat::user(&node, &owner).unban(&ch, "m1").await.unwrap();
     assert_eq!(refused(Chat::user(&node, &m1).join(&ch).await), "ok");
     // A ban with a duration ends by itself: one that ended a moment ago stops nothing.
@@ -233,6 +238,22 @@ async fn a_shadow_ban_seen_from_both_sides() {
         admin_view.events[0].body,
         Some(v1::channel_event::Body::Message(_))
     ));
+    // Their edits are withheld like their posts.
+    let edit = Chat::user(&node, &u("troll"))
+        .edit(v1::EditMessage {
+            channel_id: "pub".into(),
+            target_seq: seq,
+            text: "edited spam".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let entry = node
+        .store()
+        .entry(&ch, chorus_protocol::ids::Seq(edit.seq))
+        .unwrap()
+        .unwrap();
+    assert!(entry.withheld, "an edit by a shadow-banned member");
     // Leaving and joining again does not shake it off; lifting it does.
     Chat::user(&node, &u("troll")).leave(&ch).await.unwrap();
     Chat::user(&node, &u("troll")).join(&ch).await.unwrap();
