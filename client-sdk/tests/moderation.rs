@@ -113,3 +113,79 @@ async fn blocks_over_the_wire() {
     assert!(alice.blocked_users().await.unwrap().is_empty());
     bob.send_text(&dm, "thanks").await.unwrap();
 }
+
+/// Every acknowledged moderation record survives `kill -9`: mutes, bans, shadow bans, slow
+/// mode and blocklists, flags and their resolution, blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_state_survives_kill_9() {
+    use common::{Chorusd, connect};
+    let mut node = Chorusd::start().await;
+    let room = channel("room");
+    {
+        let (owner, _) = connect(&node.url(), "owner").await;
+        owner
+            .create_group(&room, "Room", &[user("muted"), user("troll"), user("rude")])
+            .await
+            .unwrap();
+        owner.mute(&room, &user("muted"), None, "").await.unwrap();
+        owner
+            .ban(&room, &user("troll"), None, "", true)
+            .await
+            .unwrap();
+        owner
+            .ban(&room, &user("rude"), None, "", false)
+            .await
+            .unwrap();
+        owner
+            .update_channel(proto::UpdateChannel {
+                channel_id: room.to_string(),
+                slow_mode_ms: Some(5_000),
+                blocklist: Some(proto::Blocklist {
+                    words: vec!["casino".into()],
+                    action: proto::BlockAction::Refuse as i32,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        owner.flag_user(&room, &user("rude"), "spam").await.unwrap();
+        owner.block_user(&user("stalker")).await.unwrap();
+        node.kill9();
+    }
+    node.spawn().await;
+    let (owner, _) = connect(&node.url(), "owner").await;
+    let (muted, _) = connect(&node.url(), "muted").await;
+    let (troll, _) = connect(&node.url(), "troll").await;
+    let (rude, _) = connect(&node.url(), "rude").await;
+    let refused = server_error(muted.send_text(&room, "hi").await.unwrap_err());
+    assert_eq!(refused.code, ErrorCode::Forbidden, "still muted");
+    let kept_out = server_error(rude.join_channel(&room).await.unwrap_err());
+    assert_ne!(
+        kept_out.code,
+        ErrorCode::Unspecified,
+        "still banned: {kept_out:?}"
+    );
+    let seq = troll.send_text(&room, "still here").await.unwrap().seq;
+    let seen = owner.latest(&room, 1).await.unwrap();
+    assert_eq!(seen.entries[0].seq, seq);
+    assert!(
+        seen.entries[0].text().is_none(),
+        "still shadow-banned: withheld"
+    );
+    let channel = owner.get_channel(&room).await.unwrap().channel;
+    assert_eq!(channel.slow_mode_ms, 5_000);
+    assert_eq!(
+        channel.blocklist.map(|b| b.words),
+        Some(vec!["casino".to_owned()])
+    );
+    assert_eq!(
+        owner
+            .list_flags(&room, false, None, 0)
+            .await
+            .unwrap()
+            .flags
+            .len(),
+        1
+    );
+    assert_eq!(owner.blocked_users().await.unwrap(), [user("stalker")]);
+}

@@ -74,6 +74,9 @@ pub struct ChannelRecord {
     /// A direct channel whose users have blocked each other (one or both): nobody posts.
     #[prost(bool, tag = "20")]
     pub blocked: bool,
+    /// What members see of moderation (`ModerationLog`).
+    #[prost(int32, tag = "21")]
+    pub moderation_log: i32,
 }
 
 /// A user blocking another.

@@ -41,6 +41,8 @@ pub struct Channel {
     /// The channel's blocklist: shown to its moderators and owners only (the generated type:
     /// set it with [`Client::update_channel`](crate::Client::update_channel)).
     pub blocklist: Option<v1::Blocklist>,
+    /// Whether mutes and bans are logged for the members to see.
+    pub moderation_logged: bool,
 }
 
 impl TryFrom<v1::Channel> for Channel {
@@ -62,6 +64,7 @@ impl TryFrom<v1::Channel> for Channel {
             custom: c.custom,
             slow_mode_ms: c.slow_mode_ms,
             blocklist: c.blocklist,
+            moderation_logged: c.moderation_log != v1::ModerationLog::None as i32,
         })
     }
 }

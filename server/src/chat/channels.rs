@@ -221,6 +221,7 @@ impl Chat<'_> {
             custom: u.custom.clone(),
             slow_mode_ms: super::policy::slow_mode_patch(u.slow_mode_ms)?,
             blocklist: super::policy::blocklist_patch(u.blocklist.as_ref())?,
+            moderation_log: u.moderation_log,
             ..Default::default()
         };
         let change = v1::ChannelChanged {
@@ -425,9 +426,11 @@ impl Chat<'_> {
                 }
                 examined += 1;
                 from = Some(id.clone());
+                // Not a channel the user is banned from: they may not read it.
                 if let Some(info) = store.channel(&id)?
                     && info.record.kind() == ChannelKind::Public
                     && self.role(&id)?.is_none()
+                    && !self.ban_of(&id)?.is_some_and(|b| !b.shadow)
                 {
                     infos.push((ListCursor::Public(Some(id)), info));
                 }

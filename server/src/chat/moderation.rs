@@ -4,7 +4,9 @@
 //! check compares with the clock.
 
 use chorus_protocol::ids::{ChannelId, UserId};
-use chorus_protocol::v1::{self, ChannelKind, MemberAction, Role, channel_event::Body};
+use chorus_protocol::v1::{
+    self, ChannelKind, MemberAction, ModerationLog, Role, channel_event::Body,
+};
 use chorus_storage::{BanRecord, BanScope, MemberRecord};
 
 use super::access::role_rank;
@@ -157,6 +159,8 @@ impl Chat<'_> {
         Ok((user, member))
     }
 
+    /// Logs a moderation action for the members, unless the channel's policy is not to; a
+    /// ban then still ends the user's subscriptions (the fan-out of its entry would have).
     async fn moderation_event(
         &self,
         id: &ChannelId,
@@ -165,6 +169,13 @@ impl Chat<'_> {
         role: Role,
         duration_ms: u64,
     ) -> Result<(), Error> {
+        let info = self.existing_channel(id)?;
+        if ModerationLog::try_from(info.record.moderation_log) == Ok(ModerationLog::None) {
+            if action == MemberAction::Banned {
+                self.node.hub().end_subscriptions(id, user);
+            }
+            return Ok(());
+        }
         let until_ms = if duration_ms == 0 {
             0
         } else {

@@ -32,6 +32,7 @@ pub fn channel_message(info: &ChannelInfo) -> v1::Channel {
         member_count: r.member_count,
         custom: r.custom.clone(),
         slow_mode_ms: r.slow_mode_ms,
+        moderation_log: r.moderation_log,
         // Shown to moderators by `Chat::summary`; a plain view carries none.
         blocklist: None,
     }

@@ -33,6 +33,32 @@ impl CommitListener for CommitFanout {
     }
 }
 
+impl Hub {
+    /// Ends every subscription of `user` to `channel` with a `SubscriptionEnded` push (the
+    /// user left, was removed or banned).
+    pub fn end_subscriptions(&self, channel: &ChannelId, user: &chorus_protocol::ids::UserId) {
+        let Some(subs) = self.subscribers.get(channel) else {
+            return;
+        };
+        let ended: Vec<(SessionKey, Arc<Subscription>)> = subs
+            .iter()
+            .filter(|(_, sub)| sub.user == *user)
+            .map(|(k, sub)| (*k, sub.clone()))
+            .collect();
+        drop(subs);
+        for (key, sub) in ended {
+            self.unsubscribe(channel, key);
+            sub.end();
+            let reason = v1::Error::new(v1::ErrorCode::Forbidden, "no longer a member");
+            sub.outbound
+                .push(push_frame(Push::SubscriptionEnded(v1::SubscriptionEnded {
+                    channel_id: channel.to_string(),
+                    reason: Some(reason),
+                })));
+        }
+    }
+}
+
 impl Fanout for Hub {
     fn deliver(&self, entry: &Arc<LogEntry>) {
         self.commits
@@ -74,21 +100,9 @@ impl Fanout for Hub {
         if !gone {
             return;
         }
-        let ended: Vec<(SessionKey, Arc<Subscription>)> = subs
-            .iter()
-            .filter(|(_, sub)| sub.user.as_str() == m.user_id)
-            .map(|(k, sub)| (*k, sub.clone()))
-            .collect();
         drop(subs);
-        for (key, sub) in ended {
-            self.unsubscribe(&channel, key);
-            sub.end();
-            let reason = v1::Error::new(v1::ErrorCode::Forbidden, "no longer a member");
-            sub.outbound
-                .push(push_frame(Push::SubscriptionEnded(v1::SubscriptionEnded {
-                    channel_id: channel.to_string(),
-                    reason: Some(reason),
-                })));
+        if let Ok(user) = chorus_protocol::ids::UserId::new(m.user_id.as_str()) {
+            self.end_subscriptions(&channel, &user);
         }
     }
 }

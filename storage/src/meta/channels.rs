@@ -68,6 +68,7 @@ impl Store {
             blocked_words: Vec::new(),
             block_action: 0,
             blocked: false,
+            moderation_log: 0,
         };
         let mut ops = extra;
         for (user, role) in &members {
@@ -243,6 +244,9 @@ impl Store {
         if let Some((words, action)) = patch.blocklist {
             record.blocked_words = words;
             record.block_action = action;
+        }
+        if let Some(policy) = patch.moderation_log {
+            record.moderation_log = policy;
         }
         inner
             .commit(vec![Op::Put(key, record.encode_to_vec())])

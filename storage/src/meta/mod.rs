@@ -62,6 +62,8 @@ pub struct ChannelPatch {
     pub slow_mode_ms: Option<u32>,
     /// New blocklist: the words (lowercased) and the action (`BlockAction`).
     pub blocklist: Option<(Vec<String>, i32)>,
+    /// New moderation log policy (`ModerationLog`).
+    pub moderation_log: Option<i32>,
 }
 
 /// A channel's metadata with its log position.

@@ -142,6 +142,19 @@ async fn a_ban_removes_and_keeps_out_until_lifted() {
             "forbidden"
         );
     }
+    let listed = Chat::user(&node, &m1)
+        .list_channels(
+            v1::ListChannels {
+                include_public: true,
+                ..Default::default()
+            },
+            1 << 20,
+        )
+        .unwrap();
+    assert!(
+        listed.channels.is_empty(),
+        "a banned channel is not offered: {listed:?}"
+    );
     assert_eq!(
         refused(Chat::user(&node, &owner).unban(&ch, "nobody").await),
         "not_found"
@@ -474,4 +487,38 @@ async fn blocklists_and_the_moderation_queue() {
     assert_eq!(rest.flags.len(), 1);
     assert!(rest.next_cursor.is_empty());
     assert_eq!(rest.flags[0].resolution(), v1::FlagResolution::Dismissed);
+}
+
+/// With the channel's moderation log off, mutes and bans write no entry; they still apply.
+#[tokio::test]
+async fn a_channel_may_keep_moderation_out_of_its_log() {
+    let node = node();
+    group(&node, "pub", ChannelKind::Public, "owner", &["m1", "m2"]).await;
+    let ch = c("pub");
+    let owner_id = u("owner");
+    let owner = Chat::user(&node, &owner_id);
+    owner
+        .update_channel(v1::UpdateChannel {
+            channel_id: "pub".into(),
+            moderation_log: Some(v1::ModerationLog::None as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let head = node.store().position(&ch).unwrap().head;
+    owner.mute(&ch, "m1", 0, "").await.unwrap();
+    owner.ban(&ban("m2", false), &ch).await.unwrap();
+    assert_eq!(
+        node.store().position(&ch).unwrap().head,
+        head,
+        "nothing logged"
+    );
+    assert_eq!(
+        refused(publish(&node, &u("m1"), "pub", "k").await),
+        "forbidden"
+    );
+    assert!(
+        node.store().member(&ch, &u("m2")).unwrap().is_none(),
+        "banned all the same"
+    );
 }
