@@ -430,7 +430,7 @@ impl Chat<'_> {
                 if let Some(info) = store.channel(&id)?
                     && info.record.kind() == ChannelKind::Public
                     && self.role(&id)?.is_none()
-                    && !self.ban_of(&id)?.is_some_and(|b| !b.shadow)
+                    && self.ban_of(&id)?.is_none_or(|b| b.shadow)
                 {
                     infos.push((ListCursor::Public(Some(id)), info));
                 }
