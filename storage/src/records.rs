@@ -347,7 +347,7 @@ impl LogEntry {
         }
     }
 
-    pub(crate) fn withheld(mut self, withheld: bool) -> Self {
+    pub(crate) fn with_withheld(mut self, withheld: bool) -> Self {
         self.withheld = withheld;
         self
     }
@@ -478,6 +478,39 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod entry_size_tests {
     use super::*;
+
+    #[test]
+    fn a_withheld_entry_round_trips_in_the_second_format_and_others_keep_the_first() {
+        let event = ChannelEvent {
+            author_id: "troll".into(),
+            server_time_ms: 7,
+            ..Default::default()
+        };
+        for withheld in [false, true] {
+            let value = encode_entry(42, "key-1", &event, withheld);
+            assert_eq!(
+                value[0],
+                if withheld {
+                    ENTRY_FORMAT_FLAGS
+                } else {
+                    ENTRY_FORMAT
+                }
+            );
+            let back = decode_entry(b"k", &value).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.ordinal, 42);
+            assert_eq!(back.client_msg_id, "key-1");
+            assert_eq!(back.event, event);
+            assert_eq!(back.withheld, withheld);
+        }
+        // Every prefix of a stored entry is refused, never a panic.
+        let value = encode_entry(42, "key-1", &event, true);
+        for len in 0..10 {
+            assert!(
+                decode_entry(b"k", &value[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
+    }
 
     #[test]
     fn a_cached_entry_counts_its_whole_struct_and_its_stored_bytes() {

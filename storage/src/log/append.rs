@@ -165,7 +165,8 @@ impl Logs {
             ops.push(Op::Put(key, Vec::new()));
         }
         ops.extend(derived::ops(&writes));
-        let entry = Arc::new(LogEntry::new(seq, ordinal, event, stored_len).withheld(new.withheld));
+        let entry =
+            Arc::new(LogEntry::new(seq, ordinal, event, stored_len).with_withheld(new.withheld));
         let (tx, rx) = oneshot::channel();
         let completion = Completion::Append {
             log: log.clone(),

@@ -286,7 +286,7 @@ fn to_log_entry(
     event.channel_id = channel.to_string();
     event.seq = seq.get();
     event.epoch = epoch.get();
-    Ok(LogEntry::new(seq, stored.ordinal, event, value.len()).withheld(stored.withheld))
+    Ok(LogEntry::new(seq, stored.ordinal, event, value.len()).with_withheld(stored.withheld))
 }
 
 /// Cuts entries below `cut` from the in-memory state (after the cut is durable).

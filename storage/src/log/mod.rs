@@ -59,7 +59,7 @@ pub struct NewEntry {
     /// The idempotency key (at most 64 bytes). A second append with the same author and key
     /// stores nothing and returns the first entry.
     pub client_msg_id: Option<String>,
-    /// Only the author may see the entry (see [`LogEntry::withheld`]); it derives nothing
+    /// Only the author may see the entry (see [`LogEntry::event_for`]); it derives nothing
     /// others would see (no thread, no mentions).
     pub withheld: bool,
 }

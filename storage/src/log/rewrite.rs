@@ -60,8 +60,9 @@ impl Logs {
         event.channel_id = channel_id;
         event.seq = seq.get();
         event.epoch = epoch;
-        let entry =
-            Arc::new(LogEntry::new(seq, old.ordinal, event, value.len()).withheld(old.withheld));
+        let entry = Arc::new(
+            LogEntry::new(seq, old.ordinal, event, value.len()).with_withheld(old.withheld),
+        );
         // Index entries follow the new body: a tombstone keeps its thread, drops its mentions.
         let before = keys::index_keys(channel, seq, old.event.body.as_ref());
         let after = keys::index_keys(channel, seq, entry.event.body.as_ref());
