@@ -148,7 +148,10 @@ async fn moderation_state_survives_kill_9() {
             })
             .await
             .unwrap();
-        owner.flag_user(&room, &user("rude"), "spam").await.unwrap();
+        owner
+            .flag_user(&room, &user("muted"), "spam")
+            .await
+            .unwrap();
         owner.block_user(&user("stalker")).await.unwrap();
         node.kill9();
     }

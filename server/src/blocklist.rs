@@ -84,6 +84,30 @@ impl Blocklist {
     }
 }
 
+/// The first of `entries`, stored normalised (lowercase words joined by single spaces, as
+/// [`words_of`] and `join(" ")` make them), that `text` holds: a channel's list, checked as it
+/// is in the channel record, without compiling it.
+pub fn find_normalised(entries: &[String], text: &str) -> Option<String> {
+    if entries.is_empty() {
+        return None;
+    }
+    let words = words_of(text);
+    let set: HashSet<&str> = words.iter().map(String::as_str).collect();
+    let mut joined = None;
+    for e in entries {
+        let hit = if e.contains(' ') {
+            let j = joined.get_or_insert_with(|| format!(" {} ", words.join(" ")));
+            j.contains(&format!(" {e} "))
+        } else {
+            set.contains(e.as_str())
+        };
+        if hit {
+            return Some(e.clone());
+        }
+    }
+    None
+}
+
 /// The lowercase words of `text`: runs of letters and digits.
 pub fn words_of(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -108,5 +132,12 @@ mod tests {
         assert_eq!(list.find("buy it now"), None, "the words in a row");
         assert_eq!(list.find("nowbuy"), None);
         assert!(Blocklist::new(["", " "], Action::Flag).is_empty());
+        let stored = ["spam".to_owned(), "buy now".to_owned()];
+        assert_eq!(find_normalised(&stored, "SPAM!"), Some("spam".into()));
+        assert_eq!(
+            find_normalised(&stored, "please Buy now"),
+            Some("buy now".into())
+        );
+        assert_eq!(find_normalised(&stored, "buy it now, spammer"), None);
     }
 }

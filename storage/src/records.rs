@@ -352,12 +352,17 @@ impl LogEntry {
         self
     }
 
+    /// Whether the user `reader` (`None`: an operator) reads the entry as written.
+    pub fn visible_to(&self, reader: Option<&str>) -> bool {
+        !self.withheld || reader.is_none_or(|r| r == self.event.author_id)
+    }
+
     /// The event as the user `reader` may see it (`None`: an operator, who sees everything): a
     /// withheld entry reads as a tombstone for anyone but its author, keeping its seq (the log
     /// stays gapless for every reader) and its thread.
     pub fn event_for(&self, reader: Option<&str>) -> std::borrow::Cow<'_, ChannelEvent> {
         use chorus_protocol::v1::{Tombstone, channel_event::Body, tombstone::Reason};
-        if !self.withheld || reader.is_none_or(|r| r == self.event.author_id) {
+        if self.visible_to(reader) {
             return std::borrow::Cow::Borrowed(&self.event);
         }
         let thread_parent_seq = match &self.event.body {

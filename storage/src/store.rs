@@ -27,10 +27,11 @@ use crate::records::{LogEntry, PinRecord};
 /// version 1, which is upgraded in place. Version 2 added numbered log keys (`keys::LogKeys`):
 /// a build that knows only version 1 would not find those channels' entries, so it must refuse
 /// a version 2 directory rather than open it.
-const FORMAT_VERSION: u32 = 2;
-/// Formats this build opens and upgrades: version 1 data is read as it is (its channels keep
-/// their `L` log keys); only the marker changes.
-const UPGRADABLE_FORMATS: [u32; 1] = [1];
+const FORMAT_VERSION: u32 = 3;
+/// Formats this build opens and upgrades; only the marker changes. Version 1 data is read as it
+/// is (its channels keep their `L` log keys); version 2 has no entry of the flagged entry format
+/// (withheld posts) nor derived records, which version 3 writes and older builds cannot read.
+const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "LOCK";
 /// Striped locks serialize read-modify-write of one record without a global lock.

@@ -137,6 +137,46 @@ async fn failed_sync_acknowledges_nothing_and_keeps_reads() {
     ));
 }
 
+/// A reaction whose write failed leaves nothing behind that a repeat could wait on: the repeat
+/// is refused, not left hanging on an entry that never becomes durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_reaction_after_a_failed_write_is_refused_not_hung() {
+    use chorus_protocol::v1::{ReactionAdded, channel_event::Body};
+    let (engine, store) = faulty_store();
+    create(&store, "c", "alice", &[]).await;
+    let c = cid("c");
+    let m = store
+        .append(&c, entry("alice", "hi", None))
+        .await
+        .unwrap()
+        .entry
+        .seq;
+    let react = || chorus_storage::NewEntry {
+        author: Some(common::uid("bob")),
+        time_ms: 1,
+        body: Body::ReactionAdded(ReactionAdded {
+            target_seq: m.get(),
+            emoji: "👍".into(),
+        }),
+        client_msg_id: None,
+        withheld: false,
+    };
+    engine.fail_write.store(true, Ordering::SeqCst);
+    let first = store.append(&c, react()).await;
+    assert!(
+        matches!(first, Err(StoreError::OutcomeUnknown(_))),
+        "{first:?}"
+    );
+    engine.fail_write.store(false, Ordering::SeqCst);
+    let again = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.append(&c, react()),
+    )
+    .await
+    .expect("the repeat is answered");
+    assert!(matches!(again, Err(StoreError::ReadOnly(_))), "{again:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_write_acknowledges_nothing() {
     let (engine, store) = faulty_store();
@@ -185,28 +225,31 @@ fn a_directory_of_another_engine_is_refused() {
 }
 
 #[test]
-fn a_format_1_directory_is_upgraded_and_a_newer_one_refused() {
+fn older_formats_are_upgraded_and_a_newer_one_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(StoreConfig::new(dir.path())).unwrap());
     let marker = dir.path().join("FORMAT");
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
-        "chorus-store 2 fjall\n"
+        "chorus-store 3 fjall\n"
     );
-    // A directory written by a build of format 1 opens, and is marked format 2 from then on.
-    std::fs::write(&marker, "chorus-store 1 fjall\n").unwrap();
-    drop(Store::open(StoreConfig::new(dir.path())).unwrap());
-    assert_eq!(
-        std::fs::read_to_string(&marker).unwrap(),
-        "chorus-store 2 fjall\n"
-    );
+    // A directory written by a build of format 1 or 2 opens, and is marked format 3 from then
+    // on, so that those builds refuse it rather than misread what format 3 writes.
+    for old in ["chorus-store 1 fjall\n", "chorus-store 2 fjall\n"] {
+        std::fs::write(&marker, old).unwrap();
+        drop(Store::open(StoreConfig::new(dir.path())).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&marker).unwrap(),
+            "chorus-store 3 fjall\n"
+        );
+    }
     // A format this build does not know is refused, and left as it is.
-    std::fs::write(&marker, "chorus-store 3 fjall\n").unwrap();
+    std::fs::write(&marker, "chorus-store 4 fjall\n").unwrap();
     let err = Store::open(StoreConfig::new(dir.path())).unwrap_err();
     assert!(matches!(err, OpenError::WrongFormat { .. }), "{err}");
     assert_eq!(
         std::fs::read_to_string(&marker).unwrap(),
-        "chorus-store 3 fjall\n"
+        "chorus-store 4 fjall\n"
     );
 }
 

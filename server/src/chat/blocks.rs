@@ -23,6 +23,8 @@ impl Chat<'_> {
             .store()
             .block_user(me, &them, unix_ms(), max)
             .await?;
+        // The blocked user, if watching, now sees the blocker offline.
+        self.node.hub().presence().changed(me);
         Ok(())
     }
 
@@ -30,6 +32,7 @@ impl Chat<'_> {
     pub async fn unblock(&self, user: &str) -> Result<(), Error> {
         let (me, them) = self.pair(user)?;
         self.node.store().unblock_user(me, &them).await?;
+        self.node.hub().presence().changed(me);
         Ok(())
     }
 

@@ -41,7 +41,15 @@ impl Chat<'_> {
             }
             view.author_id
         } else {
-            user_id("user_id", &f.user_id)?.to_string()
+            // A flagged user is a member: reports stay bounded by the channel's members.
+            let user = user_id("user_id", &f.user_id)?;
+            if self.node.store().member(id, &user)?.is_none() {
+                return Err(Error::NotFoundIn {
+                    field: "user_id",
+                    message: format!("{user} is not a member of {id}"),
+                });
+            }
+            user.to_string()
         };
         self.take_publish_budget(&self.node.limits())?;
         let (id_, created) = self

@@ -29,8 +29,9 @@ impl Chat<'_> {
                 "only public channels can be joined".into(),
             ));
         }
-        let ban = self.ban_of(id)?;
-        if ban.as_ref().is_some_and(|b| !b.shadow) {
+        // A shadow-banned user notices nothing: they join, and the store writes their new
+        // membership shadowed.
+        if self.ban_of(id)?.is_some_and(|b| !b.shadow) {
             return Err(Error::Forbidden("banned from this channel".into()));
         }
         self.membership_room(&[me])
@@ -44,15 +45,6 @@ impl Chat<'_> {
             .add_member(id, me, Role::Member, unix_ms())
             .await?
         {
-            // A shadow-banned user notices nothing: they join, and their posts stay withheld.
-            if let Some(b) = ban.filter(|b| b.shadow) {
-                let until = if b.until_ms == 0 {
-                    u64::MAX
-                } else {
-                    b.until_ms
-                };
-                self.node.store().set_shadow(id, me, until).await?;
-            }
             self.member_event(id, me, MemberAction::Joined, Role::Member)
                 .await?;
         }
@@ -110,7 +102,6 @@ impl Chat<'_> {
         let store = self.node.store();
         // Checked for all before adding any: the request adds everyone or no one.
         let mut new_users = Vec::with_capacity(users.len());
-        let mut shadowed = Vec::new();
         for user in &users {
             if store.member(id, user)?.is_none() && !new_users.contains(&user) {
                 match store.ban_of(BanScope::Channel(id), user, unix_ms())? {
@@ -119,9 +110,9 @@ impl Chat<'_> {
                             "{user} is banned from {id}: unban them first"
                         )));
                     }
-                    // Added back, a shadow-banned user stays shadow-banned.
-                    Some(b) => shadowed.push((user.clone(), b.until_ms)),
-                    None => {}
+                    // Added back, a shadow-banned user stays shadow-banned: the store writes
+                    // the new membership shadowed.
+                    Some(_) | None => {}
                 }
                 new_users.push(user);
             }
@@ -133,10 +124,6 @@ impl Chat<'_> {
         let mut added = Vec::with_capacity(new_users.len());
         for user in new_users {
             if store.add_member(id, user, role, unix_ms()).await? {
-                if let Some((_, until)) = shadowed.iter().find(|(u, _)| u == user) {
-                    let until = if *until == 0 { u64::MAX } else { *until };
-                    store.set_shadow(id, user, until).await?;
-                }
                 self.member_event(id, user, MemberAction::Added, role)
                     .await?;
                 added.push(user.clone());

@@ -180,6 +180,7 @@ impl Chat<'_> {
             });
         }
         let info = self.readable(&id)?;
+        self.require_not_blocked(&info)?;
         let flagged = self.posting_policy(&info, None, &e.text, "text", false)?;
         let body = Body::MessageEdited(v1::MessageEdited {
             target_seq: e.target_seq,
@@ -268,7 +269,10 @@ impl Chat<'_> {
         let messages: Vec<Seq> = page
             .entries
             .iter()
-            .filter(|e| matches!(e.event.body, Some(Body::Message(_))))
+            .filter(|e| {
+                matches!(e.event.body, Some(Body::Message(_)))
+                    && e.visible_to(self.actor.user().map(|u| u.as_str()))
+            })
             .map(|e| e.seq)
             .collect();
         let all_summaries = store.summaries(&id, &messages, self.actor.user())?;

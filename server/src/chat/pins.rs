@@ -21,6 +21,7 @@ impl Chat<'_> {
         client_msg_id: &str,
     ) -> Result<v1::Appended, Error> {
         self.moderate_message(id, target_seq)?;
+        self.require_not_blocked(&self.existing_channel(id)?)?;
         let body = Body::MessagePinned(v1::MessagePinned { target_seq });
         self.append_keyed(id, body, client_msg_id).await
     }
@@ -37,6 +38,7 @@ impl Chat<'_> {
         if info.record.archived && self.actor.user().is_some() {
             return Err(Error::Forbidden("the channel is archived".into()));
         }
+        self.require_not_blocked(&info)?;
         let body = Body::MessageUnpinned(v1::MessageUnpinned { target_seq });
         self.append_keyed(id, body, client_msg_id).await
     }

@@ -7,7 +7,7 @@ use chorus_storage::{ChannelInfo, MemberRecord};
 
 use super::access::role_rank;
 use super::{Actor, Chat, Error};
-use crate::blocklist::{Action, Blocklist};
+use crate::blocklist::Action;
 use crate::config::MAX_BLOCKED_WORDS;
 
 /// Longest slow mode, ms (6 hours).
@@ -43,17 +43,21 @@ impl Chat<'_> {
     ) -> Result<Option<Flagged>, Error> {
         let server = self.node.blocklist();
         let r = &info.record;
-        let channel = (!r.blocked_words.is_empty()).then(|| {
-            let action = match BlockAction::try_from(r.block_action) {
-                Ok(BlockAction::Flag) => Action::Flag,
-                _ => Action::Refuse,
-            };
-            Blocklist::new(r.blocked_words.iter().map(String::as_str), action)
-        });
+        let channel_action = match BlockAction::try_from(r.block_action) {
+            Ok(BlockAction::Flag) => Action::Flag,
+            _ => Action::Refuse,
+        };
+        let hits = [
+            (server.find(text), server.action),
+            (
+                crate::blocklist::find_normalised(&r.blocked_words, text),
+                channel_action,
+            ),
+        ];
         let mut flagged = None;
-        for list in [Some(&*server), channel.as_ref()].into_iter().flatten() {
-            if let Some(word) = list.find(text) {
-                match list.action {
+        for (hit, action) in hits {
+            if let Some(word) = hit {
+                match action {
                     Action::Refuse => {
                         return Err(Error::Blocked {
                             field,

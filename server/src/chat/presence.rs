@@ -70,8 +70,10 @@ impl Chat<'_> {
         ids: &[String],
         session: SessionKey,
         watching: &mut HashSet<UserId>,
+        budget: &mut TokenBucket,
     ) -> Result<v1::PresenceList, Error> {
         let me = self.me()?;
+        take(budget)?;
         let users = self.visible(ids)?;
         let new: Vec<UserId> = users
             .iter()
@@ -105,7 +107,13 @@ impl Chat<'_> {
     }
 
     /// The presence of users the actor may see, once.
-    pub fn get_presence(&self, ids: &[String]) -> Result<v1::PresenceList, Error> {
+    pub fn get_presence(
+        &self,
+        ids: &[String],
+        budget: &mut TokenBucket,
+    ) -> Result<v1::PresenceList, Error> {
+        self.me()?;
+        take(budget)?;
         let users = self.visible(ids)?;
         self.presence_list(&users)
     }
@@ -222,10 +230,10 @@ pub fn push_presence(node: &Node, user: &UserId) {
 /// After a session of `user` ended: when it was the last, the user is offline from now on,
 /// recorded as their last-seen time (in the background: the connection is gone already).
 pub fn session_ended(node: &Node, user: &UserId) {
+    node.hub().presence().changed(user);
     if node.hub().user_session_count(user) > 0 {
         return;
     }
-    node.hub().presence().changed(user);
     let (store, user) = (node.store().clone(), user.clone());
     let now = crate::clock::unix_ms();
     node.background().spawn(async move {

@@ -25,13 +25,18 @@ impl Chat<'_> {
             return Err(Error::Forbidden("a user types".into()));
         };
         let id = channel_id("channel_id", &t.channel_id)?;
-        self.require_role(&id, Role::Member)?;
+        let (info, _) = self.require_role(&id, Role::Member)?;
+        self.require_not_blocked(&info)?;
         if let Err(retry_after_ms) = budget.take(Instant::now()) {
             metrics::counter!("chorus_rate_limited_total", "kind" => "typing").increment(1);
             return Err(Error::RateLimited {
                 message: "typing rate exceeded",
                 retry_after_ms,
             });
+        }
+        // A shadow-banned member's typing reaches nobody (and they are not told).
+        if self.shadowed(&id)? {
+            return Ok(());
         }
         let event = v1::TypingEvent {
             channel_id: id.to_string(),
@@ -87,6 +92,9 @@ impl Chat<'_> {
         }
         self.require_not_blocked(&info)?;
         self.require_unmuted(&id)?;
+        // The user's publish budget too: a user's sessions together send no more events than
+        // posts.
+        self.take_publish_budget(&self.node.limits())?;
         if let Err(retry_after_ms) = budget.take(Instant::now()) {
             metrics::counter!("chorus_rate_limited_total", "kind" => "event").increment(1);
             return Err(Error::RateLimited {

@@ -149,9 +149,8 @@ pub(super) async fn handshake<Src: FrameSource>(
             tracing::warn!(error = %e, %user, "recording last-seen failed");
         }
     });
-    if node.hub().user_session_count(&identity.user) == 1 {
-        node.hub().presence().changed(&identity.user);
-    }
+    // Every start, not only the first: two sessions starting together each see the other.
+    node.hub().presence().changed(&identity.user);
     let mut session = Session::new(node.clone(), key, session_id, identity, outbound.clone());
     let resume = hello.resume.map(|r| r.subscriptions).unwrap_or_default();
     let limits = node.limits();

@@ -104,15 +104,15 @@ impl Presences {
         let mut due = Vec::new();
         self.dirty.retain(|user, last| {
             if last.is_none_or(|t| now.duration_since(t) >= interval) {
+                // Recorded before the user leaves the set (under its shard's lock): a change
+                // made meanwhile reads this push's time and waits its turn.
+                self.pushed.insert(user.clone(), now);
                 due.push(user.clone());
                 false
             } else {
                 true
             }
         });
-        for user in &due {
-            self.pushed.insert(user.clone(), now);
-        }
         // Users pushed long ago need no record of it.
         self.pushed
             .retain(|_, t| now.duration_since(*t) < interval * 2);

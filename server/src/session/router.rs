@@ -133,14 +133,19 @@ impl Session {
                 chat.set_presence(&p, &mut self.ephemeral)?;
                 done()
             }
-            Request::WatchPresence(w) => {
-                R::PresenceList(chat.watch_presence(&w.user_ids, self.key, &mut self.watching)?)
-            }
+            Request::WatchPresence(w) => R::PresenceList(chat.watch_presence(
+                &w.user_ids,
+                self.key,
+                &mut self.watching,
+                &mut self.ephemeral,
+            )?),
             Request::UnwatchPresence(w) => {
                 chat.unwatch_presence(&w.user_ids, self.key, &mut self.watching)?;
                 done()
             }
-            Request::GetPresence(g) => R::PresenceList(chat.get_presence(&g.user_ids)?),
+            Request::GetPresence(g) => {
+                R::PresenceList(chat.get_presence(&g.user_ids, &mut self.ephemeral)?)
+            }
             Request::SendEvent(e) => {
                 chat.send_event(e, self.key, &mut self.ephemeral)?;
                 done()

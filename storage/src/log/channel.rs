@@ -131,7 +131,10 @@ impl ChannelLog {
                 let _ = waiter.send(Err(error.clone()));
             }
         }
-        // After a failed write nothing later becomes durable: every wait for a seq ends here.
+        // After a failed write nothing later becomes durable: every wait for a seq ends here,
+        // and the overlay's values, which may never reach the engine, go (a later derivation
+        // reads the engine, and its append is refused by the failed store).
+        state.overlay = Overlay::default();
         for (_, waiters) in state.seq_waiters.drain() {
             for waiter in waiters {
                 let _ = waiter.send(Err(error.clone()));

@@ -337,7 +337,7 @@ fn unreact(
         if e.count == 0 {
             all.emojis.remove(i);
         } else if e.users.len() < SHOWN_REACTORS.min(e.count as usize) {
-            refill(cx, target, e)?;
+            refill(state, cx, target, e)?;
         }
     }
     // Kept when empty, so that a reader still learns which entries it reflects.
@@ -352,9 +352,15 @@ fn unreact(
     Ok(())
 }
 
-/// Names other reactors in a shown list that lost one, from the emoji's user index (read from
-/// the engine: a reaction still on its way to disk may be missed, which only shortens the list).
-fn refill(cx: &Context<'_>, target: Seq, e: &mut EmojiRecord) -> Result<(), ReadError> {
+/// Names other reactors in a shown list that lost one, from the emoji's user index. The index is
+/// scanned in the engine: a reaction still on its way to disk may be missed, which only
+/// shortens the list; a removal on its way is in the overlay, and its user is skipped.
+fn refill(
+    state: &View<'_>,
+    cx: &Context<'_>,
+    target: Seq,
+    e: &mut EmojiRecord,
+) -> Result<(), ReadError> {
     let prefix = keys::derived(cx.channel, target, Derived::EmojiUser)
         .str(&e.emoji)
         .into_vec();
@@ -366,6 +372,9 @@ fn refill(cx: &Context<'_>, target: Seq, e: &mut EmojiRecord) -> Result<(), Read
         SHOWN_REACTORS * 2 + 1,
     )?;
     for (k, _) in rows {
+        if state.overlay.0.get(&k).is_some_and(|p| p.value.is_none()) {
+            continue;
+        }
         let Some(user) = keys::trailing_str(&k, prefix.len()) else {
             continue;
         };

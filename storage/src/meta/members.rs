@@ -62,7 +62,7 @@ impl Store {
                 role: role as i32,
                 joined_at_ms: now_ms,
                 muted_until_ms: 0,
-                shadowed_until_ms: 0,
+                shadowed_until_ms: shadow_ban_until(inner, channel, user, now_ms)?,
             },
         };
         let mut ops = vec![Op::Put(mkey, member.encode_to_vec())];
@@ -206,4 +206,21 @@ impl Store {
             .page(&prefix, after.map(|a| keys::user_channel(user, a)), limit)?;
         channel_ids(&rows, plen)
     }
+}
+
+/// Until when a user joining `channel` stays shadow-banned there (0: not shadow-banned): a
+/// shadow ban in force survives leaving and coming back, written with the new membership so
+/// that no post of the new member is ever visible.
+fn shadow_ban_until(
+    inner: &crate::store::Inner,
+    channel: &ChannelId,
+    user: &UserId,
+    now_ms: u64,
+) -> Result<u64, ReadError> {
+    let ban: Option<crate::records::BanRecord> = inner.record(&keys::ban(Some(channel), user))?;
+    Ok(match ban {
+        Some(b) if b.shadow && b.until_ms == 0 => u64::MAX,
+        Some(b) if b.shadow && b.until_ms > now_ms => b.until_ms,
+        _ => 0,
+    })
 }

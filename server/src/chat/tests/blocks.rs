@@ -34,6 +34,8 @@ async fn a_block_closes_the_direct_channel_both_ways_until_lifted() {
         .unwrap();
     let ab = ab.channel.unwrap().channel_id;
     assert_eq!(dm(&node, "bob", &ab, "k1").await, "ok");
+    let ab_id = crate::chat::channel_id("c", &ab).unwrap();
+    let k1 = node.store().position(&ab_id).unwrap().head.get();
     Chat::user(&node, &alice).block("bob").await.unwrap();
     Chat::user(&node, &alice).block("bob").await.unwrap();
     assert_eq!(
@@ -46,6 +48,18 @@ async fn a_block_closes_the_direct_channel_both_ways_until_lifted() {
         "forbidden",
         "the blocker"
     );
+    // Nor edits or pins in it.
+    let edit = Chat::user(&node, &bob)
+        .edit(v1::EditMessage {
+            channel_id: ab.clone(),
+            target_seq: k1,
+            text: "rewritten".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(refused(edit), "forbidden");
+    let pin = Chat::user(&node, &alice).pin(&ab_id, k1, "").await;
+    assert_eq!(refused(pin), "forbidden");
     // No new direct channel either, whoever asks; carol is not concerned.
     Chat::user(&node, &bob).block("carol").await.unwrap();
     assert_eq!(
