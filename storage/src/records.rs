@@ -361,10 +361,17 @@ impl LogEntry {
     /// withheld entry reads as a tombstone for anyone but its author, keeping its seq (the log
     /// stays gapless for every reader) and its thread.
     pub fn event_for(&self, reader: Option<&str>) -> std::borrow::Cow<'_, ChannelEvent> {
-        use chorus_protocol::v1::{Tombstone, channel_event::Body, tombstone::Reason};
         if self.visible_to(reader) {
-            return std::borrow::Cow::Borrowed(&self.event);
+            std::borrow::Cow::Borrowed(&self.event)
+        } else {
+            std::borrow::Cow::Owned(self.withheld_view())
         }
+    }
+
+    /// What everyone but the author reads of a withheld entry: a `REASON_WITHHELD` tombstone
+    /// with the entry's seq, time and thread, and no author.
+    pub fn withheld_view(&self) -> ChannelEvent {
+        use chorus_protocol::v1::{Tombstone, channel_event::Body, tombstone::Reason};
         let thread_parent_seq = match &self.event.body {
             Some(Body::Message(m)) => m.thread_parent_seq,
             _ => 0,
@@ -375,7 +382,7 @@ impl LogEntry {
             thread_parent_seq,
         }));
         event.author_id.clear();
-        std::borrow::Cow::Owned(event)
+        event
     }
 
     /// The epoch the entry was read in.

@@ -74,7 +74,7 @@ impl Fanout for Hub {
         let frame = encode_event_frame(&entry.event);
         let withheld = entry
             .withheld
-            .then(|| encode_event_frame(&entry.event_for(Some(""))));
+            .then(|| encode_event_frame(&entry.withheld_view()));
         let author = entry.event.author_id.as_str();
         let delivered = subs
             .values()
