@@ -25,6 +25,7 @@ impl Chat<'_> {
         duration_ms: u64,
         reason: &str,
     ) -> Result<(), Error> {
+        check_reason(reason)?;
         let (user, member) = self.moderated(id, user)?;
         let member = member.ok_or_else(|| not_member(&user, id))?;
         let until = until(duration_ms);
@@ -54,6 +55,7 @@ impl Chat<'_> {
     /// banned ahead. A shadow ban keeps the member, logs nothing they could read, and withholds
     /// their posts from everyone else.
     pub async fn ban(&self, b: &v1::BanMember, id: &ChannelId) -> Result<(), Error> {
+        check_reason(&b.reason)?;
         let (user, member) = self.moderated(id, &b.user_id)?;
         let now = unix_ms();
         let record = BanRecord {
@@ -201,6 +203,16 @@ fn until(duration_ms: u64) -> u64 {
     } else {
         unix_ms().saturating_add(duration_ms)
     }
+}
+
+/// Longest moderation reason, bytes (it is kept in the ban record and the audit log).
+const MAX_REASON_BYTES: usize = 1024;
+
+fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::too_large("reason", "a reason is at most 1024 bytes"));
+    }
+    Ok(())
 }
 
 fn not_member(user: &UserId, id: &ChannelId) -> Error {

@@ -192,9 +192,9 @@ fn take(budget: &mut TokenBucket) -> Result<(), Error> {
 pub fn presence_of(node: &Node, user: &UserId, viewer: &UserId) -> Result<v1::Presence, Error> {
     let chosen = node.hub().presence().chosen(user);
     let online = node.hub().user_session_count(user) > 0;
-    let hidden = user != viewer
-        && (chosen.status == PresenceStatus::Invisible || node.store().blocks(user, viewer)?);
-    if online && !hidden {
+    let blocked = user != viewer && node.store().blocks(user, viewer)?;
+    let invisible = user != viewer && chosen.status == PresenceStatus::Invisible;
+    if online && !blocked && !invisible {
         return Ok(v1::Presence {
             user_id: user.to_string(),
             status: chosen.status as i32,
@@ -204,7 +204,7 @@ pub fn presence_of(node: &Node, user: &UserId, viewer: &UserId) -> Result<v1::Pr
     }
     // Offline, or appearing so: the last time the user was seen connected (nothing for a
     // user who blocks the viewer).
-    let last_seen_ms = if user != viewer && node.store().blocks(user, viewer)? {
+    let last_seen_ms = if blocked {
         0
     } else {
         node.store().user(user)?.map_or(0, |r| r.last_seen_ms)
