@@ -596,6 +596,27 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
         }))
         .await;
     assert!(matches!(reacted, reply::Result::Appended(_)), "{reacted:?}");
+    // A reply in bob's thread and a pin of his message: derived records naming her.
+    let reply = alice
+        .request(Request::Publish(v1::Publish {
+            channel_id: "pair".into(),
+            message: Some(v1::Message {
+                client_msg_id: "a3".into(),
+                text: "alice in a thread".into(),
+                thread_parent_seq: b1.seq,
+                ..Default::default()
+            }),
+        }))
+        .await;
+    appended(reply);
+    let pinned = alice
+        .request(Request::PinMessage(v1::PinMessage {
+            channel_id: "pair".into(),
+            target_seq: b1.seq,
+            client_msg_id: String::new(),
+        }))
+        .await;
+    assert!(matches!(pinned, reply::Result::Appended(_)), "{pinned:?}");
     alice
         .request(Request::MarkRead(v1::MarkRead {
             channel_id: "pair".into(),
@@ -613,7 +634,10 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
         .iter()
         .filter_map(|e| e["body"]["text"].as_str())
         .collect();
-    assert_eq!(authored, ["alice secret one", "alice secret two"]);
+    assert_eq!(
+        authored,
+        ["alice secret one", "alice secret two", "alice in a thread"]
+    );
     assert_eq!(export["memberships"][0]["channel"], "pair");
     assert!(
         export["memberships"][0]["read_marker"]["last_read_seq"]
@@ -627,8 +651,8 @@ async fn export_then_erase_leaves_nothing_of_the_user() {
         .ok(json!({"cmd": "users.erase", "user": "alice"}))
         .await;
     assert_eq!(
-        report["entries_erased"], 4,
-        "her two messages, her reaction and its removal"
+        report["entries_erased"], 5,
+        "her three messages, her reaction and its removal"
     );
     assert_eq!(
         report["direct_pairs_removed"], 1,

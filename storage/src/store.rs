@@ -303,6 +303,21 @@ impl Store {
         self.inner.logs.pins(channel)
     }
 
+    /// Puts `anonymous` in place of `user` in the records the log derived that name them: the
+    /// participants of the threads rooted at `roots` and the pins they made (an erasure).
+    pub async fn anonymise_derived(
+        &self,
+        channel: &ChannelId,
+        roots: &[Seq],
+        user: &UserId,
+        anonymous: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .logs
+            .anonymise_derived(channel, roots, user.as_str(), anonymous)
+            .await
+    }
+
     /// Sets the limits that reactions and pins are held to (a configuration reload may
     /// change them).
     pub fn set_aggregate_limits(&self, limits: AggregateLimits) {

@@ -237,12 +237,25 @@ async fn run(
     // meaning under the anonymous id (a membership change, a deletion, a channel change).
     let mut rewrites: Vec<(ChannelId, Seq, Body, bool, bool)> = Vec::new();
     let mut reactions: Vec<(ChannelId, v1::ReactionAdded)> = Vec::new();
+    // Per channel: the thread roots the user replied to, for the derived records naming them
+    // (thread participants; pins they made, found in the same pass).
+    let mut named: std::collections::BTreeMap<ChannelId, Vec<Seq>> = Default::default();
     for_each_entry(node, |channel, e| {
         let authored = e.event.author_id == user.as_str();
-        if let Some(Body::ReactionAdded(r)) = &e.event.body
-            && authored
-        {
-            reactions.push((channel.clone(), r.clone()));
+        match &e.event.body {
+            Some(Body::ReactionAdded(r)) if authored => {
+                reactions.push((channel.clone(), r.clone()));
+            }
+            Some(Body::Message(m)) if authored && m.thread_parent_seq != 0 => {
+                named
+                    .entry(channel.clone())
+                    .or_default()
+                    .push(Seq(m.thread_parent_seq));
+            }
+            Some(Body::MessagePinned(_)) if authored => {
+                named.entry(channel.clone()).or_default();
+            }
+            _ => {}
         }
         let body =
             match &e.event.body {
@@ -286,6 +299,14 @@ async fn run(
             ) => {}
             Err(e) => return Err(ControlError::failed(e)),
         }
+    }
+    for (channel, mut roots) in named {
+        roots.sort_unstable();
+        roots.dedup();
+        store
+            .anonymise_derived(&channel, &roots, user, anonymous)
+            .await
+            .map_err(ControlError::failed)?;
     }
     running.set(user, |p| p.phase = "rewriting");
     for (channel, seq, body, content, authored) in rewrites {

@@ -448,3 +448,41 @@ fn unpin(
     w.put(key, &pins);
     Ok(())
 }
+
+/// The writes that put `anonymous` in place of `user` in the derived records naming them: the
+/// participants of the threads rooted at `roots`, and the channel's pins they made.
+pub(super) fn anonymise(
+    state: &View<'_>,
+    engine: &dyn Engine,
+    channel: &ChannelId,
+    roots: &[Seq],
+    user: &str,
+    anonymous: &str,
+) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, ReadError> {
+    let mut w = Writes::default();
+    for &root in roots {
+        let key = keys::derived(channel, root, Derived::Thread).into_vec();
+        if let Some(mut t) = read::<ThreadRecord>(state, engine, &key)?
+            && t.participants.iter().any(|p| p == user)
+        {
+            for p in &mut t.participants {
+                if p == user {
+                    anonymous.clone_into(p);
+                }
+            }
+            w.put(key, &t);
+        }
+    }
+    let key = keys::pins(channel);
+    if let Some(mut pins) = read::<PinsRecord>(state, engine, &key)?
+        && pins.pins.iter().any(|p| p.pinned_by == user)
+    {
+        for p in &mut pins.pins {
+            if p.pinned_by == user {
+                anonymous.clone_into(&mut p.pinned_by);
+            }
+        }
+        w.put(key, &pins);
+    }
+    Ok(w.0)
+}

@@ -84,4 +84,43 @@ impl Logs {
         rx.await.map_err(|_| StoreError::Closed)??;
         Ok(entry)
     }
+
+    /// Puts `anonymous` in place of `user` in the derived records that name them (thread
+    /// participants of `roots`, pins they made), for an erasure. Derived like an entry's
+    /// records, under the append lock and through the overlay, so that no concurrent
+    /// derivation loses the change; the values wait in the overlay under the next seq, which
+    /// cannot become durable before this write.
+    pub(crate) async fn anonymise_derived(
+        &self,
+        channel: &ChannelId,
+        roots: &[Seq],
+        user: &str,
+        anonymous: &str,
+    ) -> Result<(), StoreError> {
+        let log = self.get(channel)?;
+        let permit = self.queue.reserve().await?;
+        let rx = {
+            let mut state = log.lock();
+            let view = super::derived::View {
+                overlay: &state.overlay,
+                first_available: state.first_available,
+            };
+            let writes =
+                super::derived::anonymise(&view, &*self.engine, channel, roots, user, anonymous)?;
+            if writes.is_empty() {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            let ops = super::derived::ops(&writes);
+            self.queue.enqueue(ops, Completion::Done(tx), permit)?;
+            let next = state.next_seq;
+            state.overlay.record(writes, next);
+            rx
+        };
+        // `log` stays held until the write is durable: the channel's state (and its overlay)
+        // is not evicted meanwhile.
+        rx.await.map_err(|_| StoreError::Closed)??;
+        drop(log);
+        Ok(())
+    }
 }
