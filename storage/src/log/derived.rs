@@ -74,6 +74,9 @@ impl SharedLimits {
     }
 }
 
+/// A derived record to write: its key and value (`None`: delete it).
+pub(super) type Write = (Vec<u8>, Option<Vec<u8>>);
+
 /// A value set by an entry that is not durable yet (`None`: deleted).
 pub(super) struct Pending {
     value: Option<Vec<u8>>,
@@ -86,7 +89,7 @@ pub(super) struct Overlay(std::collections::HashMap<Vec<u8>, Pending>);
 
 impl Overlay {
     /// Holds `writes` of the entry at `seq` until it is durable.
-    pub(super) fn record(&mut self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>, seq: Seq) {
+    pub(super) fn record(&mut self, writes: Vec<Write>, seq: Seq) {
         for (key, value) in writes {
             self.0.insert(key, Pending { value, seq });
         }
@@ -103,13 +106,13 @@ impl Overlay {
 /// What an entry derives.
 pub(super) enum Derivation {
     /// Records to write with the entry (`None`: delete).
-    Write(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    Write(Vec<Write>),
     /// The records already hold what the entry would add, from the entry at this seq.
     Already(Seq),
 }
 
 /// The engine ops of derived writes.
-pub(super) fn ops(writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<crate::engine::Op> {
+pub(super) fn ops(writes: &[Write]) -> Vec<crate::engine::Op> {
     use crate::engine::Op;
     writes
         .iter()
@@ -187,7 +190,7 @@ pub(super) fn derive(
 }
 
 #[derive(Default)]
-struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+struct Writes(Vec<Write>);
 
 impl Writes {
     fn put(&mut self, key: Vec<u8>, record: &impl Message) {
@@ -458,7 +461,7 @@ pub(super) fn anonymise(
     roots: &[Seq],
     user: &str,
     anonymous: &str,
-) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, ReadError> {
+) -> Result<Vec<Write>, ReadError> {
     let mut w = Writes::default();
     for &root in roots {
         let key = keys::derived(channel, root, Derived::Thread).into_vec();
