@@ -15,6 +15,19 @@ fn user(id: &str) -> UserId {
     UserId::new(id).unwrap()
 }
 
+/// Slow mode of `ms` and a blocklist refusing "casino".
+fn slow_and_casino(room: &chorus_client::ChannelId, ms: u32) -> proto::UpdateChannel {
+    proto::UpdateChannel {
+        channel_id: room.to_string(),
+        slow_mode_ms: Some(ms),
+        blocklist: Some(proto::Blocklist {
+            words: vec!["casino".into()],
+            action: proto::BlockAction::Refuse as i32,
+        }),
+        ..Default::default()
+    }
+}
+
 fn server_error(e: Error) -> chorus_client::ServerError {
     match e {
         Error::Server(s) => s,
@@ -43,15 +56,7 @@ async fn mutes_slow_mode_blocklists_and_flags_over_the_wire() {
     member.send_text(&room, "hi").await.unwrap();
 
     let updated = owner
-        .update_channel(proto::UpdateChannel {
-            channel_id: room.to_string(),
-            slow_mode_ms: Some(1_500),
-            blocklist: Some(proto::Blocklist {
-                words: vec!["casino".into()],
-                action: proto::BlockAction::Refuse as i32,
-            }),
-            ..Default::default()
-        })
+        .update_channel(slow_and_casino(&room, 1_500))
         .await
         .unwrap();
     assert_eq!(updated.channel.slow_mode_ms, 1_500);
@@ -137,15 +142,7 @@ async fn moderation_state_survives_kill_9() {
             .await
             .unwrap();
         owner
-            .update_channel(proto::UpdateChannel {
-                channel_id: room.to_string(),
-                slow_mode_ms: Some(5_000),
-                blocklist: Some(proto::Blocklist {
-                    words: vec!["casino".into()],
-                    action: proto::BlockAction::Refuse as i32,
-                }),
-                ..Default::default()
-            })
+            .update_channel(slow_and_casino(&room, 5_000))
             .await
             .unwrap();
         owner

@@ -44,6 +44,37 @@ fn reply(text: &str, root: Seq) -> Body {
     })
 }
 
+fn pin(target: Seq) -> Body {
+    Body::MessagePinned(v1::MessagePinned {
+        target_seq: target.get(),
+    })
+}
+
+fn unpin(target: Seq) -> Body {
+    Body::MessageUnpinned(v1::MessageUnpinned {
+        target_seq: target.get(),
+    })
+}
+
+/// A message by `author`; its seq.
+async fn message(store: &Store, c: &ChannelId, author: &str, text: &str) -> Seq {
+    store
+        .append(c, entry(author, text, None))
+        .await
+        .unwrap()
+        .entry
+        .seq
+}
+
+/// A root message with one reaction, one reply and a pin.
+async fn root_with_everything(store: &Store, c: &ChannelId) -> Seq {
+    let m = message(store, c, "alice", "root").await;
+    post(store, c, "bob", react("👍", m)).await;
+    post(store, c, "bob", reply("r", m)).await;
+    post(store, c, "alice", pin(m)).await;
+    m
+}
+
 async fn post(store: &Store, c: &ChannelId, author: &str, body: Body) -> Appended {
     store.append(c, by(author, body)).await.expect("appended")
 }
@@ -60,13 +91,7 @@ async fn reactions_count_name_and_repeat_as_duplicates(kind: Kind) {
     let t = open(kind);
     let c = cid("r");
     create(&t.store, "r", "alice", &[]).await;
-    let m = t
-        .store
-        .append(&c, entry("alice", "hi", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
+    let m = message(&t.store, &c, "alice", "hi").await;
     let mut first = None;
     for user in ["alice", "bob", "carol", "dave"] {
         let a = post(&t.store, &c, user, react("👍", m)).await;
@@ -122,13 +147,7 @@ async fn a_missing_reaction_or_a_limit_is_refused_before_a_seq(kind: Kind) {
         reactions_per_user: 1,
         pins_per_channel: 1,
     });
-    let m = t
-        .store
-        .append(&c, entry("alice", "hi", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
+    let m = message(&t.store, &c, "alice", "hi").await;
     let head = t.store.position(&c).unwrap().head;
     let missing = t.store.append(&c, by("bob", unreact("👍", m))).await;
     assert!(
@@ -166,34 +185,9 @@ async fn a_missing_reaction_or_a_limit_is_refused_before_a_seq(kind: Kind) {
     // An emoji already there still takes more users.
     post(&t.store, &c, "carol", react("🎉", m)).await;
 
-    let other = t
-        .store
-        .append(&c, entry("alice", "two", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
-    post(
-        &t.store,
-        &c,
-        "alice",
-        Body::MessagePinned(v1::MessagePinned {
-            target_seq: m.get(),
-        }),
-    )
-    .await;
-    let over = t
-        .store
-        .append(
-            &c,
-            by(
-                "alice",
-                Body::MessagePinned(v1::MessagePinned {
-                    target_seq: other.get(),
-                }),
-            ),
-        )
-        .await;
+    let other = message(&t.store, &c, "alice", "two").await;
+    post(&t.store, &c, "alice", pin(m)).await;
+    let over = t.store.append(&c, by("alice", pin(other))).await;
     assert!(
         matches!(over, Err(StoreError::TooManyPins { max: 1, .. })),
         "{over:?}"
@@ -256,20 +250,8 @@ async fn threads_summarise_and_list_by_latest_reply(kind: Kind) {
     let t = open(kind);
     let c = cid("t");
     create(&t.store, "t", "alice", &[]).await;
-    let a = t
-        .store
-        .append(&c, entry("alice", "root a", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
-    let b = t
-        .store
-        .append(&c, entry("bob", "root b", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
+    let a = message(&t.store, &c, "alice", "root a").await;
+    let b = message(&t.store, &c, "bob", "root b").await;
     post(&t.store, &c, "bob", reply("1", a)).await;
     post(&t.store, &c, "carol", reply("1", b)).await;
     post(&t.store, &c, "carol", reply("2", a)).await;
@@ -315,30 +297,8 @@ async fn pins_repeat_as_duplicates_and_unpin(kind: Kind) {
     let t = open(kind);
     let c = cid("p");
     create(&t.store, "p", "alice", &[]).await;
-    let m = t
-        .store
-        .append(&c, entry("bob", "pin me", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
-    let n = t
-        .store
-        .append(&c, entry("bob", "and me", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
-    let pin = |s: Seq| {
-        Body::MessagePinned(v1::MessagePinned {
-            target_seq: s.get(),
-        })
-    };
-    let unpin = |s: Seq| {
-        Body::MessageUnpinned(v1::MessageUnpinned {
-            target_seq: s.get(),
-        })
-    };
+    let m = message(&t.store, &c, "bob", "pin me").await;
+    let n = message(&t.store, &c, "bob", "and me").await;
     let first = post(&t.store, &c, "alice", pin(m)).await;
     let again = post(&t.store, &c, "alice", pin(m)).await;
     assert!(again.duplicate);
@@ -371,24 +331,7 @@ async fn derived_records_survive_a_restart(kind: Kind) {
     let mut t = open(kind);
     let c = cid("d");
     create(&t.store, "d", "alice", &[]).await;
-    let m = t
-        .store
-        .append(&c, entry("alice", "root", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
-    post(&t.store, &c, "bob", react("👍", m)).await;
-    post(&t.store, &c, "bob", reply("r", m)).await;
-    post(
-        &t.store,
-        &c,
-        "alice",
-        Body::MessagePinned(v1::MessagePinned {
-            target_seq: m.get(),
-        }),
-    )
-    .await;
+    let m = root_with_everything(&t.store, &c).await;
     t.reopen();
     let s = summary(&t.store, &c, m, "bob").unwrap();
     assert_eq!(s.reactions[0].count, 1);
@@ -404,24 +347,7 @@ async fn retention_takes_the_derived_records_of_removed_messages(kind: Kind) {
     let t = open(kind);
     let c = cid("ret");
     create(&t.store, "ret", "alice", &[]).await;
-    let m = t
-        .store
-        .append(&c, entry("alice", "old", None))
-        .await
-        .unwrap()
-        .entry
-        .seq;
-    post(&t.store, &c, "bob", react("👍", m)).await;
-    post(&t.store, &c, "bob", reply("r", m)).await;
-    post(
-        &t.store,
-        &c,
-        "alice",
-        Body::MessagePinned(v1::MessagePinned {
-            target_seq: m.get(),
-        }),
-    )
-    .await;
+    let m = root_with_everything(&t.store, &c).await;
     for i in 0..3 {
         t.store
             .append(&c, entry("alice", &format!("new {i}"), None))

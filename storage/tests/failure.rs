@@ -137,8 +137,8 @@ async fn failed_sync_acknowledges_nothing_and_keeps_reads() {
     ));
 }
 
-/// A reaction whose write failed leaves nothing behind that a repeat could wait on: the repeat
-/// is refused, not left hanging on an entry that never becomes durable.
+/// A repeat of a reaction whose write failed is refused as read-only, not left waiting on the
+/// lost entry (the overlay and the seq waits themselves: `log::channel::failure_tests`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_reaction_after_a_failed_write_is_refused_not_hung() {
     use chorus_protocol::v1::{ReactionAdded, channel_event::Body};

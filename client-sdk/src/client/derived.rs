@@ -5,7 +5,6 @@ use chorus_protocol::ids::{ChannelId, Seq};
 use chorus_protocol::v1::{self, client_envelope::Request};
 
 use super::Client;
-use super::messages::new_client_msg_id;
 use crate::error::Error;
 use crate::types::{PinPage, Published, ThreadPage};
 
@@ -18,16 +17,16 @@ impl Client {
         target: Seq,
         emoji: impl Into<String>,
     ) -> Result<Published, Error> {
-        let key = new_client_msg_id();
-        let r = self
-            .plain(Request::React(v1::React {
+        let emoji = emoji.into();
+        self.append(|client_msg_id| {
+            Request::React(v1::React {
                 channel_id: id.to_string(),
                 target_seq: target.get(),
-                emoji: emoji.into(),
-                client_msg_id: key.clone(),
-            }))
-            .await?;
-        Ok(Published::new(expect_reply!(r, Appended, "React")?, key))
+                emoji,
+                client_msg_id,
+            })
+        })
+        .await
     }
 
     /// Takes back the user's reaction; [`Error::Server`] with `NOT_FOUND` when there is none.
@@ -37,16 +36,16 @@ impl Client {
         target: Seq,
         emoji: impl Into<String>,
     ) -> Result<Published, Error> {
-        let key = new_client_msg_id();
-        let r = self
-            .plain(Request::Unreact(v1::Unreact {
+        let emoji = emoji.into();
+        self.append(|client_msg_id| {
+            Request::Unreact(v1::Unreact {
                 channel_id: id.to_string(),
                 target_seq: target.get(),
-                emoji: emoji.into(),
-                client_msg_id: key.clone(),
-            }))
-            .await?;
-        Ok(Published::new(expect_reply!(r, Appended, "Unreact")?, key))
+                emoji,
+                client_msg_id,
+            })
+        })
+        .await
     }
 
     /// Replies in the thread of the message at `root` (through the outbox, as
@@ -91,34 +90,26 @@ impl Client {
     /// Pins a message (moderators and owners); pinning it again names the first pin,
     /// `duplicate`.
     pub async fn pin(&self, id: &ChannelId, target: Seq) -> Result<Published, Error> {
-        let key = new_client_msg_id();
-        let r = self
-            .plain(Request::PinMessage(v1::PinMessage {
+        self.append(|client_msg_id| {
+            Request::PinMessage(v1::PinMessage {
                 channel_id: id.to_string(),
                 target_seq: target.get(),
-                client_msg_id: key.clone(),
-            }))
-            .await?;
-        Ok(Published::new(
-            expect_reply!(r, Appended, "PinMessage")?,
-            key,
-        ))
+                client_msg_id,
+            })
+        })
+        .await
     }
 
     /// Unpins a message (moderators and owners).
     pub async fn unpin(&self, id: &ChannelId, target: Seq) -> Result<Published, Error> {
-        let key = new_client_msg_id();
-        let r = self
-            .plain(Request::UnpinMessage(v1::UnpinMessage {
+        self.append(|client_msg_id| {
+            Request::UnpinMessage(v1::UnpinMessage {
                 channel_id: id.to_string(),
                 target_seq: target.get(),
-                client_msg_id: key.clone(),
-            }))
-            .await?;
-        Ok(Published::new(
-            expect_reply!(r, Appended, "UnpinMessage")?,
-            key,
-        ))
+                client_msg_id,
+            })
+        })
+        .await
     }
 
     /// A page of the channel's pins, the most recently pinned first.

@@ -81,17 +81,28 @@ impl Client {
     /// Deletes a message: its content becomes a tombstone; its seq stays, so the log stays
     /// gapless.
     pub async fn delete_message(&self, id: &ChannelId, seq: Seq) -> Result<Published, Error> {
-        let client_msg_id = new_client_msg_id();
-        let r = self
-            .plain(Request::DeleteMessage(v1::DeleteMessage {
+        self.append(|client_msg_id| {
+            Request::DeleteMessage(v1::DeleteMessage {
                 channel_id: id.to_string(),
                 target_seq: seq.get(),
-                client_msg_id: client_msg_id.clone(),
-            }))
-            .await?;
-        Ok(Published::new(
-            expect_reply!(r, Appended, "DeleteMessage")?,
-            client_msg_id,
-        ))
+                client_msg_id,
+            })
+        })
+        .await
+    }
+
+    /// Sends a request that appends one entry, made by `request` with a fresh idempotency
+    /// key, and waits for its `Appended` reply.
+    pub(super) async fn append(
+        &self,
+        request: impl FnOnce(String) -> Request,
+    ) -> Result<Published, Error> {
+        let key = new_client_msg_id();
+        let request = request(key.clone());
+        let name = request.name();
+        match self.plain(request).await? {
+            v1::reply::Result::Appended(a) => Ok(Published::new(a, key)),
+            other => Err(Error::unexpected(name, other.name())),
+        }
     }
 }

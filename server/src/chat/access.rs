@@ -86,20 +86,29 @@ impl Chat<'_> {
             .is_some_and(|m| m.shadowed_until_ms > unix_ms()))
     }
 
-    /// Refuses a muted user (an admin is never muted).
-    pub fn require_unmuted(&self, id: &ChannelId) -> Result<(), Error> {
-        let Actor::User(user) = self.actor else {
+    /// The rules every post by a member follows (messages, reactions, app events): not muted,
+    /// the channel not archived, no block between the two users of a direct channel. Checked
+    /// on the records the caller read already; an admin is never refused.
+    pub fn may_post(&self, info: &ChannelInfo, member: &MemberRecord) -> Result<(), Error> {
+        if !matches!(self.actor, Actor::User(_)) {
             return Ok(());
-        };
-        if self
-            .node
-            .store()
-            .member(id, user)?
-            .is_some_and(|m| m.muted_until_ms > unix_ms())
-        {
+        }
+        if member.muted_until_ms > unix_ms() {
             return Err(Error::Forbidden("muted in this channel".into()));
         }
-        Ok(())
+        if info.record.archived {
+            return Err(Error::Forbidden("the channel is archived".into()));
+        }
+        self.require_not_blocked(info)
+    }
+
+    /// The channel and the acting user's membership, which must exist (a reader of a public
+    /// channel who is no member is refused), for a post: [`Self::may_post`] applied.
+    pub fn poster(&self, id: &ChannelId) -> Result<(ChannelInfo, MemberRecord), Error> {
+        let (info, member) = self.readable_with_member(id)?;
+        let member = member.ok_or_else(|| Error::Forbidden("join the channel to post".into()))?;
+        self.may_post(&info, &member)?;
+        Ok((info, member))
     }
 
     /// The actor's role, which must be at least `min`, on a readable channel. An admin acts

@@ -58,16 +58,8 @@ impl Chat<'_> {
         for m in &message.mentions {
             user_id("message.mentions", m)?;
         }
-        let (info, member) = self.readable_with_member(&id)?;
-        let member = member.ok_or_else(|| Error::Forbidden("join the channel to post".into()))?;
+        let (info, member) = self.poster(&id)?;
         let now = unix_ms();
-        if member.muted_until_ms > now {
-            return Err(Error::Forbidden("muted in this channel".into()));
-        }
-        if info.record.archived {
-            return Err(Error::Forbidden("the channel is archived".into()));
-        }
-        self.require_not_blocked(&info)?;
         self.check_references(&id, &info, &message)?;
         let flagged =
             self.posting_policy(&info, Some(&member), &message.text, "message.text", true)?;

@@ -321,3 +321,51 @@ pub(crate) fn assigned_head(log: &ChannelLog) -> (Seq, u64) {
 pub(crate) fn id_of(log: &ChannelLog) -> &ChannelId {
     &log.id
 }
+
+#[cfg(test)]
+mod failure_tests {
+    use std::sync::Arc;
+
+    use chorus_protocol::ids::{ChannelId, Seq, UserId};
+    use chorus_protocol::v1::ChannelKind;
+
+    use crate::commit::Durable;
+    use crate::engine::memory::MemoryEngine;
+    use crate::error::StoreError;
+    use crate::{NewChannel, RetentionPolicy, Store, StoreConfig};
+
+    /// A failed write leaves nothing a later derivation reads, and nobody waiting: the overlay
+    /// empties and every wait for a seq is answered with the failure.
+    #[tokio::test]
+    async fn a_failed_write_empties_the_overlay_and_answers_the_waits() {
+        let store = Store::with_engine(Arc::new(MemoryEngine::new()), StoreConfig::new("/none"));
+        let id = ChannelId::new("c").unwrap_or_else(|_| unreachable!());
+        store
+            .create_channel(NewChannel {
+                id: id.clone(),
+                kind: ChannelKind::Group,
+                name: "c".into(),
+                topic: String::new(),
+                created_by: UserId::new("alice").unwrap_or_else(|_| unreachable!()),
+                created_at_ms: 1,
+                members: Vec::new(),
+                custom: bytes::Bytes::new(),
+                retention: RetentionPolicy::default(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = store.inner.logs.get(&id).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut state = log.lock();
+            state
+                .overlay
+                .record(vec![(b"k".to_vec(), Some(b"v".to_vec()))], Seq(9));
+            state.seq_waiters.entry(Seq(9)).or_default().push(tx);
+        }
+        log.on_failed(None, &StoreError::OutcomeUnknown("disk".into()));
+        assert!(log.lock().overlay.is_empty());
+        assert!(log.lock().seq_waiters.is_empty());
+        assert!(matches!(rx.await, Ok(Err(StoreError::OutcomeUnknown(_)))));
+    }
+}

@@ -95,6 +95,12 @@ impl Overlay {
         }
     }
 
+    /// Whether no value waits.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Forgets the values of entries up to `durable`: the engine holds them now.
     pub(super) fn settle(&mut self, durable: Seq) {
         if !self.0.is_empty() {

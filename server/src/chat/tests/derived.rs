@@ -3,7 +3,7 @@
 
 use chorus_protocol::v1::{self, ChannelKind, Role};
 
-use super::{c, group, message, node, node_with, publish, refused, u};
+use super::{c, group, node, node_with, publish, publish_with, refused, u};
 use crate::chat::{Actor, Chat, Error};
 
 fn react(channel: &str, seq: u64, emoji: &str) -> v1::React {
@@ -22,23 +22,6 @@ fn unreact(channel: &str, seq: u64, emoji: &str) -> v1::Unreact {
         emoji: emoji.into(),
         client_msg_id: String::new(),
     }
-}
-
-async fn publish_with(
-    node: &crate::node::Node,
-    user: &str,
-    channel: &str,
-    key: &str,
-    edit: impl FnOnce(&mut v1::Message),
-) -> Result<u64, Error> {
-    let mut p = message(key);
-    p.channel_id = channel.into();
-    if let Some(m) = p.message.as_mut() {
-        edit(m);
-    }
-    let user = u(user);
-    let durable = Chat::user(node, &user).publish(p).await?;
-    Ok(durable.await?.seq)
 }
 
 /// Members react; readers who are not members, muted members, admins and archived channels

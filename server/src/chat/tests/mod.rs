@@ -80,6 +80,41 @@ async fn publish(node: &Node, user: &UserId, channel: &str, key: &str) -> Result
     Ok(durable.await?.seq)
 }
 
+/// Publishes as `user` the message `edit` shapes; its seq once durable.
+pub(super) async fn publish_with(
+    node: &crate::node::Node,
+    user: &str,
+    channel: &str,
+    key: &str,
+    edit: impl FnOnce(&mut v1::Message),
+) -> Result<u64, Error> {
+    let mut p = message(key);
+    p.channel_id = channel.into();
+    if let Some(m) = p.message.as_mut() {
+        edit(m);
+    }
+    let user = u(user);
+    let durable = Chat::user(node, &user).publish(p).await?;
+    Ok(durable.await?.seq)
+}
+
+/// The one entry at `seq` of channel `channel` as `actor` reads it.
+pub(super) fn entry_as(node: &Node, actor: Actor<'_>, channel: &str, seq: u64) -> v1::ChannelEvent {
+    Chat::new(node, actor)
+        .history(
+            v1::History {
+                channel_id: channel.into(),
+                anchor: Some(v1::history::Anchor::AroundSeq(seq)),
+                limit: 1,
+                ..Default::default()
+            },
+            1 << 20,
+        )
+        .unwrap()
+        .events
+        .remove(0)
+}
+
 pub(super) fn refused(r: Result<impl std::fmt::Debug, Error>) -> &'static str {
     match r {
         Ok(_) => "ok",

@@ -3,7 +3,7 @@
 
 use chorus_protocol::v1::{self, ChannelKind, Role, tombstone::Reason};
 
-use super::{c, group, node, publish, refused, u};
+use super::{c, entry_as, group, node, publish, publish_with, refused, u};
 use crate::chat::{Actor, Chat};
 use crate::clock::unix_ms;
 
@@ -200,19 +200,8 @@ async fn a_shadow_ban_seen_from_both_sides() {
     );
     let seq = publish(&node, &u("troll"), "pub", "k").await.unwrap();
     let read = |who: &str| {
-        Chat::user(&node, &u(who))
-            .history(
-                v1::History {
-                    channel_id: "pub".into(),
-                    anchor: Some(v1::history::Anchor::AroundSeq(seq)),
-                    limit: 1,
-                    ..Default::default()
-                },
-                1 << 20,
-            )
-            .unwrap()
-            .events
-            .remove(0)
+        let who = u(who);
+        entry_as(&node, Actor::User(&who), "pub", seq)
     };
     assert!(matches!(
         read("troll").body,
@@ -236,19 +225,9 @@ async fn a_shadow_ban_seen_from_both_sides() {
         refused(Chat::user(&node, &u("other")).react(react).await),
         "not_found"
     );
-    let admin_view = Chat::new(&node, Actor::Admin)
-        .history(
-            v1::History {
-                channel_id: "pub".into(),
-                anchor: Some(v1::history::Anchor::AroundSeq(seq)),
-                limit: 1,
-                ..Default::default()
-            },
-            1 << 20,
-        )
-        .unwrap();
+    let admin_view = entry_as(&node, Actor::Admin, "pub", seq);
     assert!(matches!(
-        admin_view.events[0].body,
+        admin_view.body,
         Some(v1::channel_event::Body::Message(_))
     ));
     // Their edits are withheld like their posts.
@@ -353,13 +332,7 @@ async fn post_text(
     key: &str,
     text: &str,
 ) -> Result<u64, crate::chat::Error> {
-    let mut p = super::message(key);
-    p.channel_id = "pub".into();
-    if let Some(m) = p.message.as_mut() {
-        m.text = text.into();
-    }
-    let who = u(who);
-    Ok(Chat::user(node, &who).publish(p).await?.await?.seq)
+    publish_with(node, who, "pub", key, |m| m.text = text.into()).await
 }
 
 /// Blocklists: the server's refuses, the channel's flags; flags reach the moderation queue
