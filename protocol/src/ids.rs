@@ -82,6 +82,14 @@ macro_rules! string_id {
             }
         }
 
+        // Hash and Eq are the inner string's, so maps keyed by the id answer lookups by `&str`
+        // without building an id.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(id: String) -> Result<Self, IdError> {

@@ -16,6 +16,7 @@
 //! - [`codes`]: what each error code and close code means for a client, including reconnect advice.
 //! - [`resume`]: the client's per-channel cursors: exactly-once, in-order delivery across
 //!   reconnects, and the `Hello.resume` data.
+//! - [`search`]: the search query language of `Search.query`.
 //! - [`backoff`]: reconnect timing (exponential backoff with full jitter) and the plan a close
 //!   code calls for.
 //!
@@ -42,6 +43,7 @@ pub mod envelope;
 pub mod ids;
 pub mod limits;
 pub mod resume;
+pub mod search;
 pub mod websocket;
 
 pub use codec::DecodeError;

@@ -113,6 +113,10 @@ pub fn default_limits() -> Limits {
         max_reactions_per_user: DEFAULT_MAX_REACTIONS_PER_USER,
         max_pins_per_channel: DEFAULT_MAX_PINS_PER_CHANNEL,
         max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+        max_search_query_bytes: DEFAULT_MAX_SEARCH_QUERY_BYTES,
+        max_search_limit: DEFAULT_MAX_SEARCH_LIMIT,
+        search_rate_per_sec: DEFAULT_SEARCH_RATE_PER_SEC,
+        max_search_channels: DEFAULT_MAX_SEARCH_CHANNELS,
     }
 }
 
@@ -125,3 +129,15 @@ const _: () = {
     assert!(DEFAULT_IDLE_TIMEOUT_MS > 2 * DEFAULT_HEARTBEAT_INTERVAL_MS);
     assert!(DEFAULT_HISTORY_LIMIT <= DEFAULT_MAX_HISTORY_LIMIT);
 };
+
+/// Default longest `Search.query`, in bytes.
+pub const DEFAULT_MAX_SEARCH_QUERY_BYTES: u32 = 512;
+
+/// Default largest `Search.limit`.
+pub const DEFAULT_MAX_SEARCH_LIMIT: u32 = 50;
+
+/// Default searches per second per user.
+pub const DEFAULT_SEARCH_RATE_PER_SEC: u32 = 5;
+
+/// Default number of channels one search covers at most.
+pub const DEFAULT_MAX_SEARCH_CHANNELS: u32 = 10_000;

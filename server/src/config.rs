@@ -88,6 +88,15 @@ pub struct LimitsConfig {
     pub max_event_bytes: u32,
     /// Users one user may block.
     pub max_blocks_per_user: u32,
+    /// Longest `Search.query`, bytes.
+    pub max_search_query_bytes: u32,
+    /// Largest `Search.limit` honoured.
+    pub max_search_limit: u32,
+    /// Searches per second per user (all their sessions; bursts of twice this).
+    pub search_rate_per_sec: u32,
+    /// Channels one search covers at most when it names none (the user's memberships, in
+    /// channel id order; the reply says when some were left out).
+    pub max_search_channels: u32,
     /// Whether a user sees the presence of only the users they share a channel with (true)
     /// or of everyone.
     pub presence_shared_only: bool,
@@ -147,6 +156,10 @@ impl Default for LimitsConfig {
             max_pins_per_channel: limits::DEFAULT_MAX_PINS_PER_CHANNEL,
             max_event_bytes: limits::DEFAULT_MAX_EVENT_BYTES,
             max_blocks_per_user: 1_000,
+            max_search_query_bytes: limits::DEFAULT_MAX_SEARCH_QUERY_BYTES,
+            max_search_limit: limits::DEFAULT_MAX_SEARCH_LIMIT,
+            search_rate_per_sec: limits::DEFAULT_SEARCH_RATE_PER_SEC,
+            max_search_channels: limits::DEFAULT_MAX_SEARCH_CHANNELS,
             presence_shared_only: true,
             read_receipt_max_members: 100,
             max_memberships_per_user: 10_000,
@@ -188,6 +201,10 @@ impl LimitsConfig {
             max_reactions_per_user: self.max_reactions_per_user,
             max_pins_per_channel: self.max_pins_per_channel,
             max_event_bytes: self.max_event_bytes,
+            max_search_query_bytes: self.max_search_query_bytes,
+            max_search_limit: self.max_search_limit,
+            search_rate_per_sec: self.search_rate_per_sec,
+            max_search_channels: self.max_search_channels,
         }
     }
 
@@ -229,6 +246,10 @@ impl LimitsConfig {
             ("limits.max_pins_per_channel", self.max_pins_per_channel),
             ("limits.max_event_bytes", self.max_event_bytes),
             ("limits.max_blocks_per_user", self.max_blocks_per_user),
+            ("limits.max_search_query_bytes", self.max_search_query_bytes),
+            ("limits.max_search_limit", self.max_search_limit),
+            ("limits.search_rate_per_sec", self.search_rate_per_sec),
+            ("limits.max_search_channels", self.max_search_channels),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -308,6 +329,81 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
     /// Server-wide moderation.
     pub moderation: ModerationConfig,
+    /// Message search.
+    pub search: SearchSettings,
+}
+
+/// Message search (`[search]`): the index under `<data_dir>/search/` and the cost of a query.
+/// Read at start; the per-user limits are under `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSettings {
+    /// Index messages and answer `Search` (a build without the `search` feature answers
+    /// `UNIMPLEMENTED` whatever this says).
+    pub enabled: bool,
+    /// How text becomes words: `simple` (every language written with spaces: lowercased,
+    /// accents folded) or a language to stem for (`english`, `german`, ...). A change rebuilds
+    /// the index in the background; the old one serves until the new one is complete.
+    pub analyzer: String,
+    /// Longest wait, ms, between an entry becoming durable and becoming searchable while
+    /// entries arrive (one index commit per interval).
+    pub commit_interval_ms: u64,
+    /// The index writer's memory before it writes a segment, MiB (twice this during a rebuild).
+    pub writer_memory_mb: u32,
+    /// Time one search may take, ms; a slower one is cut and its reply says `timed_out`.
+    pub time_budget_ms: u32,
+    /// Searches running at once on the node; more wait for a turn within their budget.
+    pub max_concurrent: u32,
+    /// Longest snippet, in characters.
+    pub snippet_chars: u32,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            analyzer: "simple".into(),
+            commit_interval_ms: 1_000,
+            writer_memory_mb: 64,
+            time_budget_ms: 500,
+            max_concurrent: 2,
+            snippet_chars: 160,
+        }
+    }
+}
+
+impl SearchSettings {
+    /// Checks the values that cannot be checked by types alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "search")]
+        if chorus_search::Analyzer::parse(&self.analyzer).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "search.analyzer",
+                message: format!("one of {}", chorus_search::Analyzer::NAMES.join(", ")),
+            });
+        }
+        if !(15..=4096).contains(&self.writer_memory_mb) {
+            return Err(ConfigError::Invalid {
+                key: "search.writer_memory_mb",
+                message: "from 15 to 4096".into(),
+            });
+        }
+        let positive = [
+            ("search.time_budget_ms", u64::from(self.time_budget_ms)),
+            ("search.max_concurrent", u64::from(self.max_concurrent)),
+            ("search.snippet_chars", u64::from(self.snippet_chars)),
+            ("search.commit_interval_ms", self.commit_interval_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Server-wide moderation: the blocklist every channel shares (each channel may add its own).
@@ -394,6 +490,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Server-wide moderation.
     pub moderation: ModerationConfig,
+    /// Message search.
+    pub search: SearchSettings,
     /// How long shutdown waits for outbound queues to drain.
     pub shutdown_drain: Duration,
     /// How often retention runs (the policies are store settings).
@@ -424,6 +522,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         self.moderation.validate()?;
+        self.search.validate()?;
         if let TokenKey::Hs256(secret) = &self.token_key
             && secret.len() < 32
         {
@@ -452,9 +551,16 @@ impl Config {
             limits: LimitsConfig {
                 // Tests create channels far faster than a person; the budget has its own test.
                 membership_burst: 100_000,
+                // Tests poll search until the index catches up.
+                search_rate_per_sec: 10_000,
                 ..LimitsConfig::default()
             },
             moderation: ModerationConfig::default(),
+            search: SearchSettings {
+                commit_interval_ms: 50,
+                writer_memory_mb: 15,
+                ..SearchSettings::default()
+            },
             shutdown_drain: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
             control_socket: None,

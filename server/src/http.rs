@@ -34,6 +34,7 @@ pub fn router(node: Arc<Node>, quic_socket: Option<Arc<SocketInfo>>) -> Router {
 async fn metrics_text(State(http): State<Http>) -> impl IntoResponse {
     let store = http.node.store();
     store_metrics(store.commit_stats());
+    http.node.search().export_metrics();
     metrics::counter!("chorus_store_memtables_freed_total").absolute(store.memtables_freed());
     if let Some(socket) = &http.quic_socket {
         quic_socket_metrics(socket);

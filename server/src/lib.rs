@@ -19,6 +19,8 @@
 //! - [`background`]: retention passes, budget sweeps, the status sampler.
 //! - [`node`]: what every session shares (store, hub, limits, budgets), fields private.
 //! - [`admission`]: the door: connection caps per node and per address.
+//! - [`search`]: the node's message search index (feature `search`), fed through the fanout
+//!   seam.
 //! - [`hub`]: sessions and subscriptions; the [`hub::fanout::Fanout`] seam that delivers durable
 //!   entries.
 //! - leaves: [`outbound`] (a connection's bounded queue), [`ids`], [`config`], [`auth`],
@@ -47,6 +49,7 @@ pub mod node;
 pub mod outbound;
 pub mod own_reads;
 pub mod ratelimit;
+pub mod search;
 pub mod server;
 pub mod session;
 pub mod stats;

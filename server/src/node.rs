@@ -41,6 +41,10 @@ pub struct Node {
     publish_buckets: UserBuckets,
     /// Budgets for memberships a user takes (`CreateChannel`, `JoinChannel`), per user.
     membership_buckets: UserBuckets,
+    /// Search budgets, per user.
+    search_buckets: UserBuckets,
+    /// The message search index (absent when search is off).
+    search: Arc<crate::search::Search>,
     /// Connection admission: the node-wide cap and the per-address state.
     door: Arc<Door>,
     /// Background work sessions start; shutdown waits for it, so that nothing holds the store
@@ -82,6 +86,8 @@ impl Node {
             slow_mode: DashMap::new(),
             publish_buckets: DashMap::new(),
             membership_buckets: DashMap::new(),
+            search_buckets: DashMap::new(),
+            search: Arc::default(),
             door: Arc::new(door),
             background: TaskTracker::new(),
             own_reads: Arc::default(),
@@ -93,6 +99,22 @@ impl Node {
             next_key: AtomicU64::new(1),
             config,
         }
+    }
+
+    /// The node with its search index (set once, before the node is shared).
+    pub fn with_search(mut self, search: Arc<crate::search::Search>) -> Self {
+        self.search = search;
+        self
+    }
+
+    /// The message search index.
+    pub fn search(&self) -> &Arc<crate::search::Search> {
+        &self.search
+    }
+
+    /// Search budgets, per user.
+    pub fn search_buckets(&self) -> &UserBuckets {
+        &self.search_buckets
     }
 
     /// The store.
@@ -129,6 +151,7 @@ impl Node {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
         self.publish_buckets.clear();
         self.membership_buckets.clear();
+        self.search_buckets.clear();
     }
 
     /// Replaces the server's moderation settings (a configuration reload).
@@ -223,7 +246,11 @@ impl Node {
     pub fn sweep_idle_budgets(&self) {
         self.door.sweep_idle();
         let now = Instant::now();
-        for buckets in [&self.publish_buckets, &self.membership_buckets] {
+        for buckets in [
+            &self.publish_buckets,
+            &self.membership_buckets,
+            &self.search_buckets,
+        ] {
             buckets.retain(|_, bucket| {
                 !bucket
                     .get_mut()

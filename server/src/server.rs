@@ -55,6 +55,9 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// The search index could not open.
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchStartError),
     /// QUIC needs a certificate.
     #[error("QUIC needs TLS: configure a certificate or disable QUIC")]
     QuicWithoutTls,
@@ -118,7 +121,11 @@ impl Server {
         // Installed before anything registers a metric handle (the hub's, the connections').
         crate::metrics::recorder();
         let hub = Arc::new(Hub::default());
-        store.set_commit_listener(Arc::new(CommitFanout(hub.clone())));
+        let search = Arc::new(crate::search::Search::open(&config, &store)?);
+        store.set_commit_listener(Arc::new(CommitFanout(vec![
+            hub.clone(),
+            Arc::new(crate::search::SearchFeed(search.clone())),
+        ])));
         let listener = tcp::listen(config.ws_listen).map_err(|source| StartError::Bind {
             addr: config.ws_listen,
             source,
@@ -161,13 +168,9 @@ impl Server {
             None => (None, None),
         };
         let fd_budget = FdBudget::of_process(config.store.max_open_files as u64);
-        let node = Arc::new(Node::new(
-            store,
-            hub,
-            config,
-            verifier,
-            Door::new(fd_budget),
-        ));
+        let node = Arc::new(
+            Node::new(store, hub, config, verifier, Door::new(fd_budget)).with_search(search),
+        );
         match fd_budget.limit {
             Some(limit) => tracing::info!(
                 open_file_limit = limit,
@@ -313,6 +316,9 @@ impl Server {
         if let Err(e) = self.node.store().sync().await {
             tracing::error!(error = %e, "final store sync failed");
         }
+        // The indexer reads the store: it stops (with a last commit) before the store closes.
+        let search = self.node.search().clone();
+        let _ = tokio::task::spawn_blocking(move || search.close()).await;
         self.node.store().close();
         tracing::info!("node stopped");
     }

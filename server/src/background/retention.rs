@@ -21,6 +21,7 @@ pub async fn run(node: Weak<Node>, interval: Duration, stop: CancellationToken) 
         node.sweep_idle_budgets();
         match node.store().run_retention(unix_ms()).await {
             Ok(report) if report.entries_removed > 0 => {
+                node.search().rescan();
                 tracing::info!(
                     channels = report.channels,
                     removed = report.entries_removed,

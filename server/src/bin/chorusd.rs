@@ -279,6 +279,7 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
         store,
         limits: file.limits.clone(),
         moderation: file.moderation.clone(),
+        search: file.search.clone(),
         shutdown_drain: Duration::from_millis(file.shutdown_drain_ms.unwrap_or(5_000)),
         retention_interval: Duration::from_millis(
             file.retention_interval_ms.unwrap_or(60_000).max(1_000),

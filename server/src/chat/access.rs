@@ -210,6 +210,29 @@ impl Chat<'_> {
     }
 }
 
+impl Chat<'_> {
+    /// Takes one search from the acting user's budget (bursts of twice the rate).
+    pub fn take_search_budget(&self, limits: &LimitsConfig) -> Result<(), Error> {
+        let Actor::User(user) = self.actor else {
+            return Ok(());
+        };
+        let rate = limits.search_rate_per_sec;
+        take_budget(
+            self.node.search_buckets(),
+            user,
+            rate,
+            rate.saturating_mul(2),
+        )
+        .map_err(|retry_after_ms| {
+            metrics::counter!("chorus_rate_limited_total", "kind" => "search").increment(1);
+            Error::RateLimited {
+                message: "search rate exceeded",
+                retry_after_ms,
+            }
+        })
+    }
+}
+
 /// Takes one token from `user`'s bucket in `buckets`, made with `rate` and `burst` on first
 /// use; `Err` holds the milliseconds until a token is available.
 fn take_budget(buckets: &UserBuckets, user: &UserId, rate: u32, burst: u32) -> Result<(), u32> {

@@ -16,6 +16,7 @@
 //! - [`flags`]: the moderation queue.
 //! - [`blocks`]: users blocking users.
 //! - [`presence`]: statuses, watching, who sees whom.
+//! - [`search`]: message search over the node's index, filtered by what the user may read.
 //! - [`reads`]: read markers, unread counts, read receipts.
 //! - [`typing`]: typing indicators.
 //! - [`view`]: how store records look on the wire.
@@ -35,6 +36,8 @@ pub mod policy;
 pub mod presence;
 pub mod reactions;
 pub mod reads;
+#[cfg(feature = "search")]
+pub mod search;
 pub mod threads;
 pub mod typing;
 pub mod view;
@@ -160,6 +163,17 @@ pub enum Error {
         /// Which entry.
         message: String,
     },
+    /// A part of the node is not available now (the search index is busy or stopped).
+    #[error("{message}")]
+    Unavailable {
+        /// What is not available.
+        message: String,
+        /// When a retry may pass.
+        retry_after_ms: u32,
+    },
+    /// This node does not offer the request (a build or configuration without it).
+    #[error("{0}")]
+    Unimplemented(String),
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -243,6 +257,13 @@ impl From<Error> for v1::Error {
             Error::Blocked { field, message } => {
                 v1::Error::new(ErrorCode::BlockedContent, message).with_field(field)
             }
+            Error::Unavailable {
+                message,
+                retry_after_ms,
+            } => {
+                v1::Error::new(ErrorCode::Unavailable, message).with_retry_after_ms(retry_after_ms)
+            }
+            Error::Unimplemented(m) => v1::Error::new(ErrorCode::Unimplemented, m),
             Error::Store(e) => store_error(e),
         }
     }

@@ -381,6 +381,13 @@ async fn run(
         .forget_direct_pairs(user)
         .await
         .map_err(ControlError::failed)?;
+    // The index held their words: gone before the job says it is done (a crash before this
+    // resumes the job, which comes back here).
+    running.set(user, |p| p.phase = "search");
+    node.search()
+        .forget_author(user)
+        .await
+        .map_err(ControlError::failed)?;
     store
         .finish_erasure(user, unix_ms())
         .await

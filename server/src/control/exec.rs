@@ -122,6 +122,8 @@ pub(crate) async fn execute(
     let by = format!("admin uid {}", who.uid);
     match command {
         Command::Status => status(node),
+        Command::SearchStatus => super::search::status(node),
+        Command::SearchReindex => super::search::reindex(node).await,
         Command::ConnectionsList { user: u } => {
             let u = u.as_deref().map(user).transpose()?;
             let sessions: Vec<Value> = node

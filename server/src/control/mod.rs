@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod erasure;
 mod exec;
+mod search;
 mod users;
 pub mod wire;
 
@@ -233,6 +234,8 @@ impl From<chat::Error> for wire::ControlError {
             E::Conflict(m) => Self::new("conflict", m),
             E::LimitExceeded { message, .. } => Self::new("limit_exceeded", message),
             E::RateLimited { message, .. } => Self::failed(message),
+            E::Unavailable { message, .. } => Self::failed(message),
+            E::Unimplemented(m) => Self::new("unimplemented", m),
             E::Store(e) => exec::store_error(e),
         }
     }

@@ -215,6 +215,13 @@ pub enum Command {
         /// Absolute path of a directory that does not exist or is empty.
         dir: String,
     },
+    /// The search index: documents, size, lag, a rebuild's progress.
+    #[serde(rename = "search.status")]
+    SearchStatus,
+    /// Rebuilds the search index from the log, beside the one serving (which keeps serving
+    /// until the new one is complete).
+    #[serde(rename = "search.reindex")]
+    SearchReindex,
     /// Admin actions recorded in the audit log.
     #[serde(rename = "audit.list")]
     AuditList {
@@ -257,6 +264,8 @@ pub const COMMANDS: &[&str] = &[
     "log_level.set",
     "drain",
     "store.backup",
+    "search.status",
+    "search.reindex",
     "audit.list",
 ];
 
@@ -274,6 +283,7 @@ impl Command {
                 | Command::ConfigShow
                 | Command::AuditList { .. }
                 | Command::UsersErasures
+                | Command::SearchStatus
         )
     }
 

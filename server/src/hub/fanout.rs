@@ -24,12 +24,15 @@ pub trait Fanout: Send + Sync {
     fn deliver(&self, entry: &Arc<LogEntry>);
 }
 
-/// The store's commit listener, handing each durable entry to a [`Fanout`].
-pub struct CommitFanout(pub Arc<dyn Fanout>);
+/// The store's commit listener, handing each durable entry to every [`Fanout`] in turn (the
+/// hub's subscribers, the search index).
+pub struct CommitFanout(pub Vec<Arc<dyn Fanout>>);
 
 impl CommitListener for CommitFanout {
     fn on_commit(&self, entry: &Arc<LogEntry>) {
-        self.0.deliver(entry);
+        for f in &self.0 {
+            f.deliver(entry);
+        }
     }
 }
 

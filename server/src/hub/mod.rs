@@ -19,7 +19,7 @@ use chorus_protocol::v1::ServerEnvelope;
 use chorus_protocol::v1::push::Push;
 use dashmap::DashMap;
 
-pub use fanout::CommitFanout;
+pub use fanout::{CommitFanout, Fanout};
 pub use subscription::{SubState, Subscription};
 
 use crate::ids::{SessionId, SessionKey, Transport};

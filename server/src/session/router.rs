@@ -219,10 +219,13 @@ impl Session {
                 let info = chat.archive(&id, a.archived).await?;
                 R::Channel(chat.summary(&info)?)
             }
-            other => {
+            #[cfg(feature = "search")]
+            Request::Search(q) => R::SearchResults(chat.search(q, self.max_reply_bytes()).await?),
+            #[cfg(not(feature = "search"))]
+            Request::Search(_) => {
                 return Err(v1::Error::new(
                     ErrorCode::Unimplemented,
-                    format!("{} is not implemented by this node yet", other.name()),
+                    "this node is built without search",
                 ));
             }
         };

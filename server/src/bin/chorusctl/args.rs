@@ -67,6 +67,9 @@ pub(crate) enum Top {
     /// Online backups.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// The message search index.
+    #[command(subcommand)]
+    Search(SearchCmd),
     /// The audit log of admin actions.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -285,6 +288,18 @@ pub(crate) enum StoreCmd {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum SearchCmd {
+    /// Documents, size on disk, lag behind the log, a rebuild's progress.
+    Status,
+    /// Rebuilds the index from the log while the node keeps serving searches from the old one.
+    Reindex {
+        /// Print progress until the new index serves.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum AuditCmd {
     /// Admin actions, oldest first.
     List {
@@ -442,6 +457,8 @@ pub(crate) fn command(top: &Top) -> anyhow::Result<Command> {
         Top::Store(StoreCmd::Backup { dir }) => Command::StoreBackup {
             dir: std::path::absolute(dir)?.to_string_lossy().into_owned(),
         },
+        Top::Search(SearchCmd::Status) => Command::SearchStatus,
+        Top::Search(SearchCmd::Reindex { .. }) => Command::SearchReindex,
         Top::Audit(AuditCmd::List { since, limit }) => Command::AuditList {
             since_ms: since.as_deref().map(parse_since).transpose()?,
             limit: Some(*limit),

@@ -18,7 +18,7 @@ use serde_json::Value;
 mod args;
 mod render;
 
-use args::{Cli, Top, Users, command};
+use args::{Cli, SearchCmd, Top, Users, command};
 use render::render;
 
 /// A connection to the node.
@@ -140,6 +140,10 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     } else {
         render(&result);
     }
+    if let Top::Search(SearchCmd::Reindex { wait: true }) = &cli.command {
+        let target = result["generation"].as_u64().unwrap_or(0);
+        return wait_for_rebuild(&mut control, target);
+    }
     if let Top::Drain { wait_secs, .. } = &cli.command {
         let deadline = Instant::now() + Duration::from_secs(*wait_secs);
         loop {
@@ -162,6 +166,35 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Prints a rebuild's progress until generation `target` serves.
+fn wait_for_rebuild(control: &mut Control, target: u64) -> anyhow::Result<bool> {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let status = control.call(&Command::SearchStatus)?;
+        let Some(s) = status.result else {
+            bail!("search.status failed");
+        };
+        if s["generation"].as_u64() == Some(target) {
+            eprintln!(
+                "rebuilt: generation {target} serves, {} documents",
+                s["docs"]
+            );
+            return Ok(true);
+        }
+        if let Some(failed) = s["failed"].as_str() {
+            eprintln!("the indexer failed: {failed}");
+            return Ok(false);
+        }
+        let r = &s["rebuild"];
+        eprintln!(
+            "rebuilding generation {}: {} channels done, {} s",
+            r["generation"],
+            r["channels_done"],
+            r["elapsed_ms"].as_u64().unwrap_or(0) / 1000
+        );
+    }
 }
 
 fn main() {
