@@ -9,7 +9,9 @@
 //! `/dm <user>`, `/channels`, `/react <seq> <emoji>`, `/unreact <seq> <emoji>`,
 //! `/thread <seq> <text>`, `/threads`, `/pin <seq>`, `/pins`, `/presence <user>...`,
 //! `/status online|away|busy|invisible [text]`, `/mute <user> [minutes]`, `/ban <user>`,
-//! `/flag <seq> <reason>`, `/block <user>`, `/unblock <user>`, `/quit`. Each entry shows its
+//! `/flag <seq> <reason>`, `/block <user>`, `/unblock <user>`, `/search <query>` (all your
+//! channels and public ones, best match first, matches in `[brackets]`), `/quit`. Each entry
+//! shows its
 //! seq, so that commands can name it; `/history` shows reaction counts and replies.
 
 #![allow(clippy::print_stdout)]
@@ -19,8 +21,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chorus_client::proto;
 use chorus_client::{
-    ChannelId, Client, ClientConfig, Entry, EntryBody, Event, HistoryPage, PresenceStatus, Seq,
-    TlsTrust, UserId,
+    ChannelId, Client, ClientConfig, Entry, EntryBody, Event, HistoryPage, PresenceStatus,
+    SearchQuery, Seq, Snippet, TlsTrust, UserId,
 };
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -102,6 +104,18 @@ async fn command(client: &Client, current: &mut ChannelId, line: &str) -> anyhow
         "/thread" => {
             let (seq, text) = seq_and(rest)?;
             client.reply(current, seq, text, false).await?;
+        }
+        "/search" => {
+            let query = SearchQuery::new(rest.trim()).with_public().limit(10);
+            let page = client.search(&query, None).await?;
+            for hit in &page.hits {
+                let e = &hit.entry;
+                let who = e.author.as_ref().map_or("-", |u| u.as_str());
+                println!("  {} #{} {who}: {}", e.channel, e.seq, marked(&hit.snippet));
+            }
+            if page.hits.is_empty() {
+                println!("  (nothing found)");
+            }
         }
         "/threads" => {
             for t in client.list_threads(current, None, 20).await?.threads {
@@ -219,6 +233,21 @@ fn seq_and(rest: &str) -> anyhow::Result<(Seq, &str)> {
 }
 
 /// A page's messages with their reaction counts and thread replies.
+/// A snippet with its matching words in brackets.
+fn marked(s: &Snippet) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for r in &s.highlighted {
+        out.push_str(&s.fragment[at..r.start]);
+        out.push('[');
+        out.push_str(&s.fragment[r.clone()]);
+        out.push(']');
+        at = r.end;
+    }
+    out.push_str(&s.fragment[at..]);
+    out
+}
+
 fn print_page(page: &HistoryPage) {
     for e in &page.entries {
         let mut line = render(e);

@@ -103,7 +103,7 @@ pub use chorus_protocol::resume::SubscribeOutcome;
 /// The chorus.v1 message types (requests, replies, entries), as generated from the `.proto`
 /// files.
 pub use chorus_protocol::v1 as proto;
-pub use client::{Client, new_client_msg_id};
+pub use client::{Client, SearchPages, new_client_msg_id};
 pub use config::{AppInfo, ClientConfig, TokenFuture, TokenRefresher};
 pub use error::{Cause, Error, ServerError, TransportError};
 pub use event::{Event, Events};
@@ -114,6 +114,7 @@ pub use types::{
     Channel, ChannelKind, ChannelPage, ChannelSummary, ChannelUnread, CustomEvent, Entry,
     EntryBody, Flag, FlagPage, FlagResolution, HistoryPage, Member, MemberAction, MemberChange,
     MemberPage, Membership, MessageSummary, NewChannel, Notice, NoticeLevel, Pin, PinPage,
-    Presence, PresenceStatus, Published, Reaction, ReadMarker, Role, Subscription, ThreadPage,
-    ThreadSummary, TombstoneReason, Typing, UnreadCounts,
+    Presence, PresenceStatus, Published, Reaction, ReadMarker, Role, SearchHit, SearchOrder,
+    SearchPage, SearchQuery, Snippet, Subscription, ThreadPage, ThreadSummary, TombstoneReason,
+    Typing, UnreadCounts,
 };

@@ -4,6 +4,7 @@
 //! - [`channels`]: creating, finding, changing, joining and leaving channels;
 //! - [`members`]: a channel's members and their roles;
 //! - [`messages`]: publishing (through the outbox), editing and deleting;
+//! - [`search`]: message search and its paginator;
 //! - [`sync`]: subscriptions, history, read markers, unread counts and typing.
 
 /// Matches a reply against the one kind a request expects.
@@ -23,6 +24,7 @@ mod members;
 mod messages;
 mod moderation;
 mod presence;
+mod search;
 mod sync;
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ use crate::error::Error;
 use crate::event::Events;
 use crate::session::RequestKind;
 use crate::status::Status;
+
+pub use search::SearchPages;
 
 pub use messages::new_client_msg_id;
 

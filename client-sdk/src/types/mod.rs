@@ -18,6 +18,7 @@ mod channels;
 mod entries;
 mod moderation;
 mod pages;
+mod search;
 
 use chorus_protocol::ids::{ChannelId, Seq, UserId};
 use chorus_protocol::v1;
@@ -33,6 +34,7 @@ pub use channels::{
 pub use entries::{Entry, EntryBody, MemberChange, Published, Subscription};
 pub use moderation::{Flag, FlagPage, FlagResolution};
 pub use pages::{HistoryPage, MessageSummary, Pin, PinPage, Reaction, ThreadPage, ThreadSummary};
+pub use search::{SearchHit, SearchOrder, SearchPage, SearchQuery, Snippet};
 
 /// A channel's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
