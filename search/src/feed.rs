@@ -29,6 +29,8 @@ const READ_BATCH: usize = 512;
 const CHANNEL_PASS: u64 = 8_192;
 /// Channels a rebuild (or the catch-up scan at start) takes from the store per step.
 const SCAN_PAGE: usize = 256;
+/// The longest wait between taking two batches of notifications.
+const MAX_BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Commands (erasures, syncs, rebuilds) waiting at most; more are refused as busy.
 const MAX_COMMANDS: usize = 64;
 
@@ -90,9 +92,13 @@ impl Shared {
         let Ok(id) = ChannelId::new(channel) else {
             return;
         };
+        let first = p.dirty.is_empty();
         p.dirty.insert(id, Instant::now());
         drop(p);
-        self.wake.notify_one();
+        // One wake-up per batch: the indexer takes every dirty channel when it wakes.
+        if first {
+            self.wake.notify_one();
+        }
     }
 
     pub(crate) fn command(&self, c: Command) -> Result<(), SearchError> {
@@ -142,6 +148,8 @@ pub(crate) struct Feed {
     uncommitted_since: Option<Instant>,
     /// When the oldest uncommitted document was written.
     first_uncommitted: Option<Instant>,
+    /// When notifications were last taken.
+    last_take: Instant,
 }
 
 /// A walk over every channel of the store, a bounded amount of work per step.
@@ -208,6 +216,7 @@ impl Feed {
             inflight: HashMap::new(),
             uncommitted_since: None,
             first_uncommitted: None,
+            last_take: Instant::now(),
         };
         if let Some(g) = building {
             feed.begin_building(g);
@@ -290,11 +299,11 @@ impl Feed {
                 self.catch_up_step()?;
                 self.commit_all()?;
             }
+            self.finish_reindex_if_done()?;
+            self.publish_lag();
             for tx in syncs {
                 let _ = tx.send(Ok(()));
             }
-            self.finish_reindex_if_done()?;
-            self.publish_lag();
             if stop {
                 return Ok(());
             }
@@ -316,6 +325,18 @@ impl Feed {
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // Live entries are taken in batches at most every `batch_delay`: a pass costs a read
+        // per channel, and one pass per entry would cost more than indexing it.
+        let batch_delay = (self.config.commit_interval / 4).min(MAX_BATCH_DELAY);
+        let since = self.last_take.elapsed();
+        if !busy && since < batch_delay && p.commands.is_empty() && !p.stop {
+            p = self
+                .shared
+                .wake
+                .wait_timeout(p, batch_delay - since)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
         if p.dirty.is_empty() && p.commands.is_empty() && !p.stop && !p.rescan && !timeout.is_zero()
         {
             p = self
@@ -325,7 +346,10 @@ impl Feed {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
         }
-        let dirty = p.dirty.drain().collect();
+        let dirty: Vec<(ChannelId, Instant)> = p.dirty.drain().collect();
+        if !dirty.is_empty() {
+            self.last_take = Instant::now();
+        }
         let commands = p.commands.drain(..).collect();
         let rescan = std::mem::take(&mut p.rescan);
         (dirty, commands, rescan, p.stop)
@@ -424,8 +448,6 @@ impl Feed {
     /// What the status reads of the indexer: documents, channels, and how far behind.
     fn publish_lag(&self) {
         let c = &self.shared.counters;
-        c.docs
-            .store(self.active.reader.searcher().num_docs(), Ordering::Relaxed);
         c.checkpoints
             .store(self.active.checkpoints.len() as u64, Ordering::Relaxed);
         let behind: u64 = self.inflight.values().map(|(_, left)| *left).sum();
@@ -557,19 +579,37 @@ fn index_channel(
     channel: &ChannelId,
     counters: &Counters,
 ) -> Result<u64, SearchError> {
-    let Some(info) = store.channel(channel)? else {
-        if g.checkpoints.contains_key(channel) {
-            g.forget_channel(channel);
+    // The position is in memory; the channel's kind never changes, so its record is read
+    // once per generation.
+    let pos = match store.position(channel) {
+        Ok(pos) => pos,
+        Err(chorus_storage::ReadError::ChannelNotFound(_)) => {
+            if g.checkpoints.contains_key(channel) {
+                g.forget_channel(channel);
+            }
+            g.public.remove(channel);
+            return Ok(0);
         }
-        return Ok(0);
+        Err(e) => return Err(e.into()),
     };
-    let pos = info.position;
+    let public = match g.public.get(channel) {
+        Some(p) => *p,
+        None => {
+            let Some(info) = store.channel(channel)? else {
+                return Ok(0);
+            };
+            let p = info.record.kind() == ChannelKind::Public;
+            g.public.insert(channel.clone(), p);
+            p
+        }
+    };
     let first = pos.first_available.get();
     let mut ck = match g.checkpoints.get(channel) {
-        Some(ck) if ck.epoch == pos.epoch.get() => *ck,
+        // A checkpoint past the log's head: the store was restored from an older copy.
+        Some(ck) if ck.epoch == pos.epoch.get() && ck.head <= pos.head.get() => *ck,
         known => {
-            // A new channel for the index, or its history was cut (a new epoch): from the
-            // first entry the log holds.
+            // A new channel for the index, its history was cut (a new epoch), or the log is
+            // behind the index (a restored store): from the first entry the log holds.
             if known.is_some() {
                 g.forget_channel(channel);
             }
@@ -603,7 +643,6 @@ fn index_channel(
         ck.first_available = first;
         ck.head = ck.head.max(first.saturating_sub(1));
     }
-    let public = info.record.kind() == ChannelKind::Public;
     let stop_at = pos.head.get().min(ck.head.saturating_add(CHANNEL_PASS));
     while ck.head < stop_at {
         let want = usize::try_from(stop_at - ck.head).unwrap_or(READ_BATCH);
@@ -633,9 +672,8 @@ fn index_channel(
     Ok(pos.head.get().saturating_sub(ck.head))
 }
 
-/// What one entry changes in the index: a message is added (or replaced, so that indexing an
-/// entry twice after a crash is harmless), an edit replaces its message's content, a delete
-/// or tombstone removes it.
+/// What one entry changes in the index: a message is added, an edit replaces its message's
+/// content, a delete or tombstone removes it.
 fn apply(
     store: &Store,
     g: &mut Generation,
@@ -644,7 +682,9 @@ fn apply(
     public: bool,
 ) -> Result<(), SearchError> {
     match &e.event.body {
-        Some(Body::Message(m)) => upsert(g, channel, e, m, None, public),
+        // No document of it can exist: documents and checkpoints commit together, and
+        // indexing resumes after the checkpoint, so an entry past it was never committed.
+        Some(Body::Message(m)) => add(g, channel, e, m, None, public, false),
         Some(Body::MessageEdited(edit)) => {
             let target = store.entry(channel, Seq(edit.target_seq))?;
             let Some(target) = target else {
@@ -661,7 +701,7 @@ fn apply(
                 thread_parent_seq: m.thread_parent_seq,
                 ..Default::default()
             };
-            upsert(g, channel, &target, &edited, Some(e), public)
+            add(g, channel, &target, &edited, Some(e), public, true)
         }
         Some(Body::MessageDeleted(d)) => {
             g.writer
@@ -678,13 +718,16 @@ fn apply(
     }
 }
 
-fn upsert(
+/// Adds the document of the message `target` with `content`; `replace`: removes its earlier
+/// document first (an edit).
+fn add(
     g: &mut Generation,
     channel: &ChannelId,
     target: &LogEntry,
     content: &Message,
     edit: Option<&LogEntry>,
     public: bool,
+    replace: bool,
 ) -> Result<(), SearchError> {
     let doc = g.fields.message_doc(&MessageDoc {
         channel,
@@ -698,7 +741,9 @@ fn upsert(
         public,
         withheld: target.withheld || edit.is_some_and(|e| e.withheld),
     });
-    g.writer.delete_term(g.fields.mid_term(channel, target.seq));
+    if replace {
+        g.writer.delete_term(g.fields.mid_term(channel, target.seq));
+    }
     g.writer.add_document(doc)?;
     g.uncommitted += 1;
     Ok(())

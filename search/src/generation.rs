@@ -106,6 +106,8 @@ pub(crate) struct Generation {
     pub(crate) touched: HashSet<ChannelId>,
     /// Documents added or removed since the last commit.
     pub(crate) uncommitted: usize,
+    /// Whether each channel seen is public (a channel's kind never changes).
+    pub(crate) public: HashMap<ChannelId, bool>,
 }
 
 impl Generation {
@@ -153,6 +155,7 @@ impl Generation {
             checkpoints,
             touched: HashSet::new(),
             uncommitted: 0,
+            public: HashMap::new(),
         })
     }
 

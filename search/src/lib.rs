@@ -4,8 +4,8 @@
 //! thread and never on the publish path: the store's commit listener only marks a channel
 //! dirty, and the indexer reads the channel's log from the position it last committed. That
 //! position is a checkpoint document per channel, committed with the documents it covers, so
-//! after `kill -9` indexing resumes exactly where the last commit left it, and re-indexing an
-//! entry replaces its document instead of doubling it.
+//! after `kill -9` indexing resumes exactly where the last commit left it: no document of an
+//! entry past a checkpoint can exist, so nothing is missed and nothing is indexed twice.
 //!
 //! # Layout
 //! - `schema`: the documents (a message's current content; a channel's checkpoint), the
@@ -198,7 +198,11 @@ impl SearchIndex {
         IndexStatus {
             generation: serving.generation,
             analyzer: serving.analyzer.name(),
-            docs: c.docs.load(Ordering::Relaxed).saturating_sub(channels),
+            docs: serving
+                .reader
+                .searcher()
+                .num_docs()
+                .saturating_sub(channels),
             channels,
             disk_bytes: disk_bytes(&self.root),
             lag_entries: c.lag_entries.load(Ordering::Relaxed),

@@ -132,10 +132,11 @@ impl SearchPage {
                 };
             }
         }
-        let end = text
-            .char_indices()
-            .nth(self.snippet_chars)
-            .map_or(text.len(), |(i, _)| i);
+        // In bytes, as the highlighter counts, cut on a character boundary.
+        let mut end = self.snippet_chars.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
         Snippet {
             fragment: text[..end].to_owned(),
             highlighted: Vec::new(),
@@ -222,6 +223,7 @@ fn build(s: &Serving, req: &SearchRequest<'_>) -> Result<Option<Built>, SearchEr
     let mut clauses: Vec<(Occur, Box<dyn TantivyQuery>)> = Vec::new();
     let mut scored = false;
     let mut positive = false;
+    let mut in_channels: Vec<Term> = Vec::new();
     let in_channel = req
         .query
         .clauses
@@ -271,6 +273,11 @@ fn build(s: &Serving, req: &SearchRequest<'_>) -> Result<Option<Built>, SearchEr
                 Some(term(Term::from_field_text(f.author, u.as_str()))),
                 false,
             ),
+            // Several `in:` are one clause (any of them), added after the loop.
+            ClauseKind::In(ch) if !c.negated => {
+                in_channels.push(f.channel_term(ch));
+                continue;
+            }
             ClauseKind::In(ch) => (Some(term(f.channel_term(ch))), false),
             ClauseKind::Has(h) => (Some(term(Term::from_field_text(f.has, h.name()))), false),
             ClauseKind::IsReply => (Some(term(Term::from_field_text(f.has, "reply"))), false),
@@ -306,6 +313,13 @@ fn build(s: &Serving, req: &SearchRequest<'_>) -> Result<Option<Built>, SearchEr
             scored |= is_text;
             clauses.push((Occur::Must, if is_text { q } else { filter(q) }));
         }
+    }
+    if !in_channels.is_empty() {
+        positive = true;
+        clauses.push((
+            Occur::Must,
+            filter(Box::new(TermSetQuery::new(in_channels))),
+        ));
     }
     if !positive {
         return Ok(None);

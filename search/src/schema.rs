@@ -21,7 +21,7 @@ pub(crate) const TEXT_ANALYZER: &str = "chorus_text";
 /// The same analysis without stemming, for prefixes (a stemmed prefix matches nothing).
 pub(crate) const PREFIX_ANALYZER: &str = "chorus_prefix";
 
-/// Tokens longer than this many bytes are dropped (hashes, base64, runaway strings).
+/// Tokens of this many bytes or more are dropped (hashes, base64, runaway strings).
 const MAX_TOKEN_BYTES: usize = 40;
 
 /// How message text becomes words: split on what is not a letter or digit, lowercased, with

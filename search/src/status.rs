@@ -12,8 +12,6 @@ pub(crate) struct Counters {
     pub(crate) indexed: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) rebuilds: AtomicU64,
-    /// Documents in the serving generation (messages and channel checkpoints).
-    pub(crate) docs: AtomicU64,
     /// Channels the serving generation has checkpoints for.
     pub(crate) checkpoints: AtomicU64,
     /// Entries durable in the log and not searchable yet (approximate).

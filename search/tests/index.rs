@@ -332,6 +332,13 @@ async fn scope_withheld_edits_deletes_and_erasure() {
         w.find("bob", &[&private], "plan").await,
         vec![("private".into(), p1.get())]
     );
+    // Several `in:` are any of them.
+    assert_eq!(
+        w.find("alice", &[&private, &public], "plan in:private in:town")
+            .await
+            .len(),
+        2
+    );
     // Withheld posts: their author finds them, nobody else does.
     let hidden = w
         .append(

@@ -354,7 +354,7 @@ pub struct SearchSettings {
     pub time_budget_ms: u32,
     /// Searches running at once on the node; more wait for a turn within their budget.
     pub max_concurrent: u32,
-    /// Longest snippet, in characters.
+    /// Longest snippet, in bytes of UTF-8 (characters, for Latin text).
     pub snippet_chars: u32,
 }
 

@@ -84,3 +84,87 @@ async fn sigterm_drains_and_exits_zero() {
         .unwrap();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
 }
+
+/// Every search hit of `query` in `room`, through all pages.
+async fn all_hits(c: &mut common::Client, query: &str) -> Vec<u64> {
+    use chorus_protocol::v1::{self, client_envelope::Request, reply};
+    let mut seqs = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = c
+            .request(Request::Search(v1::Search {
+                query: query.into(),
+                channel_id: "room".into(),
+                limit: 50,
+                cursor,
+                order: v1::SearchOrder::Newest as i32,
+                ..Default::default()
+            }))
+            .await;
+        let reply::Result::SearchResults(page) = r else {
+            panic!("search failed: {r:?}");
+        };
+        seqs.extend(page.hits.iter().map(|h| h.seq));
+        if page.next_cursor.is_empty() {
+            return seqs;
+        }
+        cursor = page.next_cursor;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_index_survives_kill_9_without_missing_or_doubling() {
+    let _one = ONE_NODE_AT_A_TIME.lock().await;
+    let files = NodeFiles::new(
+        "[search]\ncommit_interval_ms = 20\n[limits]\nsearch_rate_per_sec = 10000\npublish_rate_per_sec = 100000\npublish_burst = 100000",
+    );
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        let mut node = files.spawn();
+        let mut alice = files.connect("alice").await;
+        if round == 0 {
+            alice.create_group("room", ChannelKind::Group, &[]).await;
+        }
+        for i in 0..300 {
+            let a = appended(
+                alice
+                    .publish(
+                        "room",
+                        &format!("k{round}-{i}"),
+                        &format!("needle {round} {i}"),
+                    )
+                    .await,
+            );
+            acked.push(a.seq);
+        }
+        // Killed while the indexer is most likely behind, or in the middle of a commit.
+        node.kill().unwrap();
+        node.wait().unwrap();
+    }
+    let _node = files.spawn();
+    let mut alice = files.connect("alice").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut want = acked.clone();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    loop {
+        let got = all_hits(&mut alice, "needle").await;
+        let mut unique = got.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "a document indexed twice");
+        if got == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} acknowledged messages searchable",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = files.chorusctl(&["search", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["docs"], 900, "{out}");
+}

@@ -37,7 +37,10 @@ impl Chat<'_> {
             return Err(Error::too_large("query", "query too long"));
         }
         self.take_search_budget(&limits)?;
-        let query = parse(&s.query).map_err(|e| Error::invalid("query", e.to_string()))?;
+        let query = parse(&s.query).map_err(|e| {
+            metrics::counter!("chorus_search_errors_total", "kind" => "query").increment(1);
+            Error::invalid("query", e.to_string())
+        })?;
         let limit = clamp_limit(s.limit, DEFAULT_LIMIT, limits.max_search_limit);
         let order = match v1::SearchOrder::try_from(s.order) {
             Ok(v1::SearchOrder::Newest) => Order::Newest,
@@ -148,10 +151,9 @@ impl Chat<'_> {
             };
             let len = event.encoded_len() + snippet.encoded_len() + 16;
             if len > budget {
-                // The rest would not fit in the reply: the next page starts at this hit.
-                if let Some(prev) = previous {
-                    results.next_cursor = prev;
-                }
+                // The rest would not fit in the reply: the next page starts at this hit (or
+                // after it, if it alone is more than a reply holds).
+                results.next_cursor = previous.unwrap_or_else(|| hit.cursor_after.clone());
                 break;
             }
             previous = Some(hit.cursor_after.clone());
