@@ -17,6 +17,11 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 use crate::error::SearchError;
 use crate::schema::{Analyzer, Checkpoint, Fields, KIND_CHECKPOINT, register};
 
+/// The file naming the generation that serves queries.
+pub(crate) const ACTIVE: &str = "ACTIVE";
+/// The file naming the generation a rebuild is filling.
+pub(crate) const BUILDING: &str = "BUILDING";
+
 /// The layout of a generation's documents; a generation of another format is rebuilt.
 const FORMAT: u32 = 1;
 

@@ -11,6 +11,8 @@
 //! - `schema`: the documents (a message's current content; a channel's checkpoint), the
 //!   analyzers.
 //! - `generation`: one built index in its directory, the `ACTIVE` and `BUILDING` markers.
+//! - `apply`: what a channel's entries do to a generation (adds, edits, deletes, retention,
+//!   cut histories), from its checkpoint on.
 //! - `feed`: the indexer thread: catch-up, live entries, edits, deletes, retention, erasure,
 //!   rebuilds.
 //! - `query`: the query language made into tantivy queries with the reader's scope, collection
@@ -20,6 +22,7 @@
 //! The index decides nothing about permissions: the caller passes the channels the user may
 //! read now and re-checks every hit against the log before showing it.
 
+mod apply;
 mod error;
 mod feed;
 mod generation;
@@ -43,12 +46,7 @@ pub use schema::{Analyzer, Checkpoint};
 pub use status::{IndexStatus, RebuildProgress};
 
 use feed::{Command, Feed, Pending, Shared};
-use generation::{Generation, Marker, WriterBudget, dir_bytes};
-
-/// The file naming the generation that serves queries.
-pub(crate) const ACTIVE: &str = "ACTIVE";
-/// The file naming the generation a rebuild is filling.
-pub(crate) const BUILDING: &str = "BUILDING";
+use generation::{ACTIVE, BUILDING, Generation, Marker, WriterBudget, dir_bytes};
 
 /// How the index is set up.
 #[derive(Debug, Clone)]

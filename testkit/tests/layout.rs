@@ -33,3 +33,8 @@ fn the_protocol_s_modules_import_in_one_direction() {
 fn the_load_tester_s_modules_import_in_one_direction() {
     chorus_testkit::layout::assert_layout(&src("loadtest"));
 }
+
+#[test]
+fn the_search_index_s_modules_import_in_one_direction() {
+    chorus_testkit::layout::assert_layout(&src("search"));
+}

@@ -3,7 +3,7 @@
 //! through [`fanout`].
 //!
 //! - [`subscription`]: one connection's subscription to one channel and its state.
-//! - [`fanout`]: the [`Fanout`](fanout::Fanout) seam and the store's commit listener.
+//! - [`fanout`]: the [`Fanout`] seam and the store's commit listener.
 
 pub mod fanout;
 pub mod presence;
