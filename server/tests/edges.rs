@@ -162,8 +162,9 @@ async fn message_limits_are_typed_errors() {
         error_code(&alice.publish("room", &"k".repeat(65), "x").await),
         ErrorCode::Invalid
     );
+    // An empty search query is a typed error, not a dropped connection.
     let r = alice.request(Request::Search(v1::Search::default())).await;
-    assert_eq!(error_code(&r), ErrorCode::Unimplemented);
+    assert_eq!(error_code(&r), ErrorCode::Invalid);
     let r = alice
         .request(Request::Unsubscribe(v1::Unsubscribe {
             channel_id: "room".into(),
