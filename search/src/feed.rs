@@ -214,7 +214,35 @@ impl Feed {
         if let Some(g) = building {
             feed.begin_building(g);
         }
+        feed.drop_checkpoints_past_the_log();
         feed
+    }
+
+    /// A checkpoint past its log's head, or of another epoch, is of another history (a store
+    /// restored from an older copy): its channel is indexed again from the start. Checked
+    /// before any new entry arrives, so a new entry at a seq the index already holds is never
+    /// taken for the old one.
+    fn drop_checkpoints_past_the_log(&mut self) {
+        let store = &self.store;
+        let stale = |g: &Generation| -> Vec<ChannelId> {
+            g.checkpoints
+                .iter()
+                .filter(|(c, ck)| {
+                    store
+                        .position(c)
+                        .is_ok_and(|p| p.epoch.get() != ck.epoch || p.head.get() < ck.head)
+                })
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        for c in stale(&self.active) {
+            self.active.forget_channel(&c);
+        }
+        if let Some((g, _)) = &mut self.building {
+            for c in stale(g) {
+                g.forget_channel(&c);
+            }
+        }
     }
 
     fn budget(&self) -> WriterBudget {
@@ -242,6 +270,8 @@ impl Feed {
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            // Under the lock `command` takes: nothing queued after this waits forever.
+            p.stop = true;
             p.commands.drain(..).collect()
         };
         for c in commands {
@@ -277,12 +307,14 @@ impl Feed {
                 }
             }
             let mut more = self.index_inflight()?;
-            let scanning = self.scan_step()?;
+            self.scan_step()?;
             let due = self.first_uncommitted.is_some_and(|t| {
                 t.elapsed() >= self.config.commit_interval
                     || self.active.uncommitted >= self.config.commit_docs
             });
-            if due || !syncs.is_empty() || stop || (!more && !scanning) {
+            // Commits at the interval (or when large, asked for, stopping), not per batch: each
+            // commit writes a segment.
+            if due || !syncs.is_empty() || stop {
                 self.commit_all()?;
             }
             // A sync answers once everything notified before it, and what the log held before
@@ -354,9 +386,10 @@ impl Feed {
         let channels: Vec<ChannelId> = self.inflight.keys().cloned().collect();
         let counters = &self.shared.counters;
         for channel in channels {
-            let left = index_channel(&self.store, &mut self.active, &channel, counters)?;
+            let mut left = index_channel(&self.store, &mut self.active, &channel, counters)?;
+            // In flight until both generations have it all: a rebuild must not fall behind.
             if let Some((g, _)) = &mut self.building {
-                index_channel(&self.store, g, &channel, counters)?;
+                left = left.max(index_channel(&self.store, g, &channel, counters)?);
             }
             if left > 0 {
                 if let Some(slot) = self.inflight.get_mut(&channel) {
@@ -385,9 +418,16 @@ impl Feed {
 
     fn catch_up_step(&mut self) -> Result<(), SearchError> {
         let counters = &self.shared.counters;
-        if let Some(scan) = &mut self.catch_up
-            && !scan.step(&self.store, &mut self.active, counters)?
-        {
+        let Some(scan) = &mut self.catch_up else {
+            return Ok(());
+        };
+        // A rebuild's generation is caught up too (after retention: its old entries go).
+        if let (Some(channel), Some((g, _))) = (scan.next(&self.store)?, &mut self.building) {
+            while index_channel(&self.store, g, &channel, counters)? > 0 {
+                g.commit_if_large(self.config.commit_docs)?;
+            }
+        }
+        if !scan.step(&self.store, &mut self.active, counters)? {
             // Channels the index knows that the store no longer has.
             let gone: Vec<ChannelId> = self
                 .active

@@ -426,7 +426,9 @@ pub(crate) fn run(s: &Serving, req: &SearchRequest<'_>) -> Result<SearchPage, Se
     let more = ranked.len() > limit;
     ranked.truncate(limit);
     let next_cursor = match ranked.last() {
-        Some((key, _)) if more || timed_out => Some(encode_cursor(order, *key)),
+        // Matches are looked at in index order, not key order: after a cut, keys below the last
+        // hit may still hide matches above it never examined, so a cursor would skip them.
+        Some((key, _)) if more && !timed_out => Some(encode_cursor(order, *key)),
         _ => None,
     };
     let hits = ranked
