@@ -75,9 +75,28 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The pending work (a poisoned lock still holds valid state: every change is one field).
+    pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the pending work and wakes the indexer.
+    pub(crate) fn signal(&self, change: impl FnOnce(&mut Pending)) {
+        change(&mut self.pending());
+        self.wake.notify_one();
+    }
+
+    /// The generation serving queries now.
+    pub(crate) fn serving(&self) -> Arc<crate::query::Serving> {
+        self.serving
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(crate) fn notify(&self, channel: &str) {
         self.counters.notified.fetch_add(1, Ordering::Relaxed);
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.pending();
         if p.dirty.contains_key(channel) {
             return;
         }
@@ -103,7 +122,7 @@ impl Shared {
         {
             return Err(SearchError::Stopped(why));
         }
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.pending();
         if p.stop {
             return Err(SearchError::Stopped("shutting down".into()));
         }
@@ -265,11 +284,7 @@ impl Feed {
         failed.get_or_insert(why.clone());
         drop(failed);
         let commands: Vec<Command> = {
-            let mut p = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut p = self.shared.pending();
             // Under the lock `command` takes: nothing queued after this waits forever.
             p.stop = true;
             p.commands.drain(..).collect()
@@ -345,11 +360,7 @@ impl Feed {
             (false, Some(t)) => self.config.commit_interval.saturating_sub(t.elapsed()),
             (false, None) => Duration::from_secs(3600),
         };
-        let mut p = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut p = self.shared.pending();
         // Live entries are taken in batches at most every `batch_delay`: a pass costs a read
         // per channel, and one pass per entry would cost more than indexing it.
         let batch_delay = (self.config.commit_interval / 4).min(MAX_BATCH_DELAY);

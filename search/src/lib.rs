@@ -117,14 +117,7 @@ impl SearchIndex {
 
     /// Look at every channel again (after retention removed entries: their documents go).
     pub fn rescan(&self) {
-        let mut p = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        p.rescan = true;
-        drop(p);
-        self.shared.wake.notify_one();
+        self.shared.signal(|p| p.rescan = true);
     }
 
     /// Removes every document `user` wrote, and returns once that is committed (erasure).
@@ -153,31 +146,17 @@ impl SearchIndex {
 
     /// Runs one search (blocking: call it off the async threads).
     pub fn search(&self, req: &SearchRequest<'_>) -> Result<SearchPage, SearchError> {
-        let serving = self
-            .shared
-            .serving
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let serving = self.shared.serving();
         query::run(&serving, req)
     }
 
     /// The index as it stands.
     pub fn status(&self) -> IndexStatus {
         let c = &self.shared.counters;
-        let serving = self
-            .shared
-            .serving
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let serving = self.shared.serving();
         let channels = c.checkpoints.load(Ordering::Relaxed);
         let oldest_pending = {
-            let p = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let p = self.shared.pending();
             p.dirty.values().min().copied()
         };
         let inflight_ms = self.shared.oldest_inflight_ms.load(Ordering::Relaxed);
@@ -225,15 +204,7 @@ impl SearchIndex {
 
     /// Stops the indexer after a last commit. Idempotent; also done on drop.
     pub fn close(&self) {
-        {
-            let mut p = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            p.stop = true;
-        }
-        self.shared.wake.notify_one();
+        self.shared.signal(|p| p.stop = true);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = thread {
             let _ = t.join();
