@@ -28,6 +28,7 @@ mod feed;
 mod generation;
 mod query;
 mod schema;
+mod shared;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -45,8 +46,9 @@ pub use query::{Hit, Order, Scope, SearchPage, SearchRequest, Snippet};
 pub use schema::{Analyzer, Checkpoint};
 pub use status::{IndexStatus, RebuildProgress};
 
-use feed::{Command, Feed, Pending, Shared};
+use feed::Feed;
 use generation::{ACTIVE, BUILDING, Generation, Marker, WriterBudget, dir_bytes};
+use shared::{Command, Pending, Shared};
 
 /// How the index is set up.
 #[derive(Debug, Clone)]
