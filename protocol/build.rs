@@ -1,13 +1,17 @@
-//! Generates the chorus.v1 types from `proto/` with protox (pure Rust: no system `protoc`), and
+//! Generates the chorus.v1 and chorus.peer.v1 types from `proto/` with protox (pure Rust: no system `protoc`), and
 //! saves the encoded descriptor set so that tests can read golden vectors in text format.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from("proto");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(proto_dir.join("chorus/v1"))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    // chorus.v1 (clients) and chorus.peer.v1 (nodes of a cluster).
+    let mut files: Vec<PathBuf> = Vec::new();
+    for package in ["chorus/v1", "chorus/peer/v1"] {
+        for entry in std::fs::read_dir(proto_dir.join(package))? {
+            files.push(entry?.path());
+        }
+    }
     files.retain(|p| p.extension().is_some_and(|ext| ext == "proto"));
     files.sort();
     println!("cargo:rerun-if-changed=proto");

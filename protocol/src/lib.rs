@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`v1`]: the types generated from `proto/chorus/v1/*.proto` by prost.
+//! - [`peer`]: the types of `proto/chorus/peer/v1/peer.proto`, what cluster nodes say to each other.
 //! - [`codec`]: frames (a varint length prefix plus one encoded envelope), the streaming decoder
 //!   for byte streams, the batch decoder for WebSocket messages, and the typed [`DecodeError`].
 //! - [`envelope`]: constructors and names for envelopes, replies and pushes.
@@ -59,6 +60,22 @@ pub use codec::DecodeError;
 )]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/chorus.v1.rs"));
+}
+
+/// The chorus.peer.v1 messages nodes of a cluster exchange, generated from
+/// `proto/chorus/peer/v1/peer.proto`. They travel in the same frames as chorus.v1 ([`codec`]).
+#[allow(missing_docs, unreachable_pub, clippy::doc_lazy_continuation)]
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/chorus.peer.v1.rs"));
+
+    /// The peer protocol versions this build speaks.
+    pub const MIN_VERSION: u32 = 1;
+    /// See [`MIN_VERSION`].
+    pub const MAX_VERSION: u32 = 1;
+    /// The ALPN of the cluster endpoint.
+    pub const ALPN: &[u8] = b"chorus-cluster/1";
+    /// The first byte of a datagram that carries a membership (SWIM) packet.
+    pub const DATAGRAM_MEMBERSHIP: u8 = 1;
 }
 
 /// The encoded `FileDescriptorSet` of the chorus.v1 schema (with imports and source comments),

@@ -38,3 +38,8 @@ fn the_load_tester_s_modules_import_in_one_direction() {
 fn the_search_index_s_modules_import_in_one_direction() {
     chorus_testkit::layout::assert_layout(&src("search"));
 }
+
+#[test]
+fn the_cluster_layer_s_modules_import_in_one_direction() {
+    chorus_testkit::layout::assert_layout(&src("cluster"));
+}
