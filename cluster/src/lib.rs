@@ -222,7 +222,7 @@ impl Cluster {
                 client_addr: view.member.client_addr.clone(),
                 started_at_ms: view.member.started_at_ms,
                 connected: link.is_some(),
-                rtt_ms: link.map(|l| l.rtt.as_secs_f64() * 1000.0),
+                rtt_ms: link.map(|l| (l.rtt.as_secs_f64() * 100_000.0).round() / 100.0),
                 last_heard_ms: link
                     .map(|l| u64::try_from(l.last_heard.as_millis()).unwrap_or(u64::MAX)),
                 version: link.map(|l| l.info.software_version.clone()),

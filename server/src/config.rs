@@ -331,6 +331,8 @@ pub struct FileConfig {
     pub moderation: ModerationConfig,
     /// Message search.
     pub search: SearchSettings,
+    /// Cluster membership; absent: a single node.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// Message search (`[search]`): the index under `<data_dir>/search/` and the cost of a query.
@@ -492,6 +494,8 @@ pub struct Config {
     pub moderation: ModerationConfig,
     /// Message search.
     pub search: SearchSettings,
+    /// The node as a member of a cluster (`None`: a single node).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// How long shutdown waits for outbound queues to drain.
     pub shutdown_drain: Duration,
     /// How often retention runs (the policies are store settings).
@@ -523,6 +527,9 @@ impl Config {
         self.limits.validate()?;
         self.moderation.validate()?;
         self.search.validate()?;
+        if let Some(c) = &self.cluster {
+            c.validate(&self.node_id)?;
+        }
         if let TokenKey::Hs256(secret) = &self.token_key
             && secret.len() < 32
         {
@@ -561,6 +568,7 @@ impl Config {
                 writer_memory_mb: 15,
                 ..SearchSettings::default()
             },
+            cluster: None,
             shutdown_drain: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
             control_socket: None,

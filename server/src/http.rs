@@ -35,6 +35,7 @@ async fn metrics_text(State(http): State<Http>) -> impl IntoResponse {
     let store = http.node.store();
     store_metrics(store.commit_stats());
     http.node.search().export_metrics();
+    crate::cluster::export_metrics(http.node.cluster().map(|c| c.as_ref()));
     metrics::counter!("chorus_store_memtables_freed_total").absolute(store.memtables_freed());
     if let Some(socket) = &http.quic_socket {
         quic_socket_metrics(socket);
@@ -56,10 +57,19 @@ fn quic_socket_metrics(socket: &SocketInfo) {
     }
 }
 
-/// Ready when the store accepts writes and the node is not shutting down.
+/// Ready when the store accepts writes, the node is not shutting down and, in a cluster, it
+/// has joined (another member is alive, or it is the first node and has no seed).
 async fn ready(State(http): State<Http>) -> impl IntoResponse {
     if http.node.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
+    }
+    if let Some(cluster) = http.node.cluster()
+        && !cluster.joined()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster: not joined (no other member reachable)\n".to_owned(),
+        );
     }
     match http.node.store().health() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),

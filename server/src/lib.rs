@@ -36,6 +36,7 @@ pub mod background;
 pub mod blocklist;
 pub mod chat;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod control;

@@ -45,6 +45,8 @@ pub struct Node {
     search_buckets: UserBuckets,
     /// The message search index (absent when search is off).
     search: Arc<crate::search::Search>,
+    /// The cluster endpoint and membership (absent: a single node).
+    cluster: Option<Arc<chorus_cluster::Cluster>>,
     /// Connection admission: the node-wide cap and the per-address state.
     door: Arc<Door>,
     /// Background work sessions start; shutdown waits for it, so that nothing holds the store
@@ -88,6 +90,7 @@ impl Node {
             membership_buckets: DashMap::new(),
             search_buckets: DashMap::new(),
             search: Arc::default(),
+            cluster: None,
             door: Arc::new(door),
             background: TaskTracker::new(),
             own_reads: Arc::default(),
@@ -105,6 +108,17 @@ impl Node {
     pub fn with_search(mut self, search: Arc<crate::search::Search>) -> Self {
         self.search = search;
         self
+    }
+
+    /// The node as a cluster member (set once, before the node is shared).
+    pub fn with_cluster(mut self, cluster: Option<Arc<chorus_cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The cluster endpoint and membership, when the node is in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<chorus_cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The message search index.

@@ -58,6 +58,9 @@ pub enum StartError {
     /// The search index could not open.
     #[error(transparent)]
     Search(#[from] crate::search::SearchStartError),
+    /// The cluster endpoint could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] chorus_cluster::ClusterError),
     /// QUIC needs a certificate.
     #[error("QUIC needs TLS: configure a certificate or disable QUIC")]
     QuicWithoutTls,
@@ -167,9 +170,25 @@ impl Server {
             Some((endpoint, info)) => (Some(endpoint), Some(Arc::new(info))),
             None => (None, None),
         };
+        let cluster = match &config.cluster {
+            None => None,
+            Some(settings) => {
+                let c = settings.to_cluster_config(&config.node_id, &config.data_dir, ws_addr)?;
+                let cluster = chorus_cluster::Cluster::start(&c).await?;
+                tracing::info!(
+                    addr = %cluster.endpoint().local_addr()?,
+                    cluster = %c.cluster_id,
+                    seeds = ?c.seeds,
+                    "cluster endpoint ready"
+                );
+                Some(Arc::new(cluster))
+            }
+        };
         let fd_budget = FdBudget::of_process(config.store.max_open_files as u64);
         let node = Arc::new(
-            Node::new(store, hub, config, verifier, Door::new(fd_budget)).with_search(search),
+            Node::new(store, hub, config, verifier, Door::new(fd_budget))
+                .with_search(search)
+                .with_cluster(cluster),
         );
         match fd_budget.limit {
             Some(limit) => tracing::info!(
@@ -294,6 +313,10 @@ impl Server {
             reconnect_after_ms: 1_000,
         });
         self.tracker.close();
+        // Other members see this node leave at once instead of suspecting it.
+        if let Some(cluster) = self.node.cluster() {
+            cluster.shutdown().await;
+        }
         let drain = self.node.config().shutdown_drain;
         if tokio::time::timeout(drain, self.tracker.wait())
             .await

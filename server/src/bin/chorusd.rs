@@ -280,6 +280,7 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
         limits: file.limits.clone(),
         moderation: file.moderation.clone(),
         search: file.search.clone(),
+        cluster: file.cluster.clone(),
         shutdown_drain: Duration::from_millis(file.shutdown_drain_ms.unwrap_or(5_000)),
         retention_interval: Duration::from_millis(
             file.retention_interval_ms.unwrap_or(60_000).max(1_000),

@@ -124,6 +124,8 @@ pub(crate) async fn execute(
         Command::Status => status(node),
         Command::SearchStatus => super::search::status(node),
         Command::SearchReindex => super::search::reindex(node).await,
+        Command::ClusterStatus => super::cluster::status(node).await,
+        Command::ClusterPing { node: target } => super::cluster::ping(node, &target).await,
         Command::ConnectionsList { user: u } => {
             let u = u.as_deref().map(user).transpose()?;
             let sessions: Vec<Value> = node

@@ -6,6 +6,7 @@
 //! the connection stays open; a line over the size limit closes that connection only.
 
 pub mod audit;
+mod cluster;
 pub mod erasure;
 mod exec;
 mod search;

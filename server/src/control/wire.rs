@@ -222,6 +222,15 @@ pub enum Command {
     /// until the new one is complete).
     #[serde(rename = "search.reindex")]
     SearchReindex,
+    /// The cluster's members as this node sees them, with its connections and counters.
+    #[serde(rename = "cluster.status")]
+    ClusterStatus,
+    /// A request/response round trip to another node of the cluster.
+    #[serde(rename = "cluster.ping")]
+    ClusterPing {
+        /// The node id.
+        node: String,
+    },
     /// Admin actions recorded in the audit log.
     #[serde(rename = "audit.list")]
     AuditList {
@@ -266,6 +275,8 @@ pub const COMMANDS: &[&str] = &[
     "store.backup",
     "search.status",
     "search.reindex",
+    "cluster.status",
+    "cluster.ping",
     "audit.list",
 ];
 
@@ -284,6 +295,8 @@ impl Command {
                 | Command::AuditList { .. }
                 | Command::UsersErasures
                 | Command::SearchStatus
+                | Command::ClusterStatus
+                | Command::ClusterPing { .. }
         )
     }
 

@@ -73,6 +73,43 @@ pub(crate) enum Top {
     /// The audit log of admin actions.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The cluster: certificates (offline) and members (from the node).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// Makes a cluster CA in DIR (ca.pem, ca-key.pem, cluster-id) and, for each node, a
+    /// directory DIR/<node>/ with what that node needs; copy it to the node's cert_dir
+    /// (default <data_dir>/cluster). Keep ca-key.pem off the nodes. No node is contacted.
+    Init {
+        /// Where to write; must not hold a CA yet.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster's name; a node of another cluster is refused.
+        #[arg(long, default_value = "chorus")]
+        cluster_id: String,
+        /// The node ids, comma separated (each a DNS label: a-z, 0-9, '-').
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+    },
+    /// Issues DIR/<node>/ for one more node from the CA in DIR.
+    AddNode {
+        /// The directory `cluster init` wrote.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The new node's id.
+        node: String,
+    },
+    /// Members as this node sees them: state, addresses, connection, RTT, last heard,
+    /// version; the endpoint's counters.
+    Status,
+    /// A request/response round trip to another node.
+    Ping {
+        /// The node id.
+        node: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -459,6 +496,11 @@ pub(crate) fn command(top: &Top) -> anyhow::Result<Command> {
         },
         Top::Search(SearchCmd::Status) => Command::SearchStatus,
         Top::Search(SearchCmd::Reindex { .. }) => Command::SearchReindex,
+        Top::Cluster(ClusterCmd::Status) => Command::ClusterStatus,
+        Top::Cluster(ClusterCmd::Ping { node }) => Command::ClusterPing { node: node.clone() },
+        Top::Cluster(ClusterCmd::Init { .. } | ClusterCmd::AddNode { .. }) => {
+            anyhow::bail!("cluster init and add-node run offline, without a node")
+        }
         Top::Audit(AuditCmd::List { since, limit }) => Command::AuditList {
             since_ms: since.as_deref().map(parse_since).transpose()?,
             limit: Some(*limit),

@@ -18,7 +18,7 @@ use serde_json::Value;
 mod args;
 mod render;
 
-use args::{Cli, SearchCmd, Top, Users, command};
+use args::{Cli, ClusterCmd, SearchCmd, Top, Users, command};
 use render::render;
 
 /// A connection to the node.
@@ -109,7 +109,43 @@ fn socket_path(cli: &Cli) -> PathBuf {
     dir.join("control.sock")
 }
 
+/// `cluster init` and `cluster add-node`: certificates, made here, no node involved.
+fn cluster_certs(cmd: &ClusterCmd) -> anyhow::Result<bool> {
+    use chorus_cluster::{ClusterCa, NodeId};
+    let issue = |ca: &ClusterCa, dir: &std::path::Path, node: &str| -> anyhow::Result<()> {
+        let id = NodeId::new(node)?;
+        let out = dir.join(id.as_str());
+        ca.write_node(&id, &out)?;
+        println!("{}: {}", id, out.display());
+        Ok(())
+    };
+    match cmd {
+        ClusterCmd::Init {
+            dir,
+            cluster_id,
+            nodes,
+        } => {
+            let ca = ClusterCa::generate(cluster_id)?;
+            ca.save(dir)?;
+            println!("cluster {cluster_id}: CA in {}", dir.display());
+            for node in nodes {
+                issue(&ca, dir, node)?;
+            }
+        }
+        ClusterCmd::AddNode { dir, node } => {
+            let ca = ClusterCa::load(dir)?;
+            issue(&ca, dir, node)?;
+        }
+        ClusterCmd::Status | ClusterCmd::Ping { .. } => return Ok(false),
+    }
+    Ok(true)
+}
+
 fn run(cli: &Cli) -> anyhow::Result<bool> {
+    if let Top::Cluster(cmd @ (ClusterCmd::Init { .. } | ClusterCmd::AddNode { .. })) = &cli.command
+    {
+        return cluster_certs(cmd);
+    }
     let request = command(&cli.command)?;
     let path = socket_path(cli);
     let timeout = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
