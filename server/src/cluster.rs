@@ -11,7 +11,14 @@ use chorus_cluster::{
     CertPaths, ClusterConfig, ClusterError, MembershipTiming, NodeId, PeerLimits,
 };
 
-use crate::config::ConfigError;
+/// A `[cluster]` value that is out of range (the config layer reports it as a `ConfigError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSetting {
+    /// The setting's name.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// The `[cluster]` section.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -64,8 +71,8 @@ mod defaults {
     }
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+fn invalid(key: &'static str, message: impl Into<String>) -> InvalidSetting {
+    InvalidSetting {
         key,
         message: message.into(),
     }
@@ -73,7 +80,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 
 impl ClusterSettings {
     /// Checks what types alone cannot.
-    pub fn validate(&self, node_id: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, node_id: &str) -> Result<(), InvalidSetting> {
         NodeId::new(node_id).map_err(|e| invalid("node_id", e.to_string()))?;
         let advertise = self.advertise.unwrap_or(self.listen);
         if advertise.ip().is_unspecified() {
@@ -160,5 +167,71 @@ pub fn export_metrics(cluster: Option<&chorus_cluster::Cluster>) {
             metrics::gauge!("chorus_cluster_peer_rtt_seconds", "peer" => link.node.to_string())
                 .set(link.rtt.as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ClusterSettings {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_section_takes_defaults_and_refuses_what_cannot_work() {
+        let s = parse("listen = \"10.0.0.1:7400\"\nseeds = [\"10.0.0.2:7400\"]");
+        assert_eq!(s.probe_period_ms, 400);
+        assert_eq!(
+            s.cert_dir(Path::new("/data")),
+            PathBuf::from("/data/cluster")
+        );
+        assert_eq!(s.validate("n1"), Ok(()));
+        assert_eq!(s.validate("Node 1").map_err(|e| e.key), Err("node_id"));
+
+        let open = parse("listen = \"0.0.0.0:7400\"");
+        assert_eq!(
+            open.validate("n1").map_err(|e| e.key),
+            Err("cluster.advertise")
+        );
+        let advertised = parse("listen = \"0.0.0.0:7400\"\nadvertise = \"10.0.0.1:7400\"");
+        assert_eq!(advertised.validate("n1"), Ok(()));
+
+        let fast =
+            parse("listen = \"10.0.0.1:7400\"\nprobe_period_ms = 500\nsuspect_to_down_ms = 100");
+        assert_eq!(
+            fast.validate("n1").map_err(|e| e.key),
+            Err("cluster.suspect_to_down_ms")
+        );
+        assert!(
+            toml::from_str::<ClusterSettings>("listen = \"10.0.0.1:7400\"\nbogus = 1").is_err()
+        );
+    }
+
+    #[test]
+    fn the_cluster_id_comes_from_beside_the_ca() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = parse("listen = \"127.0.0.1:7400\"");
+        assert!(
+            s.to_cluster_config(
+                "n1",
+                dir.path(),
+                "127.0.0.1:9000".parse().unwrap_or_else(|e| panic!("{e}"))
+            )
+            .is_err()
+        );
+        std::fs::create_dir_all(dir.path().join("cluster")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("cluster/cluster-id"), "prod\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = s
+            .to_cluster_config(
+                "n1",
+                dir.path(),
+                "127.0.0.1:9000".parse().unwrap_or_else(|e| panic!("{e}")),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.cluster_id, "prod");
+        assert_eq!(c.client_addr, "127.0.0.1:9000");
+        assert_eq!(c.certs.node_key, dir.path().join("cluster/node-key.pem"));
     }
 }

@@ -528,7 +528,11 @@ impl Config {
         self.moderation.validate()?;
         self.search.validate()?;
         if let Some(c) = &self.cluster {
-            c.validate(&self.node_id)?;
+            c.validate(&self.node_id)
+                .map_err(|e| ConfigError::Invalid {
+                    key: e.key,
+                    message: e.message,
+                })?;
         }
         if let TokenKey::Hs256(secret) = &self.token_key
             && secret.len() < 32

@@ -81,8 +81,8 @@ pub(crate) enum Top {
 #[derive(Subcommand)]
 pub(crate) enum ClusterCmd {
     /// Makes a cluster CA in DIR (ca.pem, ca-key.pem, cluster-id) and, for each node, a
-    /// directory DIR/<node>/ with what that node needs; copy it to the node's cert_dir
-    /// (default <data_dir>/cluster). Keep ca-key.pem off the nodes. No node is contacted.
+    /// directory DIR/NODE/ with what that node needs; copy it to the node's cert_dir
+    /// (default DATA_DIR/cluster). Keep ca-key.pem off the nodes. No node is contacted.
     Init {
         /// Where to write; must not hold a CA yet.
         #[arg(long)]
@@ -94,7 +94,7 @@ pub(crate) enum ClusterCmd {
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<String>,
     },
-    /// Issues DIR/<node>/ for one more node from the CA in DIR.
+    /// Issues DIR/NODE/ for one more node from the CA in DIR.
     AddNode {
         /// The directory `cluster init` wrote.
         #[arg(long)]
