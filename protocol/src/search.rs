@@ -338,10 +338,11 @@ impl fmt::Display for Query {
                 ClauseKind::Word(w) => f.write_str(w)?,
                 ClauseKind::Phrase(p) => write!(f, "\"{p}\"")?,
                 // A phrase's prefix (no quotes in it) is written quoted when, bare, it would
-                // read as several words, a negation or an operator.
+                // read as several words, a negation, an operator or a word ending in `**`.
                 ClauseKind::Prefix(p)
                     if !p.contains('"')
                         && (p.contains(|ch: char| ch.is_whitespace() || ch == ':')
+                            || p.ends_with('*')
                             || (p.starts_with('-') && !c.negated)) =>
                 {
                     write!(f, "\"{p}\"*")?
@@ -474,6 +475,13 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_quoted_prefix_ending_in_a_star_stays_quoted() {
+        let q = parse("\"*\"*").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.to_string(), "\"*\"*");
+        assert_eq!(parse(&q.to_string()), Ok(q));
     }
 
     #[test]
