@@ -201,7 +201,10 @@ impl Endpoint {
                 let len = datagram.len();
                 match p.conn.send_datagram(datagram.into()) {
                     Ok(()) => inner.stats.datagram(Direction::Out, len),
-                    Err(e) => inner.stats.dropped(&format!("send: {e}")),
+                    Err(e) => {
+                        tracing::trace!(peer = %node, error = %e, "membership datagram not sent");
+                        inner.stats.dropped("send failed");
+                    }
                 }
             }
             _ => {

@@ -87,6 +87,9 @@ pub enum ClusterError {
         /// Its words.
         message: String,
     },
+    /// A bounded queue is full; retry later.
+    #[error("busy: {0}")]
+    Busy(&'static str),
     /// The endpoint is shutting down.
     #[error("the cluster endpoint is shutting down")]
     Closed,

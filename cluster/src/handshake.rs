@@ -135,28 +135,21 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
                 None => return,
             },
         };
-        let Ok(permit) = inner.handshakes.try_acquire() else {
-            inner.stats.refused("handshakes");
-            incoming.refuse();
-            continue;
-        };
-        permit.forget();
         let inner = inner.clone();
         tokio::spawn(async move {
+            // The permit covers the handshake only, not the connection's life.
+            let Ok(permit) = inner.handshakes.try_acquire() else {
+                inner.stats.refused("handshakes");
+                incoming.refuse();
+                return;
+            };
             let limit = inner.limits.handshake_timeout;
-            match tokio::time::timeout(limit, accept(&inner, incoming)).await {
-                Ok(Ok(peer)) => {
-                    inner.handshakes.add_permits(1);
-                    serve(inner, peer).await;
-                }
-                Ok(Err(e)) => {
-                    inner.handshakes.add_permits(1);
-                    tracing::debug!(error = %e, "cluster handshake failed");
-                }
-                Err(_) => {
-                    inner.handshakes.add_permits(1);
-                    inner.stats.refused("handshake timeout");
-                }
+            let accepted = tokio::time::timeout(limit, accept(&inner, incoming)).await;
+            drop(permit);
+            match accepted {
+                Ok(Ok(peer)) => serve(inner, peer).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "cluster handshake failed"),
+                Err(_) => inner.stats.refused("handshake timeout"),
             }
         });
     }
@@ -189,10 +182,9 @@ async fn accept(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<Arc<Pee
         }
     };
     let info = hello.node.clone().unwrap_or_default();
-    let refusal = |code: PeerErrorCode, message: String| (code, message);
     let checked = if hello.max_version < peer::MIN_VERSION || hello.min_version > peer::MAX_VERSION
     {
-        Err(refusal(
+        Err((
             PeerErrorCode::Version,
             format!(
                 "versions {}..={} and {}..={} do not meet",
@@ -203,14 +195,14 @@ async fn accept(inner: &Arc<Inner>, incoming: quinn::Incoming) -> Result<Arc<Pee
             ),
         ))
     } else if hello.cluster_id != inner.me.cluster_id {
-        Err(refusal(
+        Err((
             PeerErrorCode::ClusterMismatch,
             format!("this is cluster {:?}", inner.me.cluster_id),
         ))
     } else {
         match NodeId::new(info.node_id.clone()) {
             Ok(id) if id != inner.me.id && certificate_names(&conn, &id) => Ok(id),
-            _ => Err(refusal(
+            _ => Err((
                 PeerErrorCode::IdentityMismatch,
                 "the node id is not the one the certificate names".into(),
             )),

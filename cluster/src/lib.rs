@@ -58,6 +58,7 @@ const PACKET_QUEUE: usize = 1024;
 pub struct Cluster {
     endpoint: Endpoint,
     membership: Membership,
+    /// The seeds that are other nodes (this node's bound and advertised addresses left out).
     seeds: Vec<SocketAddr>,
     stop: CancellationToken,
 }
@@ -164,18 +165,24 @@ impl Cluster {
             renewed: 0,
         };
         let membership = Membership::start(me, &config.timing, endpoint.clone(), packets);
+        let seeds: Vec<SocketAddr> = config
+            .seeds
+            .iter()
+            .filter(|s| **s != bound && **s != advertise)
+            .copied()
+            .collect();
         let stop = CancellationToken::new();
         tokio::spawn(membership::join_through_seeds(
             endpoint.clone(),
             membership.clone(),
-            config.seeds.clone(),
+            seeds.clone(),
             config.timing.announce_interval,
             stop.clone(),
         ));
         Ok(Self {
             endpoint,
             membership,
-            seeds: config.seeds.clone(),
+            seeds,
             stop,
         })
     }
@@ -193,9 +200,7 @@ impl Cluster {
     /// Whether this node has joined: another member is alive, or no seed other than itself was
     /// configured (the first node of a cluster).
     pub fn joined(&self) -> bool {
-        let me = self.endpoint.local_addr().ok();
-        let lone = self.seeds.iter().all(|s| Some(*s) == me);
-        lone || self.membership.active_members() > 0
+        self.seeds.is_empty() || self.membership.active_members() > 0
     }
 
     /// Every member as this node sees it, with its connection.

@@ -225,7 +225,7 @@ impl Task {
             Event::Announce(m) => self.swim.announce(m, &mut self.runtime),
             Event::Broadcast(topic, payload, reply) => {
                 let answer = if self.swim.custom_broadcast_backlog() >= MAX_BROADCAST_BACKLOG {
-                    Err(ClusterError::Config("too many broadcasts waiting".into()))
+                    Err(ClusterError::Busy("too many broadcasts waiting"))
                 } else {
                     self.next_seq += 1;
                     let b = Ephemeral {
@@ -350,8 +350,8 @@ impl Task {
     }
 }
 
-/// Dials the seeds until this node has an active member, then keeps quiet (foca's own announces
-/// to down members heal partitions).
+/// Dials the seeds (other nodes' addresses only) until this node has an active member, then
+/// keeps quiet (foca's own announces to down members heal partitions).
 pub(crate) async fn join_through_seeds(
     endpoint: Endpoint,
     membership: Membership,
@@ -359,11 +359,10 @@ pub(crate) async fn join_through_seeds(
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let me = endpoint.local_addr().ok();
     let started = Instant::now();
     loop {
         if membership.active_members() == 0 {
-            for seed in seeds.iter().filter(|s| Some(**s) != me) {
+            for seed in &seeds {
                 match endpoint.connect_info(*seed).await {
                     Ok(info) => {
                         if let Some(m) = Member::from_info(&info) {

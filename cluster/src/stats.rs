@@ -60,7 +60,7 @@ impl Stats {
             .increment(len);
     }
 
-    pub(crate) fn dropped(&self, reason: &str) {
+    pub(crate) fn dropped(&self, reason: &'static str) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(reason, "cluster datagram dropped");
         metrics::counter!("chorus_cluster_datagrams_dropped_total").increment(1);

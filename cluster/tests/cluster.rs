@@ -3,7 +3,6 @@
 //! delay and duplication and across a heal, refused certificates, broadcasts.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_cluster::endpoint::udp_socket;
@@ -122,6 +121,12 @@ async fn cluster_of(ca: &ClusterCa, n: usize) -> Vec<Node> {
     nodes
 }
 
+async fn stop_all(nodes: &[Node]) {
+    for node in nodes {
+        node.cluster.shutdown().await;
+    }
+}
+
 fn ca() -> ClusterCa {
     ClusterCa::generate("test").unwrap_or_else(|e| panic!("{e}"))
 }
@@ -153,9 +158,7 @@ async fn three_and_five_nodes_converge_from_one_seed_in_under_two_seconds() {
         })
         .await;
         assert!(meshed.is_some(), "{n} nodes connected pairwise");
-        for node in &nodes {
-            node.cluster.shutdown().await;
-        }
+        stop_all(&nodes).await;
     }
 }
 
@@ -208,9 +211,7 @@ async fn a_silent_node_is_down_in_under_three_seconds_and_its_restart_leaves_no_
         assert_eq!(n2.len(), 1, "one n2, no ghost: {s:?}");
         assert!(Some(n2[0].2) > old_started, "the new incarnation: {s:?}");
     }
-    for node in &nodes {
-        node.cluster.shutdown().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,9 +259,7 @@ async fn a_clean_leave_is_seen_at_once_and_a_partition_heals() {
         "a node that leaves is down at once, not after suspicion: {:?}",
         start.elapsed()
     );
-    for node in &nodes[..2] {
-        node.cluster.shutdown().await;
-    }
+    stop_all(&nodes[..2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,9 +331,7 @@ async fn requests_complete_under_loss_delay_and_duplication_and_across_a_heal() 
         .await;
     assert!(after.is_ok(), "a request across the heal: {after:?}");
     let _ = healer.await;
-    for node in &nodes {
-        node.cluster.shutdown().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,9 +417,7 @@ async fn ephemeral_broadcasts_reach_every_other_member() {
         .broadcast("typing", vec![0; 4096])
         .await;
     assert!(too_big.is_err());
-    for node in &nodes {
-        node.cluster.shutdown().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[test]
@@ -438,5 +433,4 @@ fn a_ca_saved_and_loaded_issues_certificates_nodes_accept() {
         .write_node(&id("n1"), &node_dir)
         .unwrap_or_else(|e| panic!("{e}"));
     TlsConfigs::load(&CertPaths::in_dir(&node_dir)).unwrap_or_else(|e| panic!("{e}"));
-    let _ = Arc::new(());
 }
