@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::history::{Entry, History, Op, Outcome};
+use crate::history::{Entry, History, Outcome};
 
 /// What a checker found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,22 +110,46 @@ pub fn replicas_identical(h: &History) -> Check {
     Ok(())
 }
 
-/// A publish acknowledged before another was sent comes first in their channel.
+/// A publish acknowledged before another was sent comes first in their channel. Operations
+/// with the same key are one publish (retries, answered with the original position): it counts
+/// as sent at its first invoke, which may be when it was stored, and as acknowledged at its
+/// first acknowledgement.
 pub fn real_time_order(h: &History) -> Check {
-    let mut acked: HashMap<&str, Vec<(&Op, u64, u64)>> = HashMap::new();
+    struct Publish<'a> {
+        key: &'a str,
+        sent: u64,
+        acked: Option<(u64, u64, u64)>,
+    }
+    let mut by_key: HashMap<(&str, &str), Publish<'_>> = HashMap::new();
     for op in &h.ops {
-        if let Outcome::Ok { epoch, seq } = op.outcome {
-            acked
-                .entry(op.channel.as_str())
-                .or_default()
-                .push((op, epoch, seq));
+        let p = by_key
+            .entry((op.channel.as_str(), op.key.as_str()))
+            .or_insert(Publish {
+                key: op.key.as_str(),
+                sent: op.invoked_ms,
+                acked: None,
+            });
+        p.sent = p.sent.min(op.invoked_ms);
+        if let Outcome::Ok { epoch, seq } = op.outcome
+            && p.acked.is_none_or(|(at, ..)| op.completed_ms < at)
+        {
+            p.acked = Some((op.completed_ms, epoch, seq));
         }
     }
-    for ops in acked.values_mut() {
-        ops.sort_by_key(|(op, ..)| op.completed_ms);
-        for (i, (a, ae, aseq)) in ops.iter().enumerate() {
-            for (b, be, bseq) in &ops[i + 1..] {
-                if a.completed_ms < b.invoked_ms && ae == be && aseq >= bseq {
+    let mut channels: HashMap<&str, Vec<(&Publish<'_>, u64, u64, u64)>> = HashMap::new();
+    for ((channel, _), p) in &by_key {
+        if let Some((at, epoch, seq)) = p.acked {
+            channels
+                .entry(channel)
+                .or_default()
+                .push((p, at, epoch, seq));
+        }
+    }
+    for ps in channels.values_mut() {
+        ps.sort_by_key(|(_, at, ..)| *at);
+        for (i, (a, a_at, ae, aseq)) in ps.iter().enumerate() {
+            for (b, _, be, bseq) in &ps[i + 1..] {
+                if *a_at < b.sent && ae == be && aseq >= bseq {
                     return fail(format!(
                         "{} was acknowledged (seq {aseq}) before {} was sent, which got seq {bseq}",
                         a.key, b.key
@@ -227,7 +251,7 @@ pub fn all(h: &History) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Delivery;
+    use crate::history::{Delivery, Op};
 
     fn entry(seq: u64, key: &str) -> Entry {
         Entry {
@@ -262,6 +286,8 @@ mod tests {
                 op("b", 20, 30, ok(2)),
                 op("c", 40, 900, Outcome::Timeout),
                 op("d", 50, 60, Outcome::Fail("rate limited".into())),
+                // A retry of "a", answered with its original position.
+                op("a", 70, 80, ok(1)),
             ],
             deliveries: log
                 .iter()

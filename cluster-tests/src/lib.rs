@@ -9,10 +9,12 @@
 //! - [`netns`]: the namespace and its firewall.
 //! - [`nodes`]: node processes in it.
 //! - [`schedule`]: seeded fault schedules (every run prints its seed; `CHORUS_SEED` replays).
+//! - [`recorder`]: SDK clients' operations and deliveries, recorded as a [`history::History`].
 //! - [`history`]: what a workload recorded; [`checkers`]: the invariants over it.
 
 pub mod checkers;
 pub mod history;
 pub mod netns;
 pub mod nodes;
+pub mod recorder;
 pub mod schedule;

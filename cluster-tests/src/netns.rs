@@ -58,6 +58,25 @@ impl Netns {
         c
     }
 
+    /// Starts `f` on a thread of this process moved into the namespace, so every socket it
+    /// opens (and those of a current-thread runtime it builds) lives there. Needs
+    /// `CAP_SYS_ADMIN`.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<Result<T, NetnsError>> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).map_err(|e| NetnsError(format!("{path}: {e}")))?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| NetnsError(format!("setns {path}: {e}")))?;
+            Ok(f())
+        })
+    }
+
     fn iptables(&self, args: &[&str]) -> Result<(), NetnsError> {
         run(&mut self.command("iptables", args)).map(|_| ())
     }

@@ -45,7 +45,7 @@ impl Nodes {
         let root = tempfile::tempdir().map_err(err)?;
         let ca = ClusterCa::generate("harness").map_err(err)?;
         let secret = root.path().join("secret");
-        std::fs::write(&secret, [7u8; 48]).map_err(err)?;
+        std::fs::write(&secret, chorus_testkit::token::SECRET).map_err(err)?;
         let seeds: Vec<String> = (0..n.min(2))
             .map(|i| format!("\"{}:{CLUSTER_PORT}\"", node_ip(i)))
             .collect();
@@ -140,6 +140,31 @@ impl Nodes {
             let _ = c.wait();
         }
         Ok(())
+    }
+
+    /// The WebSocket URL of node `i` (reachable from inside the namespace).
+    pub fn url(&self, i: usize) -> String {
+        format!("ws://{}:{WS_PORT}/", node_ip(i))
+    }
+
+    /// Node `i`'s resident memory in bytes, while it runs.
+    pub fn rss(&self, i: usize) -> Option<u64> {
+        let pid = self.nodes[i].child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Whether node `i`'s process is running (not killed or stopped by the harness).
+    pub fn running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
     }
 
     /// SIGTERM, and waits for the process to end (a clean stop: it leaves the cluster).
