@@ -1,7 +1,7 @@
 //! The workload recorder: real SDK clients publish and subscribe, and every operation's invoke
 //! and outcome and every entry a subscriber received go into one [`History`] for the checkers.
 //!
-//! Clients run inside the namespace: [`crate::netns::Netns::run`] gives a thread there, and the
+//! Clients run inside the namespace: [`crate::netns::Netns::spawn`] gives a thread there, and the
 //! recorder's futures run on a runtime built in that thread.
 
 use std::sync::{Arc, Mutex, PoisonError};

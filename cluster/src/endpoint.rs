@@ -23,7 +23,7 @@ use crate::handshake::{accept_loop, connect, dial_in_background};
 use crate::peers::{Inner, MAX_KNOWN, close, lock};
 use crate::rpc::request;
 
-pub use crate::peers::{LocalNode, PeerLink};
+pub use crate::peers::{LocalNode, PeerLink, RaftFuture, RaftService};
 
 /// The cluster endpoint. Cheap to clone.
 #[derive(Clone)]
@@ -107,6 +107,7 @@ impl Endpoint {
             epoch: Instant::now(),
             stop: CancellationToken::new(),
             stats: Stats::default(),
+            raft: std::sync::OnceLock::new(),
         });
         tokio::spawn(accept_loop(inner.clone()));
         Ok(Self { inner })
@@ -168,6 +169,14 @@ impl Endpoint {
             });
         self.inner.stats.request(outcome.is_ok());
         outcome
+    }
+
+    /// Makes `service` answer peers' Raft requests (once; later calls are refused).
+    pub fn serve_raft(&self, service: Arc<dyn RaftService>) -> Result<(), ClusterError> {
+        self.inner
+            .raft
+            .set(service)
+            .map_err(|_| ClusterError::Config("a Raft service is already set".into()))
     }
 
     /// Measures the round trip of a ping to `node`.

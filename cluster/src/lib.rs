@@ -17,6 +17,7 @@
 //! apart.
 
 pub mod config;
+pub mod consensus;
 pub mod endpoint;
 pub mod ephemeral;
 pub mod error;

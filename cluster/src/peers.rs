@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_protocol::peer::NodeInfo;
+use chorus_protocol::peer::{self, NodeInfo};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +87,19 @@ pub(crate) struct Inner {
     pub(crate) epoch: Instant,
     pub(crate) stop: CancellationToken,
     pub(crate) stats: Stats,
+    /// Who answers Raft requests, once consensus runs on this node.
+    pub(crate) raft: std::sync::OnceLock<Arc<dyn RaftService>>,
+}
+
+/// The future a [`RaftService`] answers with.
+pub type RaftFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<peer::RaftReply, peer::PeerError>> + Send>,
+>;
+
+/// Answers the Raft requests peers send (the consensus module implements it).
+pub trait RaftService: Send + Sync + 'static {
+    /// Answers one request from `from`.
+    fn call(&self, from: NodeId, request: peer::Raft) -> RaftFuture;
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -68,6 +68,16 @@ async fn answer(
                     payload: p.payload,
                     node: Some(inner.me.info.clone()),
                 }),
+                Some(request::Body::Raft(r)) => match inner.raft.get() {
+                    Some(service) => match service.call(peer.id.clone(), r).await {
+                        Ok(reply) => response::Body::Raft(reply),
+                        Err(e) => response::Body::Error(e),
+                    },
+                    None => error(
+                        PeerErrorCode::NoSuchGroup,
+                        "consensus does not run on this node".into(),
+                    ),
+                },
                 None => error(PeerErrorCode::UnknownRequest, "unknown request".into()),
             };
             (req.id, body)
