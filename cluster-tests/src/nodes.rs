@@ -24,6 +24,7 @@ pub struct Node {
     data: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    started: Instant,
 }
 
 /// The nodes of one cluster in one namespace.
@@ -78,6 +79,7 @@ impl Nodes {
                 data,
                 config,
                 child: None,
+                started: Instant::now(),
             });
         }
         let mut all = Self {
@@ -116,6 +118,7 @@ impl Nodes {
             &["--config", &node.config.to_string_lossy()],
         );
         cmd.stdout(Stdio::null()).stderr(log);
+        node.started = Instant::now();
         node.child = Some(
             cmd.spawn()
                 .map_err(|e| err(format!("{}: {e}", self.chorusd.display())))?,
@@ -147,8 +150,12 @@ impl Nodes {
         format!("ws://{}:{WS_PORT}/", node_ip(i))
     }
 
-    /// Node `i`'s resident memory in bytes, while it runs.
+    /// Node `i`'s resident memory in bytes, once it has run for two seconds (before, the pid
+    /// may still be `ip netns exec`'s, and a starting node's memory says nothing of growth).
     pub fn rss(&self, i: usize) -> Option<u64> {
+        if self.nodes[i].started.elapsed() < Duration::from_secs(2) {
+            return None;
+        }
         let pid = self.nodes[i].child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib: u64 = status
@@ -248,6 +255,16 @@ impl Drop for Nodes {
             let _ = self.kill9(i);
         }
     }
+}
+
+/// The directory that holds the chorusd and chorusctl this test build uses (building them
+/// when they are missing).
+pub fn bin_dir() -> PathBuf {
+    let chorusd = chorus_testkit::process::workspace_bin("chorusd");
+    chorusd
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no directory for {}", chorusd.display()))
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns how long it took.

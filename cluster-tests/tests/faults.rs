@@ -4,21 +4,12 @@
 //! loss. Needs root, `ip` and `iptables`, and chorusd built; `.ci/run` runs it in the cluster
 //! profile.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chorus_cluster_tests::netns::{Netns, node_ip};
-use chorus_cluster_tests::nodes::{Nodes, wait_until};
+use chorus_cluster_tests::nodes::{Nodes, bin_dir, wait_until};
 
 const NEEDS: &str = "cluster profile: needs root, ip, iptables and chorusd built; run by .ci/run";
-
-fn bin_dir() -> PathBuf {
-    let chorusd = chorus_testkit::process::workspace_bin("chorusd");
-    chorusd
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no directory for {}", chorusd.display()))
-}
 
 fn cluster(tag: &str, n: usize) -> Nodes {
     let ns = Netns::create(tag).unwrap_or_else(|e| panic!("{e}"));

@@ -8,7 +8,6 @@
 //! `CHORUS_SEED=<n>` replays a run's schedule.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use chorus_client::{ChannelId, Client, ClientConfig, Events, UserId};
 use chorus_cluster_tests::checkers;
 use chorus_cluster_tests::history::{Entry, History, Outcome};
 use chorus_cluster_tests::netns::{Netns, NetnsError, node_ip};
-use chorus_cluster_tests::nodes::{Nodes, wait_until};
+use chorus_cluster_tests::nodes::{Nodes, bin_dir, wait_until};
 use chorus_cluster_tests::recorder::{Recorder, read_log};
 use chorus_cluster_tests::schedule::{self, Fault, Step};
 use tokio::sync::watch;
@@ -31,14 +30,6 @@ const RESUME_BOUND: Duration = Duration::from_secs(8);
 /// Clients bind this address, which no partition rule names: a partition cuts nodes from each
 /// other, not from their clients.
 const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 200));
-
-fn bin_dir() -> PathBuf {
-    let chorusd = chorus_testkit::process::workspace_bin("chorusd");
-    chorusd
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no directory for {}", chorusd.display()))
-}
 
 fn must<T>(r: Result<T, NetnsError>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
@@ -246,6 +237,10 @@ fn run(seed: u64) {
         apply(&mut nodes, &step.fault, true);
         sleep_sampling(&nodes, &recorder, &mut rss, step.at + step.lasts, start);
         apply(&mut nodes, &step.fault, false);
+        // Memory growth is a matter of one process: a restarted node starts its samples anew.
+        if let Fault::Kill(n) = step.fault {
+            rss[n].clear();
+        }
         fault_ends.push(recorder.now_ms());
     }
     let calm_until = start.elapsed() + CALM;

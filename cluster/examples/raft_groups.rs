@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use chorus_cluster::consensus::{
     Consensus, ConsensusConfig, ConsensusError, GroupId, Machine, RaftTiming,
 };
-use chorus_cluster::{
-    CertPaths, Cluster, ClusterCa, ClusterConfig, MembershipTiming, NodeId, PeerLimits, TlsConfigs,
-};
+use chorus_cluster::{Cluster, ClusterCa, ClusterConfig, NodeId};
 use chorus_storage::engine::Engine;
 use chorus_storage::engine::fjall::FjallEngine;
 
@@ -60,26 +58,8 @@ async fn start(
     seeds: Vec<SocketAddr>,
     groups: u32,
 ) -> Node {
-    let cert = ca.issue(&id(name)).unwrap_or_else(|e| panic!("{e}"));
-    let tls = TlsConfigs::from_pem(
-        ca.cert_pem().as_bytes(),
-        cert.cert_pem.as_bytes(),
-        cert.key_pem.as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-    let config = ClusterConfig {
-        node_id: id(name),
-        cluster_id: ca.cluster_id().into(),
-        listen,
-        advertise: listen,
-        client_addr: "127.0.0.1:9000".into(),
-        seeds,
-        certs: CertPaths::in_dir(Path::new("/nonexistent")),
-        limits: PeerLimits::default(),
-        timing: MembershipTiming::default(),
-        software_version: "bench".into(),
-    };
+    let tls = ca.tls_for(&id(name)).unwrap_or_else(|e| panic!("{e}"));
+    let config = ClusterConfig::loopback(id(name), ca.cluster_id(), seeds);
     let cluster = Cluster::start_with(&config, &tls, None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

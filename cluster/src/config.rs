@@ -76,6 +76,26 @@ impl Default for MembershipTiming {
     }
 }
 
+impl ClusterConfig {
+    /// A node on an ephemeral port of 127.0.0.1 with default limits and timing, certificates
+    /// given in memory (nodes of one process: tests, benchmarks).
+    pub fn loopback(node_id: NodeId, cluster_id: &str, seeds: Vec<SocketAddr>) -> Self {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            node_id,
+            cluster_id: cluster_id.into(),
+            listen,
+            advertise: listen,
+            client_addr: "127.0.0.1:9000".into(),
+            seeds,
+            certs: CertPaths::in_dir(std::path::Path::new("/nonexistent")),
+            limits: PeerLimits::default(),
+            timing: MembershipTiming::default(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
 /// Everything a node of a cluster needs.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {

@@ -170,6 +170,17 @@ impl ClusterCa {
         })
     }
 
+    /// Issues a certificate for `node` and makes its TLS configs in memory (nodes of one
+    /// process: tests, benchmarks).
+    pub fn tls_for(&self, node: &NodeId) -> Result<TlsConfigs, ClusterError> {
+        let cert = self.issue(node)?;
+        TlsConfigs::from_pem(
+            self.cert_pem().as_bytes(),
+            cert.cert_pem.as_bytes(),
+            cert.key_pem.as_bytes(),
+        )
+    }
+
     /// Writes what one node needs into `dir`: the CA certificate, its certificate and key, and
     /// the cluster id.
     pub fn write_node(&self, node: &NodeId, dir: &Path) -> Result<(), ClusterError> {

@@ -17,13 +17,7 @@ fn id(s: &str) -> NodeId {
 }
 
 fn tls_for(ca: &ClusterCa, node: &str) -> TlsConfigs {
-    let cert = ca.issue(&id(node)).unwrap_or_else(|e| panic!("{e}"));
-    TlsConfigs::from_pem(
-        ca.cert_pem().as_bytes(),
-        cert.cert_pem.as_bytes(),
-        cert.key_pem.as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    ca.tls_for(&id(node)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Node {

@@ -352,6 +352,16 @@ mod tests {
         ]
     }
 
+    /// Runs `f` on a current-thread runtime with a fresh memory engine and its sync thread.
+    fn on_fresh_engine(f: impl AsyncFnOnce(Arc<dyn Engine>, Syncer)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let syncer = Syncer::start(engine.clone()).unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(f(engine, syncer));
+    }
+
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
         let (tx, rx) = openraft::alias::OneshotOf::<TypeConfig>::channel();
         store
@@ -368,12 +378,7 @@ mod tests {
     /// the log state and every read agree, and a second store on the same engine sees the
     /// same (what a restart reads).
     fn run(steps: Vec<Step>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
-            let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-            let syncer = Syncer::start(engine.clone()).unwrap_or_else(|e| panic!("{e}"));
+        on_fresh_engine(async |engine, syncer| {
             let mut store = LogStore::new(GroupId(3), engine.clone(), syncer.clone());
             // Another group on the same engine must never be touched.
             let mut other = LogStore::new(GroupId(4), engine.clone(), syncer.clone());
@@ -461,12 +466,7 @@ mod tests {
 
     #[test]
     fn a_vote_is_read_back_after_a_restart() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
-            let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-            let syncer = Syncer::start(engine.clone()).unwrap_or_else(|e| panic!("{e}"));
+        on_fresh_engine(async |engine, syncer| {
             let mut store = LogStore::new(GroupId(0), engine.clone(), syncer.clone());
             let node = crate::id::NodeId::new("n2").unwrap_or_else(|e| panic!("{e}"));
             let vote = Vote::new(7, node);
