@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use chorus_cluster::endpoint::udp_socket;
 use chorus_cluster::fault::{FaultHandle, FaultSocket, Faults};
 use chorus_cluster::{
-    CertPaths, Cluster, ClusterCa, ClusterConfig, ClusterError, MembershipTiming, NodeId,
-    PeerLimits, TlsConfigs,
+    CertPaths, Cluster, ClusterCa, ClusterConfig, ClusterError, NodeId, TlsConfigs,
 };
 
 fn id(s: &str) -> NodeId {
@@ -33,20 +32,8 @@ async fn start_as(
     seeds: Vec<SocketAddr>,
     seed: u64,
 ) -> Result<Node, ClusterError> {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-    let (socket, faults) = FaultSocket::wrap(udp_socket(listen)?, seed);
-    let config = ClusterConfig {
-        node_id: id(name),
-        cluster_id: cluster_id.into(),
-        listen,
-        advertise: listen,
-        client_addr: "127.0.0.1:9000".into(),
-        seeds,
-        certs: CertPaths::in_dir(std::path::Path::new("/nonexistent")),
-        limits: PeerLimits::default(),
-        timing: MembershipTiming::default(),
-        software_version: "test".into(),
-    };
+    let config = ClusterConfig::loopback(id(name), cluster_id, seeds);
+    let (socket, faults) = FaultSocket::wrap(udp_socket(config.listen)?, seed);
     let cluster = Cluster::start_with(&config, tls, Some(socket)).await?;
     let addr = cluster.endpoint().local_addr()?;
     Ok(Node {
@@ -141,9 +128,9 @@ async fn three_and_five_nodes_converge_from_one_seed_in_under_two_seconds() {
         let meshed = until(Duration::from_secs(5), || async {
             for node in &nodes {
                 let status = node.cluster.status().await;
-                let connected = status.members[1..]
-                    .iter()
-                    .all(|m| m.connected && m.version.as_deref() == Some("test"));
+                let connected = status.members[1..].iter().all(|m| {
+                    m.connected && m.version.as_deref() == Some(env!("CARGO_PKG_VERSION"))
+                });
                 if !status.joined || status.members.len() != n || !connected {
                     return false;
                 }
