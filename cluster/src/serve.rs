@@ -69,9 +69,22 @@ async fn answer(
                     node: Some(inner.me.info.clone()),
                 }),
                 Some(request::Body::Raft(r)) => match inner.raft.get() {
-                    Some(service) => match service.call(peer.id.clone(), r).await {
-                        Ok(reply) => response::Body::Raft(reply),
-                        Err(e) => response::Body::Error(e),
+                    // Bounded by the caller's deadline as well as ours: past it nobody waits.
+                    Some(service) => match tokio::time::timeout(
+                        inner
+                            .limits
+                            .request_timeout
+                            .min(std::time::Duration::from_millis(u64::from(req.deadline_ms))),
+                        service.call(peer.id.clone(), r),
+                    )
+                    .await
+                    {
+                        Ok(Ok(reply)) => response::Body::Raft(reply),
+                        Ok(Err(e)) => response::Body::Error(e),
+                        Err(_) => error(
+                            PeerErrorCode::DeadlineExceeded,
+                            "not answered within the request's deadline".into(),
+                        ),
                     },
                     None => error(
                         PeerErrorCode::NoSuchGroup,
